@@ -1,0 +1,1 @@
+"""Reinforcement learning: advantages, losses and log-probabilities (pure functions), trainer and loop."""
