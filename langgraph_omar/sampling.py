@@ -1,0 +1,74 @@
+"""Per-row sampling from next-token logits, with the log-probability the trainer will recompute.
+
+transformers' `generate` applies one set of sampling parameters to a whole batch and reports scores after
+its logits processors; a batch that coalesces calls from many roles needs per-row parameters and the
+log-probability under the untruncated tempered distribution, so this small piece is written here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0  # 0 means greedy decoding
+    top_p: float = 1.0
+    top_k: int = 0  # 0 means no top-k truncation
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or self.max_new_tokens < 1:
+            raise ValueError("top_k must be >= 0 and max_new_tokens >= 1")
+
+
+def tempered_logprobs(logits: torch.Tensor, temperatures: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits / T) per row; greedy rows (T = 0) use T = 1.
+
+    logits: (B, V); temperatures: (B,). Returns (B, V) float32.
+    """
+    t = torch.where(temperatures > 0, temperatures, torch.ones_like(temperatures))
+    return torch.log_softmax(logits.float() / t[:, None], dim=-1)
+
+
+def truncate(logprobs: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    """Mask (to -inf) tokens outside each row's top-k and nucleus top-p. logprobs (B, V); top_p, top_k (B,)."""
+    sorted_lp, order = logprobs.sort(dim=-1, descending=True)
+    ranks = torch.arange(logprobs.shape[-1], device=logprobs.device)[None, :]
+    mass_before = sorted_lp.exp().cumsum(-1) - sorted_lp.exp()
+    drop = mass_before >= top_p[:, None]
+    drop |= (top_k[:, None] > 0) & (ranks >= top_k[:, None])
+    drop[:, 0] = False  # the most likely token always survives
+    sorted_lp = sorted_lp.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logprobs).scatter_(-1, order, sorted_lp)
+
+
+def sample_next(
+    logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row and return (tokens (B,), logprobs (B,)) under the tempered distribution."""
+    device = logits.device
+    temps = torch.tensor([p.temperature for p in params], device=device, dtype=torch.float32)
+    logprobs = tempered_logprobs(logits, temps)
+    tokens = logprobs.argmax(dim=-1)
+    sampled_rows = [i for i, p in enumerate(params) if p.temperature > 0]
+    if sampled_rows:
+        rows = torch.tensor(sampled_rows, device=device)
+        candidates = logprobs[rows]
+        if any(params[i].top_p < 1 or params[i].top_k > 0 for i in sampled_rows):
+            top_p = torch.tensor([params[i].top_p for i in sampled_rows], device=device)
+            top_k = torch.tensor([params[i].top_k for i in sampled_rows], device=device)
+            candidates = truncate(candidates, top_p, top_k)
+        probs = candidates.exp()
+        for j, i in enumerate(sampled_rows):
+            tokens[i] = torch.multinomial(probs[j], 1, generator=generators[i])[0]
+    chosen = logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+    return tokens, chosen
