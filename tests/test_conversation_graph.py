@@ -12,14 +12,17 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langgraph.graph import END, START, StateGraph
 
 from langgraph_omar.conversation import (
     ChoiceAction,
+    ConversationState,
     FreeText,
     Outcome,
     Role,
     ScriptedChatModel,
     build_conversation_graph,
+    role_node,
 )
 
 
@@ -291,3 +294,27 @@ def test_bad_roles_are_clear_errors(kwargs: dict[str, Any], message: str) -> Non
 def test_bad_graph_options_are_clear_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_conversation_graph([Role("a", model=saying("x"))], **kwargs)
+
+
+def test_one_player_with_two_action_formats_in_a_hand_written_graph() -> None:
+    # bob talks in one node and votes in another: two Role objects named "bob", two node names.
+    model = ScriptedChatModel(
+        respond=lambda messages: "vote alice" if "`vote NAME`" in messages[0].text else "hm"
+    )
+    talking, voting = (
+        Role("bob", model=model),
+        Role("bob", model=model, action_format=ChoiceAction("vote", ["alice"])),
+    )
+    builder = StateGraph(ConversationState)
+    builder.add_node("bob_talk", role_node(talking), metadata={"role": "bob"})
+    builder.add_node("bob_vote", role_node(voting), metadata={"role": "bob"})
+    builder.add_edge(START, "bob_talk")
+    builder.add_edge("bob_talk", "bob_vote")
+    builder.add_edge("bob_vote", END)
+    final = builder.compile().invoke({})
+    assert [(u["speaker"], u["action"]) for u in final["transcript"]] == [
+        ("bob", {"type": "speak"}),
+        ("bob", {"type": "vote", "target": "alice"}),
+    ]
+    assert [type(m).__name__ for m in model.calls[1]] == ["SystemMessage", "AIMessage"]  # its own talk
+    assert [m["langgraph_node"] for m in model.call_metadata] == ["bob_talk", "bob_vote"]

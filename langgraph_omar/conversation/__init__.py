@@ -1,6 +1,21 @@
 """Multi-role conversations as LangGraph state graphs: roles, observations, turn orders, termination,
 action formats, human players, and `build_conversation_graph` for the common case. Every piece also works
-in a StateGraph written by hand (see `role_node`, `observe`, `ConversationState`)."""
+in a StateGraph written by hand (see `role_node`, `observe`, `ConversationState`).
+
+    from langgraph_omar.conversation import ChoiceAction, Role, build_conversation_graph
+
+    roles = [
+        Role("seller", persona="You sell a bike.", private_info="Do not go below 80.", model=chat_model),
+        Role("buyer", persona="You want the bike.", goal="Pay at most 100.", model=chat_model),
+    ]
+    graph = build_conversation_graph(roles, turn_order="round_robin", max_turns=8, reward_fn=my_reward)
+    final = graph.invoke({"scenario": {"id": "bike-1", "seed": 3}})
+    final["transcript"], final["rewards"], final["metrics"], final["fallbacks"]
+
+A role with several action formats (talk by day, vote at night) is several `Role` objects with the same
+name, each added by hand under its own node name: `add_node("bob_vote", role_node(bob_voting),
+metadata={"role": "bob"})`; the transcript attributes both to "bob".
+"""
 
 from __future__ import annotations
 

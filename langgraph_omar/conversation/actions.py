@@ -87,7 +87,9 @@ class ChoiceAction:
     verb: str  # one word, e.g. "vote", "kill", "inspect"
     options: Options  # the legal names, or a function of the ActionContext returning them
     fallback: Literal["abstain", "random"] = "abstain"  # what replaces an illegal or missing choice
-    allow_abstain: bool = True  # whether "abstain"/"pass" is itself a legal move
+    allow_abstain: bool = (
+        True  # whether the words "abstain" or "pass" (when no legal choice is found) are a move
+    )
     seed: int = 0  # mixed with the scenario's seed, the role and the turn for "random" fallbacks
 
     def __post_init__(self) -> None:
@@ -139,10 +141,12 @@ def find_choice(text: str, verb: str, legal: Sequence[str]) -> tuple[str | None,
     """The last legal NAME following `verb` in `text` (canonical spelling from `legal`), or None and the
     reason no legal choice was found. Never raises."""
     by_length = sorted(legal, key=len, reverse=True)  # "bobby" must win over "bob"
+    window = (len(by_length[0]) if by_length else 0) + 64
     found: str | None = None
     first_illegal: str | None = None
     for match in re.finditer(rf"\b{re.escape(verb)}\b", text, re.IGNORECASE):
-        rest = text[match.end() :].lstrip(_SEPARATORS)
+        # A bounded window keeps parsing linear in the text's length however often the verb occurs.
+        rest = text[match.end() : match.end() + window].lstrip(_SEPARATORS)
         target = next((option for option in by_length if _starts_with_word(rest, option)), None)
         if target is not None:
             found = target
