@@ -32,19 +32,21 @@ def _naive(hidden, weight, bias, targets, temperature):  # type: ignore[no-untyp
 @pytest.mark.parametrize("chunk_size", [1, 4, 7, 1024])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 @pytest.mark.parametrize("use_bias", [False, True])
+@pytest.mark.parametrize("frozen_head", [False, True])  # frozen: the precomputed-gradient path
 def test_logprobs_match_naive_forward_and_gradients(
-    chunk_size: int, temperature: float, use_bias: bool
+    chunk_size: int, temperature: float, use_bias: bool, frozen_head: bool
 ) -> None:
     hidden, weight, bias, targets = _inputs()
+    if frozen_head:
+        weight, bias = weight.detach(), bias.detach()
     lm_bias = bias if use_bias else None
+    wrt = [hidden] if frozen_head else [hidden, weight, *([bias] if use_bias else [])]
     ours = token_logprobs_from_hidden(hidden, weight, targets, temperature, chunk_size, lm_bias)
     upstream = torch.randn(BATCH, SEQ, generator=torch.Generator().manual_seed(1))
-    our_grads = torch.autograd.grad((ours * upstream).sum(), [hidden, weight, *([bias] if use_bias else [])])
+    our_grads = torch.autograd.grad((ours * upstream).sum(), wrt)
 
     expected, _ = _naive(hidden, weight, lm_bias, targets, temperature)
-    naive_grads = torch.autograd.grad(
-        (expected * upstream).sum(), [hidden, weight, *([bias] if use_bias else [])]
-    )
+    naive_grads = torch.autograd.grad((expected * upstream).sum(), wrt)
     assert ours.shape == (BATCH, SEQ) and ours.dtype == torch.float32
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
     for mine, reference in zip(our_grads, naive_grads, strict=True):
@@ -52,21 +54,29 @@ def test_logprobs_match_naive_forward_and_gradients(
 
 
 @pytest.mark.parametrize("chunk_size", [4, 1024])
-def test_logprobs_and_entropy_match_naive_forward_and_gradients(chunk_size: int) -> None:
+@pytest.mark.parametrize("frozen_head", [False, True])
+def test_logprobs_and_entropy_match_naive_forward_and_gradients(chunk_size: int, frozen_head: bool) -> None:
     hidden, weight, bias, targets = _inputs(seed=3)
-    logprobs, entropy = token_logprobs_and_entropy_from_hidden(hidden, weight, targets, 0.8, chunk_size, bias)
+    if frozen_head:
+        weight, bias = weight.detach(), bias.detach()
+    wrt = [hidden] if frozen_head else [hidden, weight, bias]
+
+    def ours_fn() -> tuple[torch.Tensor, torch.Tensor]:
+        return token_logprobs_and_entropy_from_hidden(
+            hidden, weight, targets, 0.8, chunk_size, bias, entropy_grad=True
+        )
+
+    logprobs, entropy = ours_fn()
     expected_logprobs, expected_entropy = _naive(hidden, weight, bias, targets, 0.8)
     torch.testing.assert_close(logprobs, expected_logprobs, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(entropy, expected_entropy, atol=1e-5, rtol=1e-5)
     # A loss mixing both outputs exercises both gradient paths at once.
-    ours = torch.autograd.grad((logprobs.sum() - 0.3 * (entropy**2).sum()), [hidden, weight, bias])
-    naive = torch.autograd.grad(
-        (expected_logprobs.sum() - 0.3 * (expected_entropy**2).sum()), [hidden, weight, bias]
-    )
+    ours = torch.autograd.grad((logprobs.sum() - 0.3 * (entropy**2).sum()), wrt)
+    naive = torch.autograd.grad((expected_logprobs.sum() - 0.3 * (expected_entropy**2).sum()), wrt)
     for mine, reference in zip(ours, naive, strict=True):
         torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-5)
     # Entropy alone (the log-probabilities unused): only the entropy path feeds the gradient.
-    _, entropy_only = token_logprobs_and_entropy_from_hidden(hidden, weight, targets, 0.8, chunk_size, bias)
+    _, entropy_only = ours_fn()
     (grad,) = torch.autograd.grad(entropy_only.sum(), [hidden])
     _, fresh_expected_entropy = _naive(hidden, weight, bias, targets, 0.8)
     (naive_grad,) = torch.autograd.grad(fresh_expected_entropy.sum(), [hidden])
@@ -81,9 +91,17 @@ def test_gradcheck_float64() -> None:
     targets = torch.randint(0, 6, (2, 3), generator=generator)
 
     def function(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return token_logprobs_and_entropy_from_hidden(h, w, targets, 1.3, 4, b)
+        return token_logprobs_and_entropy_from_hidden(h, w, targets, 1.3, 4, b, entropy_grad=True)
 
     assert torch.autograd.gradcheck(function, (hidden, weight, bias))
+    frozen_weight, frozen_bias = weight.detach(), bias.detach()
+    assert torch.autograd.gradcheck(lambda h: function(h, frozen_weight, frozen_bias), (hidden,))
+
+
+def test_entropy_is_a_detached_metric_by_default() -> None:
+    hidden, weight, _, targets = _inputs()
+    logprobs, entropy = token_logprobs_and_entropy_from_hidden(hidden, weight, targets, chunk_size=4)
+    assert logprobs.requires_grad and not entropy.requires_grad
 
 
 def test_frozen_weight_gets_no_gradient() -> None:
@@ -104,10 +122,12 @@ def test_backward_saves_no_full_logits_tensor() -> None:
         saved_sizes.append(tensor.numel())
         return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        token_logprobs_and_entropy_from_hidden(hidden, weight, targets, chunk_size=8)
     full_logits = 4 * 16 * 500
-    assert saved_sizes and max(saved_sizes) < full_logits / 4
+    for head in (weight, weight.detach()):  # trainable head, then frozen head (precomputed gradient)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            token_logprobs_and_entropy_from_hidden(hidden, head, targets, chunk_size=8, entropy_grad=True)
+        assert saved_sizes and max(saved_sizes) < full_logits / 4
+        saved_sizes.clear()
     saved_sizes.clear()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         _naive(hidden, weight, None, targets, 1.0)

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from langgraph_omar.testing import tiny_policy
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def policy():
+    """A fresh tiny engine, registered as model "tiny" for ChatPolicy(model="tiny")."""
+    return tiny_policy("tiny", max_wait_ms=5)
