@@ -12,6 +12,9 @@ Guarantees of `write_episodes`:
 - Idempotent: episodes whose `episode_id` is already in the file are skipped, so a re-run after a crash
   appends only what is missing.
 - Writers of one file are serialized by an advisory lock on a sidecar file `.<name>.lock` (POSIX only).
+
+Costs: a JSONL append writes only the new lines and, within one process, reads only what others added since
+its last call; a Parquet write rewrites the whole file, so write Parquet in batches (or export JSONL to it).
 """
 
 from __future__ import annotations
@@ -85,12 +88,10 @@ def iter_episodes(path: str | os.PathLike[str]) -> Iterator[Episode]:
     valid episode of this schema version. A torn last JSONL line is skipped with a TornLineWarning.
     """
     path = Path(path)
+    fmt = _format_of(path)  # checked now, not at the first next()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such trajectory file")
-    if _format_of(path) == "parquet":
-        yield from _iter_parquet(path)
-    else:
-        yield from _iter_jsonl(path)
+    return _iter_parquet(path) if fmt == "parquet" else _iter_jsonl(path)
 
 
 def read_episodes(path: str | os.PathLike[str]) -> list[Episode]:
