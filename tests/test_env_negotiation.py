@@ -175,7 +175,9 @@ def test_split_offer_lines_round_trip(keep: tuple[int, int, int], prose: str) ->
 
 
 def test_accepting_a_counter_offer_gives_the_hand_computed_shares() -> None:
-    state = replay(BIKE, [("buyer", "OFFER 200"), ("seller", "Too low. OFFER 240"), ("buyer", "ACCEPT")], RULES)
+    state = replay(
+        BIKE, [("buyer", "OFFER 200"), ("seller", "Too low. OFFER 240"), ("buyer", "ACCEPT")], RULES
+    )
     assert (state.outcome, state.turns, state.deal and state.deal.price) == ("agreement", 3, 240.0)
     rewards = episode_rewards(BIKE, state, RULES)
     # seller: (240 - 150) / 100 = 0.9; buyer: (250 - 240) / 100 = 0.1
@@ -202,8 +204,14 @@ def test_walking_away_gives_no_deal_and_the_configured_value() -> None:
     [
         [("buyer", "ACCEPT")],  # nothing on the table
         [("buyer", "OFFER 200"), ("seller", "hmm"), ("buyer", "ACCEPT")],  # only one's own offer
-        [("buyer", "OFFER 200"), ("seller", "REJECT"), ("buyer", "OFFER 210"), ("seller", "REJECT"),
-         ("buyer", "hmm"), ("seller", "ACCEPT")],  # the rejected offer left the table
+        [
+            ("buyer", "OFFER 200"),
+            ("seller", "REJECT"),
+            ("buyer", "OFFER 210"),
+            ("seller", "REJECT"),
+            ("buyer", "hmm"),
+            ("seller", "ACCEPT"),
+        ],  # the rejected offer left the table
     ],  # fmt: skip
 )
 def test_accept_without_an_offer_from_the_other_side_is_no_deal(messages: list[tuple[str, str]]) -> None:
@@ -221,7 +229,9 @@ def test_accept_without_offer_can_be_ignored_and_recorded() -> None:
 
 def test_the_turn_limit_ends_with_no_deal_and_talk_is_recorded() -> None:
     rules = NegotiationRules(max_turns=4)
-    state = replay(BIKE, [("buyer", "hi"), ("seller", "hello"), ("buyer", "OFFER 200"), ("seller", "hmm")], rules)
+    state = replay(
+        BIKE, [("buyer", "hi"), ("seller", "hello"), ("buyer", "OFFER 200"), ("seller", "hmm")], rules
+    )
     assert (state.outcome, state.turns) == ("turn_limit", 4)
     assert [f.reason for f in state.fallbacks] == ["no_action", "no_action", "no_action"]
     assert episode_rewards(BIKE, state, rules) == {"buyer": 0.0, "seller": 0.0}
@@ -288,7 +298,9 @@ def test_metrics_over_results() -> None:
 
 def test_result_of_a_replayed_game() -> None:
     state = replay(BIKE, [("buyer", "OFFER 200"), ("seller", "ACCEPT")], RULES)
-    assert result_of(BIKE, state, RULES) == NegotiationResult("agreement", 2, {"buyer": 0.5, "seller": 0.5}, 0)
+    assert result_of(BIKE, state, RULES) == NegotiationResult(
+        "agreement", 2, {"buyer": 0.5, "seller": 0.5}, 0
+    )
 
 
 # ---- the graph ------------------------------------------------------------------------------------------------
@@ -310,11 +322,15 @@ def test_graph_plays_a_scripted_deal_with_hand_computed_rewards() -> None:
 
 
 def test_graph_records_talk_fallbacks_and_walk_away() -> None:
-    graph = build_graph(scenario=BIKE, models={"buyer": scripted(["Nice bike."]), "seller": scripted(["WALK AWAY"])})
+    graph = build_graph(
+        scenario=BIKE, models={"buyer": scripted(["Nice bike."]), "seller": scripted(["WALK AWAY"])}
+    )
     final = graph.invoke({})
     assert final["metrics"]["outcome"] == "walk_away"
     assert final["rewards"] == {"buyer": 0.0, "seller": 0.0}
-    assert [(f["role"], f["fallback"], f["reason"]) for f in final["fallbacks"]] == [("buyer", "talk", "no_action")]
+    assert [(f["role"], f["fallback"], f["reason"]) for f in final["fallbacks"]] == [
+        ("buyer", "talk", "no_action")
+    ]
 
 
 async def test_one_graph_plays_the_scenario_in_its_input_and_hides_private_values() -> None:
@@ -332,7 +348,8 @@ async def test_one_graph_plays_the_scenario_in_its_input_and_hides_private_value
 
 def test_split_graph_and_metrics_over_final_states() -> None:
     graph = build_graph(
-        scenario=POOL, models={"alice": scripted(["OFFER 2 books 1 hat 0 balls"]), "bob": scripted(["ACCEPT"])}
+        scenario=POOL,
+        models={"alice": scripted(["OFFER 2 books 1 hat 0 balls"]), "bob": scripted(["ACCEPT"])},
     )
     finals = [graph.invoke({}), graph.invoke(episode_input(POOL))]
     assert all(final["rewards"] == pytest.approx({"alice": 0.4, "bob": 0.5}) for final in finals)

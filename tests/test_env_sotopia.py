@@ -146,7 +146,9 @@ def test_tags_are_rendered_per_viewer() -> None:
     assert render_for_viewer(goal, "agent_1", hints=False) == "Win (Extra: you have $5.)"
     hint_only = "Watch a film (<clarification_hint>Hint: keep it secret</clarification_hint>)"
     assert render_for_viewer(hint_only, "agent_2", hints=False) == "Watch a film"
-    scenario = 'Two strangers meet. <p viewer="environment">They share a friend.</p> <p viewer="agent_2">B only</p>'
+    scenario = (
+        'Two strangers meet. <p viewer="environment">They share a friend.</p> <p viewer="agent_2">B only</p>'
+    )
     assert render_for_viewer(scenario, "agent_1") == "Two strangers meet."
     assert render_for_viewer(scenario, "agent_2") == "Two strangers meet. B only"
     assert render_for_viewer(scenario, "environment") == "Two strangers meet. They share a friend. B only"
@@ -248,7 +250,9 @@ def test_stop_reasons() -> None:
 
 def test_a_leave_ends_the_episode_and_both_agents_are_judged() -> None:
     episode = load_builtin_sotopia().episodes[0]
-    agent_1 = scripted(["[speak] Is this bike for sale?", "[action] checks the tyres", "[leave]", "[speak] again"])
+    agent_1 = scripted(
+        ["[speak] Is this bike for sale?", "[action] checks the tyres", "[leave]", "[speak] again"]
+    )
     agent_2 = scripted(["Yes, for $300.", "[none]", "[speak] more"])
     judge = ScriptedChatModel(respond=lambda messages: GOOD_JUDGE)
     # `model` is every role's model and the judge's; both roles are overridden here, so only the judge uses it.
@@ -260,7 +264,10 @@ def test_a_leave_ends_the_episode_and_both_agents_are_judged() -> None:
     assert final["reward_dimensions"]["agent_2"]["believability"] == 8.0
     assert [(f["role"], f["reason"]) for f in final["fallbacks"]] == [("agent_2", "no_action_tag")]
     judged = judge.calls[0][-1].text
-    assert 'Lena Okafor said: "Is this bike for sale?"' in judged and "Lena Okafor left the conversation" in judged
+    assert (
+        'Lena Okafor said: "Is this bike for sale?"' in judged
+        and "Lena Okafor left the conversation" in judged
+    )
 
 
 def test_two_silent_turns_or_the_turn_limit_end_the_episode() -> None:
@@ -287,7 +294,9 @@ def test_an_agents_model_never_receives_the_other_agents_goal_or_secret() -> Non
             other_goal = render_for_viewer(episode.environment.agent_goals[1 - index], "environment")
             assert other_goal not in seen and other.secret not in seen
             assert me.secret in seen
-            assert "They have" not in seen and "Only one of them has time" not in seen  # environment-only text
+            assert (
+                "They have" not in seen and "Only one of them has time" not in seen
+            )  # environment-only text
 
 
 async def test_judge_failure_gives_no_reward_and_is_recorded() -> None:
@@ -310,6 +319,9 @@ def test_transcript_text_and_bad_arguments() -> None:
              "visible_to": None, "turn": 1},
         ],
     }  # fmt: skip
-    assert transcript_text(state) == "Turn #0: Ann [non-verbal communication] waves\nTurn #1: Bo left the conversation"
+    assert (
+        transcript_text(state)
+        == "Turn #0: Ann [non-verbal communication] waves\nTurn #1: Bo left the conversation"
+    )
     with pytest.raises(ValueError, match="unknown roles"):
         build_graph(models={"agent_3": scripted(["x"])}, score=False)

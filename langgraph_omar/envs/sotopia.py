@@ -1,0 +1,200 @@
+"""The SOTOPIA environment as a LangGraph graph: two characters pursue private social goals; a judge scores them.
+
+    data = load_sotopia("../shared/data/sotopia")           # or load_builtin_sotopia()
+    graph = build_graph(model=ChatPolicy())
+    final = graph.invoke(episode_input(data.episodes[0]))
+    final["rewards"], final["reward_dimensions"]            # per role: goal / 10, the 7 judge scores
+
+The roles are always "agent_1" and "agent_2" (the episode's first and second character), so one compiled graph
+plays every episode and traces name roles consistently; `episode_input` carries the episode's briefs (each
+role's own view only), the characters' names and the judge's context. The rules, the visibility and the action
+parser are in `sotopia_rules`; the loader in `sotopia_data`; the judge in `judge`.
+
+A role whose judge output stays unusable after the retries gets no entry in `rewards` and
+`reward_dimensions`; `metrics["judge_failures"]` names it and `metrics["judge_errors"]` says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from langgraph_omar.conversation import ActionContext, Outcome, ParsedAction, Role, build_conversation_graph
+from langgraph_omar.conversation.state import scenario_of
+from langgraph_omar.envs.judge import SotopiaJudge
+from langgraph_omar.envs.sotopia_data import SotopiaData, SotopiaEpisode, load_builtin_sotopia
+from langgraph_omar.envs.sotopia_rules import (
+    SotopiaRules,
+    agent_view,
+    describe_action,
+    environment_view,
+    parse_sotopia_action,
+)
+
+ROLES = ("agent_1", "agent_2")
+SCENARIO_KEY = "sotopia"  # where the input state's `scenario` carries names and the judge's context
+
+
+def episode_input(episode: SotopiaEpisode, rules: SotopiaRules | None = None) -> dict[str, Any]:
+    """The input state that plays `episode`: each role's brief holds only what that character may see."""
+    views = [agent_view(episode, index, rules) for index in range(2)]
+    return {
+        "scenario": {
+            "id": episode.combo_id,
+            "seed": episode.combo_id,
+            "roles": {
+                role: {
+                    "persona": f"{view.persona}\n\n{view.description}",
+                    "goal": view.goal,
+                    "private_info": list(view.private_info),
+                }
+                for role, view in zip(ROLES, views, strict=True)
+            },
+            SCENARIO_KEY: {
+                "env_id": episode.environment.env_id,
+                "codename": episode.environment.codename,
+                "hard": episode.hard,
+                "names": {role: agent.name for role, agent in zip(ROLES, episode.agents, strict=True)},
+                "judge_context": environment_view(episode),
+            },
+        }
+    }
+
+
+def sample_input(seed: int, data: SotopiaData | None = None, hard: bool = False) -> dict[str, Any]:
+    """The input of episode `seed` modulo the number of episodes (of the hard subset when `hard`)."""
+    data = data or load_builtin_sotopia()
+    episodes = data.hard_episodes() if hard else data.episodes
+    if not episodes:
+        raise ValueError(
+            "sample_input: the SOTOPIA data has no episodes" + (" in its hard subset" if hard else "")
+        )
+    return episode_input(episodes[seed % len(episodes)])
+
+
+@dataclass(frozen=True)
+class SotopiaActionFormat:
+    """The conversation `ActionFormat` of SOTOPIA's five action types.
+
+    Parsed action: {"type": one of ACTION_TYPES, "argument": text}; untagged text is spoken (fallback "speak")
+    and blank text is `none` (fallback "none"), the reason recorded.
+    """
+
+    def instructions(self, context: ActionContext) -> str:
+        return (
+            "Stay in character. Reply with exactly one action: `[speak] what you say`, "
+            "`[non-verbal communication] a gesture or expression`, `[action] a physical action`, "
+            "`[leave]` to leave the conversation (when your goal is reached or you want to stop), "
+            "or `[none]` to do nothing. Untagged text is spoken."
+        )
+
+    def parse(self, text: str, context: ActionContext) -> ParsedAction:
+        action = parse_sotopia_action(text)
+        fallback = None if action.fallback is None else ("none" if action.type == "none" else "speak")
+        return ParsedAction({"type": action.type, "argument": action.argument}, fallback, action.fallback)
+
+
+def transcript_text(state: Mapping[str, Any]) -> str:
+    """The episode's moves in SOTOPIA's style, one line per turn, with the characters' names."""
+    names = scenario_of(state).get(SCENARIO_KEY, {}).get("names", {})
+    lines = []
+    for utterance in state.get("transcript") or []:
+        action = utterance["action"]
+        name = names.get(utterance["speaker"], utterance["speaker"])
+        argument = action.get("argument", utterance["text"])
+        lines.append(
+            f"Turn #{utterance['turn']}: " + describe_action(name, action.get("type", "speak"), argument)
+        )
+    return "\n".join(lines) if lines else "(nothing happened)"
+
+
+def build_graph(
+    model: BaseChatModel | None = None,
+    scenario: SotopiaEpisode | None = None,
+    *,
+    rules: SotopiaRules | None = None,
+    judge: SotopiaJudge | None = None,
+    score: bool = True,
+    models: Mapping[str, BaseChatModel] | None = None,
+    turn_prompt: str | None = "Your turn.",
+    checkpointer: BaseCheckpointSaver | None = None,
+) -> CompiledStateGraph:
+    """A compiled SOTOPIA graph: agent_1 and agent_2 alternate until a rule ends the episode, then the judge.
+
+    model: every role's chat model, and the judge's unless `judge` is given (default: `ChatPolicy()`).
+    scenario: the episode played when the input has none (default: the first built-in episode).
+    rules: turn limit, silence limit, hints (SOTOPIA's defaults: 20 turns, 2 silent turns).
+    score: False skips the judge (no rewards), e.g. for collecting transcripts to judge later.
+    models: per-role overrides, e.g. {"agent_1": trained, "agent_2": base}.
+    """
+    rules = rules or SotopiaRules()
+    models = dict(models or {})
+    unknown = sorted(set(models) - set(ROLES))
+    if unknown:
+        raise ValueError(f"build_graph: models given for unknown roles {unknown}; roles are {list(ROLES)}")
+    if model is None and (len(models) < len(ROLES) or (score and judge is None)):
+        from langgraph_omar.chat_model import ChatPolicy  # deferred: loads nothing until a role is called
+
+        model = ChatPolicy()
+    default_input = episode_input(scenario or load_builtin_sotopia().episodes[0], rules)["scenario"]
+    briefs = default_input["roles"]
+    roles = [
+        Role(
+            name,
+            persona=briefs[name]["persona"],
+            goal=briefs[name]["goal"],
+            private_info=briefs[name]["private_info"],
+            model=models.get(name, model),
+            action_format=SotopiaActionFormat(),
+            turn_prompt=turn_prompt,
+        )
+        for name in ROLES
+    ]
+    scorer = None
+    if score:
+        assert judge is not None or model is not None
+        scorer = judge or SotopiaJudge(model)  # type: ignore[arg-type]
+
+    def outcome(state: Mapping[str, Any]) -> Outcome:
+        assert scorer is not None
+        info = {**default_input[SCENARIO_KEY], **scenario_of(state).get(SCENARIO_KEY, {})}
+        transcript = transcript_text({**state, "scenario": {SCENARIO_KEY: info}})
+        rewards: dict[str, float] = {}
+        dimensions: dict[str, dict[str, float]] = {}
+        failures: list[str] = []
+        errors: dict[str, str] = {}
+        attempts: dict[str, int] = {}
+        for role in ROLES:
+            result = scorer.score_agent(info["judge_context"], transcript, info["names"][role])
+            attempts[role] = result.attempts
+            reward = scorer.reward(result)
+            if result.scores is None or reward is None:
+                failures.append(role)
+                errors[role] = result.failure or "no scores"
+                continue
+            rewards[role] = reward
+            dimensions[role] = result.scores
+        metrics = {
+            "judge_failures": failures,
+            "judge_errors": errors,
+            "judge_attempts": attempts,
+            "env_id": info.get("env_id"),
+            "hard": info.get("hard", False),
+        }
+        return Outcome(rewards=rewards, reward_dimensions=dimensions, metrics=metrics)
+
+    return build_conversation_graph(
+        roles,
+        turn_order="round_robin",
+        max_turns=rules.max_turns,
+        max_silent_turns=rules.max_stale_turns,
+        leave_ends="any",
+        reward_fn=outcome if score else None,
+        checkpointer=checkpointer,
+        name="sotopia",
+    )
