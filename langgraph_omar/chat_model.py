@@ -13,6 +13,7 @@ import queue
 from collections.abc import AsyncIterator, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
+from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.exceptions import OutputParserException
@@ -232,7 +233,9 @@ class ChatPolicy(BaseChatModel):
                 if run_manager:
                     run_manager.on_llm_new_token(delta)
                 yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
-        yield self._last_chunk(future.result(), stream, run_manager.run_id if run_manager else None)
+        last = self._last_chunk(future.result(), stream)
+        yield last
+        self._file_record(future.result(), last, run_manager)
 
     async def _astream(
         self,
@@ -259,13 +262,11 @@ class ChatPolicy(BaseChatModel):
                 if run_manager:
                     await run_manager.on_llm_new_token(delta)
                 yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
-        yield self._last_chunk(
-            await asyncio.wrap_future(future), stream, run_manager.run_id if run_manager else None
-        )
+        last = self._last_chunk(future.result(), stream)
+        yield last
+        self._file_record(future.result(), last, run_manager)
 
-    def _last_chunk(self, record: TokenRecord, stream: _TextStream, run_id: Any) -> ChatGenerationChunk:
-        if run_id is not None:
-            token_records.put(run_id, record)
+    def _last_chunk(self, record: TokenRecord, stream: _TextStream) -> ChatGenerationChunk:
         full = self._message(record)
         return ChatGenerationChunk(
             message=AIMessageChunk(
@@ -275,6 +276,18 @@ class ChatPolicy(BaseChatModel):
                 chunk_position="last",
             )
         )
+
+    @staticmethod
+    def _file_record(record: TokenRecord, last: ChatGenerationChunk, run_manager: Any) -> None:
+        """Put a streamed call's record in the side channel under its run id.
+
+        `BaseChatModel.stream` does not hand `_stream` its run manager; it stamps each yielded chunk's
+        message id with "lc_run--<run id>" instead, which is read here after the last chunk was taken.
+        """
+        if run_manager is not None:
+            token_records.put(run_manager.run_id, record)
+        elif (last.message.id or "").startswith("lc_run--"):
+            token_records.put(UUID(last.message.id.removeprefix("lc_run--")), record)
 
     # ---- structured output ------------------------------------------------------------------------
     def with_structured_output(  # type: ignore[override]

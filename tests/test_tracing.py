@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import asyncio
+import operator
+from typing import Annotated, TypedDict
+
+import pytest
+import torch
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel
+
+from langgraph_omar import ChatPolicy
+from langgraph_omar.tracing import TraceRecorder
+from langgraph_omar.trajectory_io import read_episodes
+
+
+class Verdict(BaseModel):
+    accept: bool
+
+
+class State(TypedDict, total=False):
+    topic: str
+    log: Annotated[list[str], operator.add]
+    rewards: dict[str, float]
+
+
+def hand_written_graph(sync: bool = False):
+    """Plain LangGraph, nothing from langgraph_omar but the chat model."""
+    speaker = ChatPolicy(model="tiny", temperature=1.0, max_tokens=8)
+    judge = ChatPolicy(model="tiny", temperature=1.0, max_tokens=8).with_structured_output(Verdict, include_raw=True)
+
+    async def seller(state: State):
+        reply = await speaker.ainvoke(f"Sell {state['topic']}")
+        return {"log": [reply.content]}
+
+    async def buyer(state: State):
+        reply = await speaker.ainvoke(state["log"][-1])
+        return {"log": [reply.content]}
+
+    async def referee(state: State):
+        verdict = await judge.ainvoke(" ".join(state["log"]))
+        return {"log": [verdict["raw"].content], "rewards": {"seller": 1.0, "buyer": -1.0}}
+
+    if sync:
+        seller, buyer, referee = (lambda state, f=f: asyncio.run(f(state)) for f in (seller, buyer, referee))
+    graph = StateGraph(State)
+    graph.add_node("seller", seller, metadata={"role": "seller"})
+    graph.add_node("buyer", buyer)
+    graph.add_node("referee", referee)
+    graph.add_edge(START, "seller")
+    graph.add_edge("seller", "buyer")
+    graph.add_edge("buyer", "referee")
+    graph.add_edge("referee", END)
+    return graph.compile()
+
+
+async def test_abatch_of_8_episodes_exports_every_call_once_and_faithfully(policy, tmp_path):
+    graph = hand_written_graph()
+    inputs = [{"topic": f"item {i}", "log": []} for i in range(8)]
+    with TraceRecorder() as rec:
+        outputs = await graph.abatch(inputs)
+    path = tmp_path / "traj.jsonl"
+    assert rec.export(path) == 8
+    assert len(path.read_text().splitlines()) == 8
+    episodes = read_episodes(path)
+    assert len({e.episode_id for e in episodes}) == 8
+    for episode, output in zip(episodes, outputs, strict=True):
+        assert [t.node for t in episode.turns] == ["seller", "buyer", "referee"]
+        assert [t.role for t in episode.turns] == ["seller", "buyer", "referee"]  # metadata role, else node
+        assert [t.text for t in episode.turns] == output["log"]  # each call exactly once, in this episode
+        assert episode.rewards == {"seller": 1.0, "buyer": -1.0}
+        for turn in episode.turns:
+            decoded = policy.tokenizer.decode(turn.completion_ids, skip_special_tokens=True)
+            assert decoded == turn.text  # no stop strings here, so no trimming
+            ids = torch.tensor([turn.prompt_ids + turn.completion_ids])
+            with torch.no_grad():
+                logits = policy.model(ids).logits[0, len(turn.prompt_ids) - 1 : -1]
+            expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(turn.completion_ids)[:, None])[:, 0]
+            assert torch.allclose(torch.tensor(turn.logprobs), expected, atol=1e-4)  # stated tolerance
+
+
+def test_callback_in_config_sync_batch_and_episode_ids(policy):
+    graph = hand_written_graph(sync=True)
+    rec = TraceRecorder()
+    configs = [{"callbacks": [rec], "metadata": {"episode_id": f"ep-{i}", "scenario_id": "s"}} for i in range(3)]
+    graph.batch([{"topic": "bike", "log": []}] * 3, configs)
+    episodes = {e.episode_id: e for e in rec.trajectories()}
+    assert set(episodes) == {"ep-0", "ep-1", "ep-2"}
+    assert all(len(e.turns) == 3 and e.metadata["scenario_id"] == "s" for e in episodes.values())
+
+
+def test_streaming_and_thread_id_grouping(policy):
+    llm = ChatPolicy(model="tiny", temperature=0, max_tokens=6)
+
+    def node(state: State):
+        text = "".join(chunk.content for chunk in llm.stream("hello"))
+        return {"log": [text]}
+
+    graph = StateGraph(State)
+    graph.add_node("talk", node)
+    graph.add_edge(START, "talk")
+    graph.add_edge("talk", END)
+    compiled = graph.compile()
+    with TraceRecorder() as rec:
+        out = compiled.invoke({"log": []}, {"configurable": {"thread_id": "t-1"}})
+    (episode,) = rec.trajectories()
+    assert episode.episode_id == "t-1"
+    assert [t.text for t in episode.turns] == out["log"]
+
+
+def test_failed_episode_is_recorded(policy):
+    def boom(state: State):
+        ChatPolicy(model="tiny", max_tokens=3).invoke("hi")
+        raise RuntimeError("scenario broke")
+
+    graph = StateGraph(State)
+    graph.add_node("boom", boom)
+    graph.add_edge(START, "boom")
+    compiled = graph.compile()
+    with TraceRecorder() as rec, pytest.raises(RuntimeError):
+        compiled.invoke({"log": []})
+    (episode,) = rec.trajectories()
+    assert episode.status == "failed" and "scenario broke" in episode.error
+    assert len(episode.turns) == 1
