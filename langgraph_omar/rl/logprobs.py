@@ -3,9 +3,11 @@
 The naive `torch.log_softmax(hidden @ W.T / T, -1).gather(...)` holds the logits, their float copy and the
 log-softmax (and, for backward, more of the same) for every position at once: with a 50k vocabulary and 4k
 positions that is gigabytes. Here the positions are processed in chunks: each chunk's logits are computed,
-reduced to (log-probability of the target, logsumexp[, entropy]) in float32, and dropped. Backward is written
-by hand and recomputes each chunk's logits, so no chunk's logits outlive its iteration in either pass:
-the only tensors saved for backward are the inputs and one float per position.
+reduced in float32 (fused log-softmax kernels upcast on the fly) to the target's log-probability [and the
+entropy] and dropped. Backward is written by hand: with a trainable head it recomputes each chunk's logits;
+with a frozen head (LoRA) the gradient w.r.t. the hidden states is linear in the upstream gradient per
+position, so the forward pass stores one (H,) row per position and backward is a multiply. Either way no
+chunk's logits outlive their iteration, and nothing of size (positions, vocabulary) is saved for backward.
 
 Results are float32 (float64 for float64 inputs). Matmuls run in the inputs' common dtype, or in the autocast
 dtype when autocast is on, like the naive version would. Double backward is not supported.
@@ -67,11 +69,10 @@ def token_logprobs_from_hidden(
     """log_softmax((hidden @ W.T + b) / temperature)[target] per position, never materialising (B, T, V).
 
     hidden (B, T, H) (any leading shape), lm_head_weight (V, H), lm_head_bias (V,) or None, targets (B, T)
-    long ids in [0, V). Returns (B, T). Differentiable w.r.t. hidden, weight and bias; a frozen weight
-    (requires_grad False, as with LoRA) skips its gradient matmul.
+    int ids in [0, V). Returns (B, T). Differentiable w.r.t. hidden, weight and bias.
     """
     logprobs, _ = _logprobs_from_hidden(
-        hidden, lm_head_weight, targets, temperature, chunk_size, lm_head_bias, False
+        hidden, lm_head_weight, targets, temperature, chunk_size, lm_head_bias, 0
     )
     return logprobs
 
@@ -83,16 +84,22 @@ def token_logprobs_and_entropy_from_hidden(
     temperature: float = 1.0,
     chunk_size: int = 1024,
     lm_head_bias: Tensor | None = None,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """`token_logprobs_from_hidden` plus the entropy of each position's distribution: ((B, T), (B, T)).
 
-    Both outputs are differentiable (an entropy bonus can be backpropagated) at no extra memory.
+    The entropy is a metric by default (no gradient, almost no cost); entropy_grad=True makes it
+    differentiable too (for an entropy bonus), at no extra memory.
     """
+    mode = _ENTROPY_GRAD if entropy_grad else _ENTROPY_METRIC
     logprobs, entropy = _logprobs_from_hidden(
-        hidden, lm_head_weight, targets, temperature, chunk_size, lm_head_bias, True
+        hidden, lm_head_weight, targets, temperature, chunk_size, lm_head_bias, mode
     )
     assert entropy is not None
     return logprobs, entropy
+
+
+_NO_ENTROPY, _ENTROPY_METRIC, _ENTROPY_GRAD = 0, 1, 2
 
 
 def _logprobs_from_hidden(
@@ -102,7 +109,7 @@ def _logprobs_from_hidden(
     temperature: float,
     chunk_size: int,
     bias: Tensor | None,
-    with_entropy: bool,
+    entropy_mode: int,
 ) -> tuple[Tensor, Tensor | None]:
     if weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
         raise ValueError(
@@ -127,22 +134,30 @@ def _logprobs_from_hidden(
         compute_dtype = torch.promote_types(hidden.dtype, weight.dtype)
         if bias is not None:
             compute_dtype = torch.promote_types(compute_dtype, bias.dtype)
-    outputs = _LinearLogSoftmax.apply(
+    # With a frozen head (LoRA) only hidden needs a gradient, and that gradient is linear in the upstream
+    # gradient per position: precompute it in the forward pass instead of recomputing logits in backward.
+    head_trainable = weight.requires_grad or (bias is not None and bias.requires_grad)
+    precompute = torch.is_grad_enabled() and hidden.requires_grad and not head_trainable
+    logprobs, entropy = _LinearLogSoftmax.apply(
         hidden.reshape(-1, hidden.shape[-1]),
         weight,
         bias,
         targets.reshape(-1).long(),
         float(temperature),
         chunk_size,
-        with_entropy,
+        entropy_mode,
         compute_dtype,
+        precompute,
     )
-    logprobs, entropy = outputs
-    return logprobs.view(targets.shape), entropy.view(targets.shape) if with_entropy else None
+    return logprobs.view(targets.shape), entropy.view(targets.shape) if entropy_mode != _NO_ENTROPY else None
 
 
 class _LinearLogSoftmax(torch.autograd.Function):
-    """(N, H) hidden -> (N,) target log-probabilities and (N,) entropies, chunk by chunk over N."""
+    """(N, H) hidden -> (N,) target log-probabilities and (N,) entropies, chunk by chunk over N.
+
+    z = (hidden @ W.T + b) / temperature; log p = log_softmax(z); H = -sum_j p_j log p_j.
+    d log p[target] / d z_j = 1[j = target] - p_j;   d H / d z_j = -p_j (log p_j + H);   d z / d h = W / T.
+    """
 
     @staticmethod
     def forward(
@@ -153,41 +168,74 @@ class _LinearLogSoftmax(torch.autograd.Function):
         targets: Tensor,
         temperature: float,
         chunk_size: int,
-        with_entropy: bool,
+        entropy_mode: int,
         compute_dtype: torch.dtype,
+        precompute: bool,
     ) -> tuple[Tensor, Tensor]:
         reduction_dtype = _reduction_dtype(compute_dtype)
         num_positions = hidden.shape[0]
         logprobs = hidden.new_empty(num_positions, dtype=reduction_dtype)
-        logsumexps = torch.empty_like(logprobs)
-        entropies = torch.empty_like(logprobs) if with_entropy else logprobs.new_empty(0)
+        entropies = torch.empty_like(logprobs) if entropy_mode != _NO_ENTROPY else logprobs.new_empty(0)
+        # Precomputed d logprob / d hidden and d entropy / d hidden: one (H,) row per position.
+        logprob_hidden_grad = hidden.new_empty(hidden.shape, dtype=reduction_dtype) if precompute else None
+        entropy_hidden_grad = (
+            torch.empty_like(logprob_hidden_grad)
+            if logprob_hidden_grad is not None and entropy_mode == _ENTROPY_GRAD
+            else None
+        )
         with torch.autocast(hidden.device.type, enabled=False):
+            head = weight.to(compute_dtype)
             for start in range(0, num_positions, chunk_size):
                 end = min(start + chunk_size, num_positions)
-                logits = _chunk_logits(hidden[start:end], weight, bias, temperature, compute_dtype)
-                logsumexp = torch.logsumexp(logits, dim=-1)
-                logsumexps[start:end] = logsumexp
-                logprobs[start:end] = logits.gather(-1, targets[start:end, None]).squeeze(-1) - logsumexp
-                if with_entropy:
-                    # H = logsumexp - sum_j p_j z_j
-                    probs = (logits - logsumexp[:, None]).exp_()
-                    entropies[start:end] = logsumexp - probs.mul_(logits).sum(-1)
-        ctx.save_for_backward(hidden, weight, bias, targets, logsumexps, entropies)
-        ctx.config = (temperature, chunk_size, with_entropy, compute_dtype)
+                chunk_targets = targets[start:end, None]
+                logits = _chunk_logits(hidden[start:end], head, bias, temperature, compute_dtype)
+                log_probs = torch.log_softmax(logits, dim=-1, dtype=reduction_dtype)  # fused upcast
+                logprobs[start:end] = log_probs.gather(-1, chunk_targets).squeeze(-1)
+                if entropy_mode == _NO_ENTROPY and not precompute:
+                    continue
+                probs = log_probs.exp()
+                if entropy_mode != _NO_ENTROPY:
+                    plogp = log_probs.mul_(probs)  # p log p, in log_probs' buffer
+                    entropies[start:end] = -plogp.sum(-1)
+                if logprob_hidden_grad is not None:
+                    expected_row = (probs.to(compute_dtype) @ head).to(reduction_dtype)  # sum_j p_j W_j
+                    target_row = head[chunk_targets.squeeze(-1)].to(reduction_dtype)
+                    logprob_hidden_grad[start:end] = (target_row - expected_row) / temperature
+                    if entropy_hidden_grad is not None:
+                        weighted_row = (plogp.to(compute_dtype) @ head).to(
+                            reduction_dtype
+                        )  # sum_j p log p W_j
+                        row = weighted_row.add_(entropies[start:end, None] * expected_row)
+                        entropy_hidden_grad[start:end] = row.div_(-temperature)
+        if entropy_mode != _ENTROPY_GRAD:
+            ctx.mark_non_differentiable(entropies)
+        ctx.save_for_backward(hidden, weight, bias, targets, entropies)
+        ctx.precomputed = (logprob_hidden_grad, entropy_hidden_grad)
+        ctx.config = (temperature, chunk_size, entropy_mode, compute_dtype)
         ctx.set_materialize_grads(False)
         return logprobs, entropies
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_logprobs: Tensor | None, grad_entropies: Tensor | None) -> tuple[Any, ...]:
-        hidden, weight, bias, targets, logsumexps, entropies = ctx.saved_tensors
-        temperature, chunk_size, with_entropy, compute_dtype = ctx.config
-        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-        if not with_entropy:
+        hidden, weight, bias, targets, entropies = ctx.saved_tensors
+        temperature, chunk_size, entropy_mode, compute_dtype = ctx.config
+        logprob_hidden_grad, entropy_hidden_grad = ctx.precomputed
+        no_grads: tuple[None, ...] = (None,) * 9
+        if entropy_mode != _ENTROPY_GRAD:
             grad_entropies = None
         if grad_logprobs is None and grad_entropies is None:
-            return (None,) * 8
-        reduction_dtype = logsumexps.dtype
+            return no_grads
+        reduction_dtype = _reduction_dtype(compute_dtype)
+        if logprob_hidden_grad is not None:
+            precomputed_grad = torch.zeros_like(logprob_hidden_grad)
+            if grad_logprobs is not None:
+                precomputed_grad += grad_logprobs[:, None].to(reduction_dtype) * logprob_hidden_grad
+            if grad_entropies is not None:
+                precomputed_grad += grad_entropies[:, None].to(reduction_dtype) * entropy_hidden_grad
+            return (precomputed_grad.to(hidden.dtype), *no_grads[1:])
+
+        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         grad_hidden = torch.empty_like(hidden) if needs_hidden else None
         grad_weight = (
             torch.zeros(weight.shape, dtype=reduction_dtype, device=weight.device) if needs_weight else None
@@ -196,93 +244,89 @@ class _LinearLogSoftmax(torch.autograd.Function):
             torch.zeros(weight.shape[0], dtype=reduction_dtype, device=weight.device) if needs_bias else None
         )
         with torch.autocast(hidden.device.type, enabled=False):
+            head = weight.to(compute_dtype)
             for start in range(0, hidden.shape[0], chunk_size):
                 end = min(start + chunk_size, hidden.shape[0])
-                logits = _chunk_logits(hidden[start:end], weight, bias, temperature, compute_dtype)
-                # Gradient w.r.t. the tempered logits z, built in place in two (n, V) buffers:
-                # d log p[target] / d z_j = 1[j = target] - p_j;  d H / d z_j = -p_j (log p_j + H).
-                log_probs = logits.sub_(logsumexps[start:end, None])
-                probs = log_probs.exp()
+                chunk_hidden = hidden[start:end].to(compute_dtype)
+                logits = _chunk_logits(chunk_hidden, head, bias, temperature, compute_dtype)
+                # The gradient w.r.t. z, built in place in at most two (n, V) buffers.
                 if grad_entropies is not None:
+                    log_probs = torch.log_softmax(logits, dim=-1, dtype=reduction_dtype)
+                    del logits
+                    probs = log_probs.exp()
                     entropy_grad = grad_entropies[start:end, None].to(reduction_dtype)
                     grad_logits = log_probs.add_(entropies[start:end, None]).mul_(probs).mul_(-entropy_grad)
                     if grad_logprobs is not None:
                         grad_logits.sub_(probs.mul_(grad_logprobs[start:end, None].to(reduction_dtype)))
+                    del probs
                 else:
                     assert grad_logprobs is not None
-                    grad_logits = probs.mul_(-grad_logprobs[start:end, None].to(reduction_dtype))
+                    grad_logits = torch.softmax(logits, dim=-1, dtype=reduction_dtype)
+                    del logits
+                    grad_logits.mul_(-grad_logprobs[start:end, None].to(reduction_dtype))
                 if grad_logprobs is not None:
                     logprob_grad = grad_logprobs[start:end, None].to(reduction_dtype)
                     grad_logits.scatter_add_(-1, targets[start:end, None], logprob_grad)
-                grad_logits.div_(temperature)  # z = raw logits / temperature
-                del logits, log_probs, probs
+                if temperature != 1.0:
+                    grad_logits.div_(temperature)
+                grad_logits_c = grad_logits.to(compute_dtype)
                 if grad_hidden is not None:
-                    grad_hidden[start:end] = (grad_logits.to(compute_dtype) @ weight.to(compute_dtype)).to(
-                        hidden.dtype
-                    )
+                    grad_hidden[start:end] = (grad_logits_c @ head).to(hidden.dtype)
                 if grad_weight is not None:
-                    grad_weight += (grad_logits.T.to(compute_dtype) @ hidden[start:end].to(compute_dtype)).to(
-                        reduction_dtype
-                    )
+                    grad_weight += (grad_logits_c.T @ chunk_hidden).to(reduction_dtype)
                 if grad_bias is not None:
                     grad_bias += grad_logits.sum(0)
+                del grad_logits, grad_logits_c
         return (
             grad_hidden,
             None if grad_weight is None else grad_weight.to(weight.dtype),
             None if grad_bias is None else grad_bias.to(bias.dtype),
-            None,
-            None,
-            None,
-            None,
-            None,
+            *no_grads[3:],
         )
 
 
 class _SelectiveLogSoftmax(torch.autograd.Function):
-    """(N, V) logits, (N,) index -> (N,) log-probabilities; saves one logsumexp per row for backward."""
+    """(N, V) logits, (N,) index -> (N,) log-probabilities; backward recomputes each chunk's softmax."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, logits: Tensor, index: Tensor, chunk_size: int) -> Tensor:
         reduction_dtype = _reduction_dtype(logits.dtype)
         result = logits.new_empty(logits.shape[0], dtype=reduction_dtype)
-        logsumexps = torch.empty_like(result)
         for start in range(0, logits.shape[0], chunk_size):
-            chunk = logits[start : start + chunk_size].to(reduction_dtype)
-            logsumexp = torch.logsumexp(chunk, dim=-1)
-            logsumexps[start : start + chunk_size] = logsumexp
-            result[start : start + chunk_size] = (
-                chunk.gather(-1, index[start : start + chunk_size, None]).squeeze(-1) - logsumexp
-            )
-        ctx.save_for_backward(logits, index, logsumexps)
+            end = start + chunk_size
+            log_probs = torch.log_softmax(logits[start:end], dim=-1, dtype=reduction_dtype)
+            result[start:end] = log_probs.gather(-1, index[start:end, None]).squeeze(-1)
+        ctx.save_for_backward(logits, index)
         ctx.chunk_size = chunk_size  # type: ignore[attr-defined]
         return result
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, None, None]:
-        logits, index, logsumexps = ctx.saved_tensors
+        logits, index = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None
         grad_logits = torch.empty_like(logits)
+        reduction_dtype = _reduction_dtype(logits.dtype)
         for start in range(0, logits.shape[0], ctx.chunk_size):
             end = start + ctx.chunk_size
-            probs = torch.exp(logits[start:end].to(logsumexps.dtype) - logsumexps[start:end, None])
-            chunk_grad = grad_output[start:end, None].to(logsumexps.dtype)
-            chunk = -probs * chunk_grad
-            chunk.scatter_add_(-1, index[start:end, None], chunk_grad)
-            grad_logits[start:end] = chunk
+            chunk_grad = grad_output[start:end, None].to(reduction_dtype)
+            chunk = torch.softmax(logits[start:end], dim=-1, dtype=reduction_dtype).mul_(-chunk_grad)
+            grad_logits[start:end] = chunk.scatter_add_(-1, index[start:end, None], chunk_grad)
         return grad_logits, None, None
 
 
 def _chunk_logits(
-    hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float, compute_dtype: torch.dtype
+    hidden: Tensor, head: Tensor, bias: Tensor | None, temperature: float, compute_dtype: torch.dtype
 ) -> Tensor:
-    """(n, H) -> (n, V) logits / temperature in the reduction dtype (float32, or float64)."""
-    logits = hidden.to(compute_dtype) @ weight.to(compute_dtype).T
+    """(n, H) -> (n, V) logits / temperature: in the compute dtype at temperature 1 (the softmax kernels
+    upcast on the fly), else divided in the reduction dtype so that no extra rounding happens."""
+    logits = hidden.to(compute_dtype) @ head.T
     if bias is not None:
         logits = logits + bias.to(compute_dtype)
-    logits = logits.to(_reduction_dtype(compute_dtype))  # a fresh tensor either way: safe to edit in place
-    return logits.div_(temperature) if temperature != 1.0 else logits
+    if temperature == 1.0:
+        return logits
+    return logits.to(_reduction_dtype(compute_dtype)).div_(temperature)  # a fresh tensor: safe in place
 
 
 def _reduction_dtype(dtype: torch.dtype) -> torch.dtype:
