@@ -1,0 +1,56 @@
+"""Werewolf: a social-deduction environment for One Model, All Roles self-play.
+
+The pieces, one concept per module:
+    werewolf_config   roster, phase cycle and rule options from a JSON/YAML file (`load_werewolf_config`)
+    werewolf_actions  lenient, never-raising parsing of KILL/INSPECT/SAVE/POISON/PASS/PROTECT/VOTE commands
+    werewolf_state    the game state (TypedDict with reducers) and what each player may see (`observe`)
+    werewolf_rules    the pure rules engine, and `play_game` to run a game without LangGraph
+    werewolf_rewards  team rewards discounted for early elimination, game metrics, pooled metrics
+    werewolf_prompts  an observation -> chat messages
+    werewolf_graph    the LangGraph StateGraph (`build_graph`)
+
+Example:
+    graph = build_graph(ChatPolicy(), bundled_config_path("guard_8"), seed=0)
+    final = graph.invoke({"seed": 7})
+    final["winner"], final["rewards"], final["metrics"], final["fallbacks"]
+"""
+
+from __future__ import annotations
+
+from langgraph_omar.envs.werewolf_actions import ParsedAction, fallback_move, parse_action, parse_speech
+from langgraph_omar.envs.werewolf_config import (
+    WerewolfConfig,
+    WerewolfConfigError,
+    WerewolfRules,
+    bundled_config_path,
+    load_werewolf_config,
+)
+from langgraph_omar.envs.werewolf_graph import build_graph
+from langgraph_omar.envs.werewolf_prompts import build_messages
+from langgraph_omar.envs.werewolf_rewards import aggregate_metrics, game_metrics, player_rewards
+from langgraph_omar.envs.werewolf_rules import check_winner, legal_moves, new_game, play_game
+from langgraph_omar.envs.werewolf_state import Observation, WerewolfState, observe
+
+__all__ = [
+    "Observation",
+    "ParsedAction",
+    "WerewolfConfig",
+    "WerewolfConfigError",
+    "WerewolfRules",
+    "WerewolfState",
+    "aggregate_metrics",
+    "build_graph",
+    "build_messages",
+    "bundled_config_path",
+    "check_winner",
+    "fallback_move",
+    "game_metrics",
+    "legal_moves",
+    "load_werewolf_config",
+    "new_game",
+    "observe",
+    "parse_action",
+    "parse_speech",
+    "play_game",
+    "player_rewards",
+]

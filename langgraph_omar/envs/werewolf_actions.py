@@ -1,0 +1,196 @@
+"""Werewolf action parsing: free model text -> a move checked against the legal set. Never raises.
+
+A move is a verb and an optional target: `KILL NAME`, `INSPECT NAME`, `SAVE [NAME]`, `POISON NAME`, `PASS`,
+`PROTECT NAME`, `VOTE NAME`, `ABSTAIN` (also `VOTE NONE`). Parsing is lenient:
+
+* case does not matter, the command may sit anywhere in the text, and a few synonyms are read (attack, check,
+  heal, guard, exile, skip, ...); "for", "on", "player" and punctuation between verb and name are skipped;
+* when the text holds several commands, the last legal one wins (models tend to reason first, answer last);
+* `SAVE` without a name saves tonight's victim (the only legal SAVE target);
+* with no verb at all, a text naming exactly one legal target of the kind's main verb (KILL, INSPECT, PROTECT,
+  VOTE) is read as that move, marked `lenient`.
+
+Everything else is a failed parse with a one-line reason; the caller applies `fallback_move`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+KILL, INSPECT, SAVE, POISON, PASS, PROTECT, VOTE, ABSTAIN = (
+    "KILL",
+    "INSPECT",
+    "SAVE",
+    "POISON",
+    "PASS",
+    "PROTECT",
+    "VOTE",
+    "ABSTAIN",
+)
+NO_TARGET_VERBS = frozenset({PASS, ABSTAIN})
+
+# The kinds of decision a player is asked for; chat kinds are free text.
+WOLF_CHAT, SPEAK = "wolf_chat", "speak"
+KIND_VERBS: dict[str, tuple[str, ...]] = {
+    "kill": (KILL,),
+    "inspect": (INSPECT,),
+    "witch": (SAVE, POISON, PASS),
+    "protect": (PROTECT,),
+    "vote": (VOTE, ABSTAIN),
+}
+KIND_MAIN_VERB = {"kill": KILL, "inspect": INSPECT, "protect": PROTECT, "vote": VOTE}
+CHAT_KINDS = (WOLF_CHAT, SPEAK)
+KINDS = (*CHAT_KINDS, *KIND_VERBS)
+
+_ALIASES: dict[str, str] = {
+    **dict.fromkeys(("kill", "attack", "bite", "eat"), KILL),
+    **dict.fromkeys(("inspect", "check", "investigate", "examine"), INSPECT),
+    **dict.fromkeys(("save", "heal", "rescue"), SAVE),
+    **dict.fromkeys(("poison",), POISON),
+    **dict.fromkeys(("pass", "skip"), PASS),
+    **dict.fromkeys(("protect", "guard", "defend", "shield"), PROTECT),
+    **dict.fromkeys(("vote", "exile", "eliminate", "lynch"), VOTE),
+    **dict.fromkeys(("abstain",), ABSTAIN),
+}
+_VERB_RES = {
+    kind: re.compile(
+        r"\b(" + "|".join(alias for alias, verb in _ALIASES.items() if verb in verbs) + r")\b", re.IGNORECASE
+    )
+    for kind, verbs in KIND_VERBS.items()
+}
+_FILLER_RE = re.compile(
+    r"^[\s:,*'\"`=>\[\]()\-]*(?:(?:for|on|against|player|to)\b[\s:,*'\"`\-]*)*", re.IGNORECASE
+)
+_NOBODY_RE = re.compile(r"(none|nobody|no one|noone)\b", re.IGNORECASE)
+_WORD_RE = re.compile(r"[^\s.,;:!?]+")
+_SPEAK_PREFIX_RE = re.compile(r"^\s*(?:speak|say|says)\s*[:\-]\s*", re.IGNORECASE)
+MAX_PARSE_CHARS = 4000  # models that ramble: the command is looked for in the head of the text only
+
+
+@dataclass(frozen=True)
+class ParsedAction:
+    """The outcome of a parse: a legal move (`ok`) or the reason why none was read."""
+
+    verb: str | None
+    target: str | None
+    ok: bool
+    reason: str = ""
+    lenient: bool = False
+
+    def describe(self) -> str:
+        return describe_move(self.verb, self.target)
+
+
+def describe_move(verb: str | None, target: str | None) -> str:
+    """'KILL Aurora', 'PASS', or 'no action' (verb None)."""
+    if verb is None:
+        return "no action"
+    return f"{verb} {target}" if target is not None else verb
+
+
+def _name_after(rest: str, players: Sequence[str]) -> tuple[str | None, str | None]:
+    """The player named at the start of `rest` (after filler words), else (None, the word found there)."""
+    rest = rest[_FILLER_RE.match(rest).end() :]  # type: ignore[union-attr]  # the pattern matches ""
+    lowered = rest.lower()
+    for name in sorted(players, key=len, reverse=True):
+        if name and lowered.startswith(name.lower()):
+            after = rest[len(name) : len(name) + 1]
+            if not after or not after.isalnum():
+                return name, None
+    word = _WORD_RE.match(rest)
+    return None, word.group(0) if word else None
+
+
+def _judge(
+    verb: str, target: str | None, unknown: str | None, legal: Mapping[str, Sequence[str]]
+) -> ParsedAction:
+    if verb not in legal:
+        return ParsedAction(verb, target, False, f"{verb} is not available now (legal: {sorted(legal)})")
+    if verb in NO_TARGET_VERBS:
+        return ParsedAction(verb, None, True)
+    targets = list(legal[verb])
+    if target is None:
+        if verb == SAVE and len(targets) == 1:
+            return ParsedAction(verb, targets[0], True)
+        problem = f"{unknown!r} is not a player" if unknown else "needs a player name"
+        return ParsedAction(verb, None, False, f"{verb}: {problem} (allowed: {targets})")
+    if target not in targets:
+        return ParsedAction(verb, target, False, f"{verb} {target} is not allowed (allowed: {targets})")
+    return ParsedAction(verb, target, True)
+
+
+def _mentioned(text: str, names: Sequence[str]) -> list[str]:
+    lowered = text.lower()
+    found = []
+    for name in names:
+        if name and re.search(r"(?<!\w)" + re.escape(name.lower()) + r"(?!\w)", lowered):
+            found.append(name)
+    return found
+
+
+def parse_action(
+    text: object, kind: str, legal: Mapping[str, Sequence[str]], players: Sequence[str]
+) -> ParsedAction:
+    """Read one move of `kind` from model text.
+
+    legal: verb -> allowed targets for the verbs that are legal now (no-target verbs map to an empty list).
+    players: every player's name (to tell an illegal known name from an unknown word).
+    Never raises: a kind it does not know, or any text at all, yields a result.
+    """
+    if kind not in KIND_VERBS:
+        return ParsedAction(None, None, False, f"unknown action kind {kind!r}")
+    text = text if isinstance(text, str) else str(text)
+    text = text[:MAX_PARSE_CHARS]
+    candidates: list[ParsedAction] = []
+    for match in _VERB_RES[kind].finditer(text):
+        verb = _ALIASES[match.group(1).lower()]
+        rest = text[match.end() : match.end() + 80]
+        target, unknown = _name_after(rest, players)
+        if verb == VOTE and target is None:
+            filler_end = _FILLER_RE.match(rest).end()  # type: ignore[union-attr]
+            if _NOBODY_RE.match(rest, filler_end):
+                verb = ABSTAIN
+        candidates.append(_judge(verb, target, unknown, legal))
+    legal_ones = [c for c in candidates if c.ok]
+    if legal_ones:
+        return legal_ones[-1]
+    if candidates:
+        return candidates[-1]
+    main = KIND_MAIN_VERB.get(kind)
+    if main is not None and main in legal:
+        named = _mentioned(text, list(legal[main]))
+        if len(named) == 1:
+            return ParsedAction(main, named[0], True, lenient=True)
+    formats = " / ".join(f"{v}" if v in NO_TARGET_VERBS else f"{v} NAME" for v in KIND_VERBS[kind])
+    return ParsedAction(None, None, False, f"unparsable: expected {formats}")
+
+
+def fallback_move(
+    kind: str, legal: Mapping[str, Sequence[str]], mode: str, rng: random.Random
+) -> tuple[str | None, str | None]:
+    """The move played instead of an illegal or unparsable one.
+
+    The witch always passes (a fallback never spends a one-off potion). mode 'random': a uniformly drawn legal
+    target of the kind's main verb (abstain when there is none); mode 'abstain': no move (ABSTAIN for a vote).
+    """
+    if kind == "witch":
+        return PASS, None
+    main = KIND_MAIN_VERB.get(kind)
+    targets = list(legal.get(main, ())) if main else []
+    if mode == "random" and targets:
+        return main, rng.choice(targets)
+    return (ABSTAIN, None) if kind == "vote" else (None, None)
+
+
+def parse_speech(text: object, max_chars: int) -> tuple[str, bool]:
+    """Free-text speech: strip a leading 'speak:' and quotes, cut to max_chars. Returns (speech, truncated)."""
+    text = text if isinstance(text, str) else str(text)
+    speech = _SPEAK_PREFIX_RE.sub("", text.strip(), count=1).strip()
+    if len(speech) >= 2 and speech[0] == speech[-1] and speech[0] in "\"'":
+        speech = speech[1:-1].strip()
+    if len(speech) > max_chars:
+        return speech[:max_chars].rstrip() + " ...", True
+    return speech, False
