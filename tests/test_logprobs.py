@@ -10,7 +10,7 @@ from langgraph_omar.rl.logprobs import (
     token_logprobs_from_hidden,
 )
 
-BATCH, SEQ, HIDDEN, VOCAB = 3, 5, 8, 37  # 15 positions: chunk sizes 4 and 7 leave ragged last chunks
+BATCH, SEQ, HIDDEN, VOCAB = 3, 5, 8, 37  # 15 positions: chunk sizes 4 and 7 leave a ragged last chunk
 
 
 def _inputs(dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -29,7 +29,7 @@ def _naive(hidden, weight, bias, targets, temperature):  # type: ignore[no-untyp
     return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1), entropy
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 7, 1024])
+@pytest.mark.parametrize("chunk_size", [1, 7, 1024])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 @pytest.mark.parametrize("use_bias", [False, True])
 @pytest.mark.parametrize("frozen_head", [False, True])  # frozen: the precomputed-gradient path

@@ -191,9 +191,11 @@ class _LinearLogSoftmax(torch.autograd.Function):
                 logits = _chunk_logits(hidden[start:end], head, bias, temperature, compute_dtype)
                 log_probs = torch.log_softmax(logits, dim=-1, dtype=reduction_dtype)  # fused upcast
                 logprobs[start:end] = log_probs.gather(-1, chunk_targets).squeeze(-1)
+                del logits
                 if entropy_mode == _NO_ENTROPY and not precompute:
                     continue
-                probs = log_probs.exp()
+                # Without entropy, log_probs is not needed again: exponentiate in place.
+                probs = log_probs.exp() if entropy_mode != _NO_ENTROPY else log_probs.exp_()
                 if entropy_mode != _NO_ENTROPY:
                     plogp = log_probs.mul_(probs)  # p log p, in log_probs' buffer
                     entropies[start:end] = -plogp.sum(-1)
