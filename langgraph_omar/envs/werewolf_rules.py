@@ -180,10 +180,10 @@ def enter_phase(state: WerewolfState, config: WerewolfConfig, phase: str) -> Upd
     update: Update = {"phase": phase, "current": None, "events": []}
     probe = apply_update(state, update)
     if phase == config.phase_cycle[0]:
-        probe["round"] = update["round"] = state["round"] + 1
-        if probe["round"] > config.rules.max_rounds:
+        if state["round"] >= config.rules.max_rounds:
             text = f"No side has won after {config.rules.max_rounds} rounds: the game is a draw."
             return {**update, "finished": True, "winner": None, "events": [make_event(probe, text)]}
+        probe["round"] = update["round"] = state["round"] + 1
     if is_night_start(config, phase):
         update["night"] = probe["night"] = _empty_night()
         update["events"].append(

@@ -1,0 +1,160 @@
+"""Werewolf action parsing: examples, and hypothesis fuzzing (never raises, only legal moves come out)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from langgraph_omar.envs.werewolf_actions import (
+    KIND_MAIN_VERB,
+    KIND_VERBS,
+    NO_TARGET_VERBS,
+    fallback_move,
+    parse_action,
+    parse_speech,
+)
+from langgraph_omar.envs.werewolf_config import load_werewolf_config
+from langgraph_omar.envs.werewolf_rules import take_action
+from langgraph_omar.envs.werewolf_state import Observation
+
+PLAYERS = ["Aurora", "Bram", "Celeste", "Dorian", "Elise", "Finn"]
+VOTE_LEGAL = {"VOTE": ["Aurora", "Bram", "Celeste"], "ABSTAIN": []}
+WITCH_LEGAL = {"SAVE": ["Aurora"], "POISON": ["Bram", "Celeste"], "PASS": []}
+
+
+@pytest.mark.parametrize(
+    ("text", "verb", "target", "lenient"),
+    [
+        ("VOTE Bram", "VOTE", "Bram", False),
+        ("I think we should vote for **bram**.", "VOTE", "Bram", False),
+        ("vote none", "ABSTAIN", None, False),
+        ("ABSTAIN", "ABSTAIN", None, False),
+        ("vote to exile Celeste", "VOTE", "Celeste", False),  # 'to' is filler; 'exile Celeste' is the command
+        ("VOTE Aurora... no wait, VOTE Celeste", "VOTE", "Celeste", False),  # the last legal command wins
+        ("Bram is suspicious", "VOTE", "Bram", True),  # no verb, exactly one legal name
+    ],
+)
+def test_vote_examples(text: str, verb: str, target: str | None, lenient: bool) -> None:
+    parsed = parse_action(text, "vote", VOTE_LEGAL, PLAYERS)
+    assert (parsed.ok, parsed.verb, parsed.target, parsed.lenient) == (True, verb, target, lenient)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason_part"),
+    [
+        ("VOTE Dorian", "VOTE Dorian is not allowed"),  # a real player outside the legal set
+        ("vote Zed", "'Zed' is not a player"),
+        ("VOTE NAME", "'NAME' is not a player"),  # the format example copied verbatim
+        ("Aurora or Bram?", "unparsable"),  # two names, no verb: ambiguous
+        ("", "unparsable"),
+        ("Bramble", "unparsable"),  # a name must be a whole word
+    ],
+)
+def test_vote_failures_give_reasons(text: str, reason_part: str) -> None:
+    parsed = parse_action(text, "vote", VOTE_LEGAL, PLAYERS)
+    assert not parsed.ok and reason_part in parsed.reason
+
+
+def test_witch_commands() -> None:
+    assert parse_action("SAVE", "witch", WITCH_LEGAL, PLAYERS).target == "Aurora"  # SAVE alone: the victim
+    assert parse_action("heal aurora", "witch", WITCH_LEGAL, PLAYERS).verb == "SAVE"
+    assert parse_action("POISON: Bram", "witch", WITCH_LEGAL, PLAYERS).target == "Bram"
+    assert parse_action("pass", "witch", WITCH_LEGAL, PLAYERS).verb == "PASS"
+    assert not parse_action("save Bram", "witch", WITCH_LEGAL, PLAYERS).ok  # only tonight's victim
+    no_potions: dict[str, list[str]] = {"PASS": []}
+    used = parse_action("SAVE", "witch", no_potions, PLAYERS)
+    assert not used.ok and "SAVE is not available" in used.reason
+    assert not parse_action("Bram", "witch", WITCH_LEGAL, PLAYERS).ok  # no lenient guess for the witch
+
+
+def test_unknown_kind_does_not_raise() -> None:
+    assert not parse_action("VOTE Bram", "dance", VOTE_LEGAL, PLAYERS).ok
+
+
+def test_fallback_moves() -> None:
+    rng = random.Random(0)
+    assert fallback_move("witch", WITCH_LEGAL, "random", rng) == ("PASS", None)  # never spends a potion
+    assert fallback_move("vote", VOTE_LEGAL, "abstain", rng) == ("ABSTAIN", None)
+    assert fallback_move("kill", {"KILL": ["Aurora"]}, "abstain", rng) == (None, None)
+    assert fallback_move("kill", {"KILL": ["Aurora"]}, "random", rng) == ("KILL", "Aurora")
+    assert fallback_move("kill", {"KILL": []}, "random", rng) == (None, None)  # nothing legal: no move
+
+
+def test_speech() -> None:
+    assert parse_speech('SPEAK: "I trust Finn."', 600) == ("I trust Finn.", False)
+    assert parse_speech("abcdefgh", 3) == ("abc ...", True)
+    assert parse_speech("   ", 10) == ("", False)
+
+
+names = st.sampled_from(PLAYERS)
+kinds = st.sampled_from(sorted(KIND_VERBS))
+
+
+@st.composite
+def legal_sets(draw: st.DrawFn) -> tuple[str, dict[str, list[str]]]:
+    kind = draw(kinds)
+    verbs = draw(st.lists(st.sampled_from(KIND_VERBS[kind]), unique=True))
+    legal = {v: [] if v in NO_TARGET_VERBS else draw(st.lists(names, unique=True)) for v in verbs}
+    return kind, legal
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=300), kind_legal=legal_sets())
+def test_parser_never_raises_and_only_accepts_legal_moves(text: str, kind_legal: tuple) -> None:
+    kind, legal = kind_legal
+    parsed = parse_action(text, kind, legal, PLAYERS)
+    if parsed.ok:
+        assert parsed.verb in legal
+        assert (
+            parsed.target is None if parsed.verb in NO_TARGET_VERBS else parsed.target in legal[parsed.verb]
+        )
+    else:
+        assert parsed.reason and "\n" not in parsed.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.text(alphabet=" .,;:!?*-\n", max_size=40),
+    after=st.text(alphabet=" .,;:!?*-\n", max_size=40),
+    name=st.sampled_from(VOTE_LEGAL["VOTE"]),
+    case=st.sampled_from([str.upper, str.lower, str.title]),
+)
+def test_a_command_inside_noise_is_found(before: str, after: str, name: str, case: object) -> None:
+    text = f"{before}{case('vote')} {name}{after}"  # type: ignore[operator]
+    parsed = parse_action(text, "vote", VOTE_LEGAL, PLAYERS)
+    assert (parsed.ok, parsed.verb, parsed.target) == (True, "VOTE", name)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    raw=st.one_of(st.text(max_size=200), st.integers(), st.none()),
+    kind_legal=legal_sets(),
+    mode=st.sampled_from(["random", "abstain"]),
+)
+def test_take_action_always_records_one_action_and_a_fallback_exactly_when_unusable(
+    raw: object, kind_legal: tuple, mode: str
+) -> None:
+    kind, legal = kind_legal
+    config = load_werewolf_config(rules={"fallback": mode})
+    observation = Observation(
+        player="Ada", role="Villager", goal="", secret="", teammates=[], round=1, phase="Day_vote", kind=kind,
+        step=3, alive=list(config.players), events=[], legal=legal, victim=None,
+    )  # fmt: skip
+    legal_in_names = {v: [p for p in t if p in config.players] for v, t in legal.items()}
+    observation["legal"] = legal_in_names
+    update = take_action(config, observation, raw, seed=0)
+    (record,) = update["actions"]
+    assert record["fallback"] == bool(update["fallbacks"])
+    if record["verb"] is not None:
+        assert record["verb"] in legal_in_names or record["verb"] in ("PASS", "ABSTAIN")
+    if record["target"] is not None:
+        assert record["target"] in legal_in_names[record["verb"]]
+    for fallback in update["fallbacks"]:
+        assert set(fallback) == {"role", "player", "turn", "raw", "fallback", "reason"}
+        assert fallback["turn"] == 3 and fallback["player"] == "Ada"
+    if update["fallbacks"] and mode == "random" and KIND_MAIN_VERB.get(kind) in legal_in_names:
+        targets = legal_in_names[KIND_MAIN_VERB[kind]]
+        assert record["target"] in targets if targets else record["target"] is None
