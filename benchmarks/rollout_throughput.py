@@ -1,0 +1,104 @@
+"""Rollout throughput: 32 concurrent two-role conversations through the shared engine vs one call at a time.
+
+Both sides run the SAME graph (same prompts, same sampling settings, same weights); only the chat model
+differs: `ChatPolicy` (batched shared engine, episodes run with `abatch`) against langchain-huggingface's
+`ChatHuggingFace` over a transformers pipeline, called one at a time (the path a user would pick today).
+The baseline's rate does not depend on how many conversations wait, so by default it runs a subset of them
+(`--baseline-conversations`) to keep the benchmark short; both rates are generated tokens per second.
+Last line: `speedup: X.XX`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import torch
+from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
+from transformers import pipeline
+
+from langgraph_omar import ChatPolicy, SharedPolicy
+from langgraph_omar.conversation import Role, build_conversation_graph
+from langgraph_omar.models import DEFAULT_MODEL
+
+PERSONAS = {
+    "seller": "You are Sam, selling a used bicycle. You want a high price.",
+    "buyer": "You are Alex, who wants to buy a used bicycle cheaply.",
+}
+
+
+def conversation_graph(model, turns: int):
+    roles = [
+        Role(name, persona=persona, model=model, turn_prompt="Your turn.")
+        for name, persona in PERSONAS.items()
+    ]
+    return build_conversation_graph(roles, max_turns=turns)
+
+
+def count_tokens(outputs, tokenizer) -> int:
+    return sum(
+        len(tokenizer(u["text"], add_special_tokens=False)["input_ids"])
+        for o in outputs
+        for u in o["transcript"]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=32)
+    parser.add_argument("--turns", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--baseline-conversations", type=int, default=4)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+
+    engine = SharedPolicy.get(DEFAULT_MODEL, args.device)
+    inputs = [{} for _ in range(args.conversations)]
+    print(
+        f"device {engine.device}, dtype {next(engine.model.parameters()).dtype}, {args.conversations} "
+        f"conversations x {args.turns} turns, max_tokens {args.max_tokens}, temperature {args.temperature}"
+    )
+
+    ours = ChatPolicy(
+        model=DEFAULT_MODEL, device=args.device, temperature=args.temperature, max_tokens=args.max_tokens
+    )
+    graph = conversation_graph(ours, args.turns)
+    asyncio.run(graph.abatch(inputs[:2]))  # warm-up
+    start = time.perf_counter()
+    outputs = asyncio.run(graph.abatch(inputs, {"max_concurrency": args.conversations}))
+    ours_seconds = time.perf_counter() - start
+    ours_tokens = count_tokens(outputs, engine.tokenizer)
+    ours_rate = ours_tokens / ours_seconds
+    print(
+        f"shared engine (batched):        {ours_tokens} tokens in {ours_seconds:.1f} s = {ours_rate:.1f} tokens/s"
+    )
+
+    generator = pipeline(
+        "text-generation",
+        model=engine.model,
+        tokenizer=engine.tokenizer,
+        max_new_tokens=args.max_tokens,
+        do_sample=args.temperature > 0,
+        temperature=args.temperature,
+        return_full_text=False,
+    )
+    baseline = ChatHuggingFace(llm=HuggingFacePipeline(pipeline=generator), tokenizer=engine.tokenizer)
+    graph = conversation_graph(baseline, args.turns)
+    graph.invoke({})  # warm-up
+    start = time.perf_counter()
+    outputs = [graph.invoke({}) for _ in range(args.baseline_conversations)]
+    base_seconds = time.perf_counter() - start
+    base_tokens = count_tokens(outputs, engine.tokenizer)
+    base_rate = base_tokens / base_seconds
+    print(
+        f"ChatHuggingFace (one at a time): {base_tokens} tokens in {base_seconds:.1f} s = {base_rate:.1f} tokens/s"
+    )
+    if torch.cuda.is_available():
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    print(f"speedup: {ours_rate / base_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
