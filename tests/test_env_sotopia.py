@@ -226,10 +226,14 @@ def test_sotopia_parser_never_raises(text: str) -> None:
         assert (action.type, action.argument) == ("speak", text.strip())
 
 
+def speech(text: str) -> bool:
+    """Non-blank, and not starting with ':' (which `[speak]: text` would take as the tag's colon)."""
+    return bool(text.strip()) and not text.lstrip().startswith(":")
+
+
 @settings(max_examples=200, deadline=None)
-@given(said=st.text(alphabet=st.characters(blacklist_characters="<{"), max_size=200).filter(str.strip))
+@given(said=st.text(alphabet=st.characters(blacklist_characters="<{"), max_size=200).filter(speech))
 def test_tagged_speech_round_trips(said: str) -> None:
-    assert parse_sotopia_action(f"[speak] {said}") == parse_sotopia_action(f"[speak] {said}")
     action = parse_sotopia_action(f"[speak] {said}")
     assert (action.type, action.argument, action.fallback) == ("speak", said.strip(), None)
 
@@ -263,6 +267,7 @@ def test_a_leave_ends_the_episode_and_both_agents_are_judged() -> None:
     assert final["rewards"] == {"agent_1": 0.6, "agent_2": 0.6}  # goal 6 / 10
     assert final["reward_dimensions"]["agent_2"]["believability"] == 8.0
     assert [(f["role"], f["reason"]) for f in final["fallbacks"]] == [("agent_2", "no_action_tag")]
+    assert [metadata["role"] for metadata in judge.call_metadata] == ["judge", "judge"]  # not a player's turn
     judged = judge.calls[0][-1].text
     assert (
         'Lena Okafor said: "Is this bike for sale?"' in judged

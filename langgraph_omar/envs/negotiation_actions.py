@@ -62,7 +62,7 @@ _NEGATION = re.compile(
 _ACCEPT = re.compile(r"\b(?:accept(?:ed|s)?|i\s+agree)\b", re.IGNORECASE)
 _OFFER = re.compile(r"\b(?:offer|propose|counter[\s-]*offer|counter)\b", re.IGNORECASE)
 _WALK = re.compile(r"\bwalk(?:ing)?[\s_-]*away\b", re.IGNORECASE)
-_REJECT = re.compile(r"\b(?:reject(?:ed|s)?|no\s+deal)\b", re.IGNORECASE)
+_REJECT = re.compile(r"\breject(?:ed|s)?\b", re.IGNORECASE)
 _OFFER_REACH = 60  # characters after an inline "offer" in which its price or items must appear
 
 

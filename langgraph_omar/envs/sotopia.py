@@ -10,8 +10,9 @@ plays every episode and traces name roles consistently; `episode_input` carries 
 role's own view only), the characters' names and the judge's context. The rules, the visibility and the action
 parser are in `sotopia_rules`; the loader in `sotopia_data`; the judge in `judge`.
 
-A role whose judge output stays unusable after the retries gets no entry in `rewards` and
-`reward_dimensions`; `metrics["judge_failures"]` names it and `metrics["judge_errors"]` says why.
+The judge's calls carry `JUDGE_CONFIG` (role "judge", tag "omar:judge"). A role whose judge output stays
+unusable after the retries gets no entry in `rewards` and `reward_dimensions`; `metrics["judge_failures"]`
+names it and `metrics["judge_errors"]` says why.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
@@ -38,6 +40,9 @@ from langgraph_omar.envs.sotopia_rules import (
 
 ROLES = ("agent_1", "agent_2")
 SCENARIO_KEY = "sotopia"  # where the input state's `scenario` carries names and the judge's context
+# The judge runs inside the graph's `score` node, so a trace recorder sees its calls: they are marked as the
+# "judge" role (and tagged) so that they are never mistaken for a player's turns.
+JUDGE_CONFIG: RunnableConfig = {"tags": ["omar:judge"], "metadata": {"role": "judge"}}
 
 
 def episode_input(episode: SotopiaEpisode, rules: SotopiaRules | None = None) -> dict[str, Any]:
@@ -170,7 +175,9 @@ def build_graph(
         errors: dict[str, str] = {}
         attempts: dict[str, int] = {}
         for role in ROLES:
-            result = scorer.score_agent(info["judge_context"], transcript, info["names"][role])
+            result = scorer.score_agent(
+                info["judge_context"], transcript, info["names"][role], config=JUDGE_CONFIG
+            )
             attempts[role] = result.attempts
             reward = scorer.reward(result)
             if result.scores is None or reward is None:
