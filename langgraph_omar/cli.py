@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         train = commands.add_parser("train", help="self-play RL on an environment")
         add_train_arguments(train)
         train.set_defaults(run=run_train)
+    from langgraph_omar import evaluation, export
+
+    for name, module in [("eval", evaluation), ("export", export)]:
+        sub = commands.add_parser(name, help=module.COMMAND_HELP)
+        getattr(module, f"add_{name}_arguments")(sub)
+        sub.set_defaults(run=getattr(module, f"run_{name}"))
     return parser
 
 

@@ -1,0 +1,170 @@
+"""`omar export ADAPTER --merge --out DIR`: a LoRA adapter merged into its base as a standalone model.
+
+The base is loaded fresh (float32 on the CPU, so the merge is exact), the adapter attached with peft and
+checked to fit (every adapter weight has a place in the model and every LoRA layer gets its weights), then
+`merge_and_unload` folds W + (alpha / r) B A into plain weights. The result is a transformers model directory
+(safetensors, tokenizer, chat template, generation config) that `AutoModelForCausalLM.from_pretrained(DIR)`
+loads and `ChatPolicy(model=DIR)` serves. It is written into a temporary folder beside DIR, flushed to disk
+and renamed into place: a crash leaves either the old DIR or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel, get_peft_model_state_dict
+from safetensors import safe_open
+
+from langgraph_omar.errors import OmarError
+from langgraph_omar.models import load_model
+
+COMMAND_HELP = "merge a LoRA adapter into its base: a standalone transformers model directory"
+EXPORT_INFO = "omar_export.json"  # provenance written beside the weights
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def read_adapter_config(adapter: Path) -> dict[str, Any]:
+    """The adapter folder's `adapter_config.json`, checked to exist beside a safetensors file."""
+    config_path = adapter / "adapter_config.json"
+    if not adapter.is_dir():
+        raise OmarError(f"adapter not found: {adapter} is not a directory")
+    if not config_path.is_file():
+        raise OmarError(f"adapter not found: {adapter} has no adapter_config.json")
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise OmarError(
+            f"{adapter} has no adapter_model.safetensors (only safetensors adapters are exported)"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OmarError(f"{config_path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise OmarError(f"{config_path}: expected a JSON object")
+    return config
+
+
+def _adapter_keys(adapter: Path) -> set[str]:
+    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as weights:
+        return set(weights.keys())
+
+
+def attach_adapter(base: Any, adapter: Path, base_name: str) -> PeftModel:
+    """`base` with the adapter loaded; an OmarError when the adapter was made for another architecture."""
+    try:
+        model = PeftModel.from_pretrained(base, str(adapter))
+    except (RuntimeError, KeyError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0][:200]
+        raise OmarError(f"adapter {adapter} does not fit model {base_name!r}: {detail}") from None
+    # peft only warns about keys that do not match (e.g. an adapter for a deeper model): check both ways
+    in_file, in_model = _adapter_keys(adapter), set(get_peft_model_state_dict(model))
+    unplaced, unfilled = sorted(in_file - in_model), sorted(in_model - in_file)
+    if unplaced or unfilled:
+        example = (unplaced or unfilled)[0]
+        raise OmarError(
+            f"adapter {adapter} does not fit model {base_name!r}: {len(unplaced)} adapter weights have no "
+            f"place in the model and {len(unfilled)} LoRA weights of the model are not in the adapter "
+            f"(e.g. {example})"
+        )
+    return model
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished `tmp` to `out`; an existing `out` is set aside first and removed after."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_merged(
+    adapter: str | Path,
+    out: str | Path,
+    model: str | None = None,
+    *,
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> Path:
+    """Merge `adapter` into its base model and write a standalone model directory at `out`; returns `out`.
+
+    model: the base (an embedded name, a model directory or a hub id); default: the adapter config's
+    `base_model_name_or_path`. dtype: of the saved weights (the merge itself runs in float32).
+    overwrite: replace an existing non-empty `out` (otherwise an OmarError).
+    """
+    adapter_dir, out_dir = Path(adapter).expanduser(), Path(out).expanduser()
+    if dtype not in DTYPES:
+        raise OmarError(f"dtype {dtype!r} is not supported; expected one of {sorted(DTYPES)}")
+    config = read_adapter_config(adapter_dir)
+    base_name = model or config.get("base_model_name_or_path")
+    if not base_name:
+        raise OmarError(f"{adapter_dir}/adapter_config.json names no base model; pass the base with --model")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise OmarError(f"{out_dir} exists and is not empty; choose another --out or pass --overwrite")
+    base, tokenizer = load_model(str(base_name), torch.device("cpu"), torch.float32)
+    merged = attach_adapter(base, adapter_dir, str(base_name)).merge_and_unload()
+    merged = merged.to(DTYPES[dtype]).eval()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        info = {"base_model": str(base_name), "adapter": str(adapter_dir.resolve()), "dtype": dtype}
+        (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        _fsync_tree(tmp)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+# ---- command line -----------------------------------------------------------------------------------------
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "adapter", help="LoRA adapter directory (adapter_config.json + adapter_model.safetensors)"
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="merge the adapter into the base weights (the only export kind)"
+    )
+    parser.add_argument("--out", required=True, help="directory for the standalone model")
+    parser.add_argument(
+        "--model", default=None, help="base model (default: base_model_name_or_path of the adapter config)"
+    )
+    parser.add_argument(
+        "--dtype", default="float32", choices=sorted(DTYPES), help="dtype of the saved weights"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    if not args.merge:
+        raise OmarError(
+            "export writes a merged model: pass --merge (to share the adapter alone, copy its folder)"
+        )
+    out = export_merged(args.adapter, args.out, args.model, dtype=args.dtype, overwrite=args.overwrite)
+    print(
+        f"merged model: {out} (load with AutoModelForCausalLM.from_pretrained or ChatPolicy(model='{out}'))"
+    )
