@@ -52,9 +52,10 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--baseline-conversations", type=int, default=4)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="embedded name or model directory")
     args = parser.parse_args()
 
-    engine = SharedPolicy.get(DEFAULT_MODEL, args.device)
+    engine = SharedPolicy.get(args.model, args.device)
     inputs = [{} for _ in range(args.conversations)]
     print(
         f"device {engine.device}, dtype {next(engine.model.parameters()).dtype}, {args.conversations} "
@@ -62,7 +63,7 @@ def main() -> None:
     )
 
     ours = ChatPolicy(
-        model=DEFAULT_MODEL, device=args.device, temperature=args.temperature, max_tokens=args.max_tokens
+        model=args.model, device=args.device, temperature=args.temperature, max_tokens=args.max_tokens
     )
     graph = conversation_graph(ours, args.turns)
     asyncio.run(graph.abatch(inputs[:2]))  # warm-up

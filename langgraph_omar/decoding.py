@@ -60,9 +60,11 @@ def decode_batch(
 
     generators: list[torch.Generator | None] = []
     for r in requests:
-        g = torch.Generator(device=device)
-        g.manual_seed(r.params.seed if r.params.seed is not None else int(torch.randint(2**62, ()).item()))
-        generators.append(g)
+        generator = None
+        if r.params.seed is not None:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(r.params.seed)
+        generators.append(generator)
 
     completions: list[list[int]] = [[] for _ in requests]
     logprobs: list[list[float]] = [[] for _ in requests]

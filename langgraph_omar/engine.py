@@ -227,12 +227,16 @@ class SharedPolicy:
         return await asyncio.wrap_future(self.submit(prompt_ids, params, adapter))
 
     def _serve(self) -> None:
+        """Collect a batch: after the first request, keep taking requests while they keep coming (each within
+        `max_wait_ms` of the previous one), up to `max_batch_size` or 20 waits in all. Episodes that reach
+        their model call a few milliseconds apart (graph overhead) then still share one batch."""
         while True:
             batch = [self._queue.get()]
-            deadline = time.monotonic() + self.max_wait_s
+            cap = time.monotonic() + 20 * self.max_wait_s
             while len(batch) < self.max_batch_size:
+                timeout = min(self.max_wait_s, cap - time.monotonic())
                 try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    batch.append(self._queue.get(timeout=max(0.0, timeout)))
                 except queue.Empty:
                     break
             self._run(batch)

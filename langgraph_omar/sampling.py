@@ -54,7 +54,11 @@ def truncate(logprobs: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor) -
 def sample_next(
     logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one token per row and return (tokens (B,), logprobs (B,)) under the tempered distribution."""
+    """Pick one token per row and return (tokens (B,), logprobs (B,)) under the tempered distribution.
+
+    A row with a generator (a seeded request) samples from it alone, so its tokens do not depend on what
+    else is in the batch; rows without one share torch's default generator.
+    """
     device = logits.device
     temps = torch.tensor([p.temperature for p in params], device=device, dtype=torch.float32)
     logprobs = tempered_logprobs(logits, temps)
@@ -68,7 +72,12 @@ def sample_next(
             top_k = torch.tensor([params[i].top_k for i in sampled_rows], device=device)
             candidates = truncate(candidates, top_p, top_k)
         probs = candidates.exp()
+        shared = [j for j, i in enumerate(sampled_rows) if generators[i] is None]
+        if shared:  # unseeded rows draw together: one kernel, not one per row
+            draws = torch.multinomial(probs[shared], 1).squeeze(-1)
+            tokens[rows[shared]] = draws
         for j, i in enumerate(sampled_rows):
-            tokens[i] = torch.multinomial(probs[j], 1, generator=generators[i])[0]
+            if generators[i] is not None:
+                tokens[i] = torch.multinomial(probs[j], 1, generator=generators[i])[0]
     chosen = logprobs.gather(-1, tokens[:, None]).squeeze(-1)
     return tokens, chosen
