@@ -245,7 +245,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=8, help="scenario seeds, each played once per seat")
     parser.add_argument("--seed", type=int, default=0, help="the first scenario seed")
     parser.add_argument("--out", required=True, help="folder for eval.json, the plots and report.html")
-    parser.add_argument("--run", default=None, help="a training run folder: plot its metrics.jsonl")
+    parser.add_argument(
+        "--run", dest="run_dir", default=None, help="a training run folder: plot its metrics.jsonl"
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="the base model (name, directory or hub id)")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--max-tokens", type=int, default=64, help="the most new tokens per player call")
@@ -299,10 +301,11 @@ def run_eval(args: argparse.Namespace) -> None:
         max_concurrency=args.max_concurrency,
         arena_options=arena_options(args),
     )
-    if args.run is not None and not (Path(args.run) / "metrics.jsonl").is_file():
-        raise OmarError(f"--run {args.run}: no metrics.jsonl in that folder")
+    run_dir = Path(args.run_dir) if args.run_dir is not None else None
+    if run_dir is not None and not (run_dir / "metrics.jsonl").is_file():
+        raise OmarError(f"--run {run_dir}: no metrics.jsonl in that folder")
     result = run_arena(config)
-    paths = write_report(result, Path(args.out), run_dir=Path(args.run) if args.run else None)
+    paths = write_report(result, Path(args.out), run_dir=run_dir)
     print(result.headline())
     for name, path in paths.items():
         print(f"{name}: {path}")
