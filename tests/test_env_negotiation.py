@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langgraph_omar.conversation import ScriptedChatModel
 from langgraph_omar.envs.negotiation import (
     build_graph,
+    default_turn_prompt,
     episode_input,
     negotiation_metrics,
     result_from_state,
@@ -116,6 +117,9 @@ def test_scenario_dict_round_trip(kind: str) -> None:
         ("I can't accept that. OFFER 100", "offer", 100.0),
         ("Sounds fair. ACCEPT", "accept", None),
         ("I accept your offer of $120", "accept", None),  # inline: accept outranks the quoted offer
+        ("I'll gladly accept.", "accept", None),
+        ("The other side will have to accept a lower price.", "talk", None),  # not the speaker's decision
+        ("I do not agree.", "reject", None),
         ("No, I cannot accept this.", "reject", None),  # a negated accept is a reject
         ("walk_away", "walk_away", None),
         ("I'm done. WALK AWAY.", "walk_away", None),
@@ -356,6 +360,25 @@ def test_split_graph_and_metrics_over_final_states() -> None:
     assert {"alice", "bob"} <= set(graph.get_graph().nodes)  # one node per role
     metrics = negotiation_metrics(finals)
     assert metrics["agreement_rate"] == 1.0 and metrics["turns_to_agreement"] == 2.0
+
+
+@pytest.mark.parametrize("kind", ["price", "split"])
+def test_the_turn_prompts_example_is_a_legal_offer_in_every_scenario(kind: str) -> None:
+    for seed in range(50):
+        scenario = sample_scenario(seed, kind)
+        example = default_turn_prompt(scenario, scenario.roles[0]).split("Example reply:\n")[1]
+        state = replay(scenario, [(scenario.roles[0], example)], RULES)
+        assert state.offer is not None and state.offer.legal and not state.fallbacks
+
+
+def test_every_call_ends_with_the_turn_prompt() -> None:
+    buyer, seller = scripted(["OFFER 100", "ACCEPT"]), scripted(["OFFER 130"])
+    build_graph(scenario=BIKE, models={"buyer": buyer, "seller": seller}).invoke({})
+    assert all(call[-1].text == default_turn_prompt(BIKE, "buyer") for call in buyer.calls)
+    quiet = scripted(["OFFER 100", "ACCEPT"])
+    graph = build_graph(scenario=BIKE, models={"buyer": quiet, "seller": seller}, turn_prompts={"buyer": ""})
+    graph.invoke({})
+    assert quiet.calls[0][-1].type == "system"  # no turn prompt: the opener sees only its system prompt
 
 
 def test_briefs_sample_input_and_bad_arguments() -> None:

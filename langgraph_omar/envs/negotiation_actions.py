@@ -11,7 +11,9 @@ Leniency, in this order:
    are read; when several do, the last valid one wins (so `REJECT` then `OFFER 100` is a counter-offer).
    Prices may carry `$`, thousands commas, decimals, a `k` suffix or prose around them.
 2. Otherwise the words are looked for anywhere in the text, with the priority accept > offer > walk away >
-   reject; a negated accept ("I can't accept") counts as a reject, a negated walk away is ignored.
+   reject. In prose an accept must be a decision (in capitals, "accepted", a sentence of its own, or with the
+   speaker as subject: "I'll gladly accept"), so "you will have to accept less" is not one; a negated accept ("I can't accept") counts as a reject and a
+   negated walk away is ignored.
 3. Otherwise the message is talk: `type == "talk"` and `fallback` names why (`no_action`,
    `offer_without_price`, `offer_without_items`). The caller records the fallback; the game goes on.
 
@@ -59,7 +61,9 @@ _PRICE = re.compile(
 _NEGATION = re.compile(
     r"(?:\bnot|n't|\bcannot|\bnever|\bno|\bwon'?t|\brefuse to)\s+(?:\w+\s+){0,2}$", re.IGNORECASE
 )
-_ACCEPT = re.compile(r"\b(?:accept(?:ed|s)?|i\s+agree)\b", re.IGNORECASE)
+_ACCEPT = re.compile(r"\b(?:accept(?:ed|s)?|agree)\b", re.IGNORECASE)
+# Before an inline accept/agree: the speaker as subject ("I", "we'll", "I gladly"), so the word is a decision.
+_FIRST_PERSON = re.compile(r"\b(?:i|we)(?:'ll|'d| will| would| do| can)?(?:\s+\w+)?\s+$", re.IGNORECASE)
 _OFFER = re.compile(r"\b(?:offer|propose|counter[\s-]*offer|counter)\b", re.IGNORECASE)
 _WALK = re.compile(r"\bwalk(?:ing)?[\s_-]*away\b", re.IGNORECASE)
 _REJECT = re.compile(r"\breject(?:ed|s)?\b", re.IGNORECASE)
@@ -112,7 +116,7 @@ def _from_inline_words(text: str, items: Sequence[str] | None) -> NegotiationAct
     for match in _ACCEPT.finditer(text):
         if _is_negated(text, match.start()):
             negated_accept = True
-        else:
+        elif _is_decision(text, match):
             return NegotiationAction("accept")
     for match in _OFFER.finditer(text):
         action = _action_for("offer", text[match.end() : match.end() + _OFFER_REACH], items)
@@ -124,6 +128,19 @@ def _from_inline_words(text: str, items: Sequence[str] | None) -> NegotiationAct
     if negated_accept or _REJECT.search(text):
         return NegotiationAction("reject")
     return None
+
+
+def _is_decision(text: str, match: re.Match[str]) -> bool:
+    """An inline accept/agree that is the speaker's decision: the keyword in capitals ("... fair. ACCEPT"),
+    "accepted", a sentence of its own ("Fair. Accept."), or with the speaker as subject ("I'll accept")."""
+    word = match.group()
+    before = text[max(0, match.start() - 30) : match.start()]
+    return (
+        word.isupper()
+        or word.lower() == "accepted"
+        or re.search(r"(?:^|[.!?]\s+)$", before) is not None
+        or _FIRST_PERSON.search(before) is not None
+    )
 
 
 def _is_negated(text: str, start: int) -> bool:

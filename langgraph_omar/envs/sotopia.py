@@ -39,6 +39,10 @@ from langgraph_omar.envs.sotopia_rules import (
 )
 
 ROLES = ("agent_1", "agent_2")
+# The last user message of every call: small models follow a worked example there better than the system prompt.
+DEFAULT_TURN_PROMPT = (
+    "Reply in character with exactly one action.\nExample reply:\n[speak] Hello! How have you been?"
+)
 SCENARIO_KEY = "sotopia"  # where the input state's `scenario` carries names and the judge's context
 # The judge runs inside the graph's `score` node, so a trace recorder sees its calls: they are marked as the
 # "judge" role (and tagged) so that they are never mistaken for a player's turns.
@@ -126,7 +130,7 @@ def build_graph(
     judge: SotopiaJudge | None = None,
     score: bool = True,
     models: Mapping[str, BaseChatModel] | None = None,
-    turn_prompt: str | None = "Your turn.",
+    turn_prompt: str | None = DEFAULT_TURN_PROMPT,
     checkpointer: BaseCheckpointSaver | None = None,
 ) -> CompiledStateGraph:
     """A compiled SOTOPIA graph: agent_1 and agent_2 alternate until a rule ends the episode, then the judge.
