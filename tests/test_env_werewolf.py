@@ -408,6 +408,7 @@ def test_abstain_fallback_and_draw_after_max_rounds(tmp_path: Path) -> None:
     final = play_game(six_players(tmp_path, fallback="abstain", max_rounds=2), lambda o: "???")
     # Nobody kills (every wolf abstains) and nobody is exiled: after 2 rounds the game is a draw.
     assert final["winner"] is None and final["eliminated"] == {} and final["metrics"]["draw"] is True
+    assert final["round"] == 2 and final["events"][-1]["text"].endswith("after 2 rounds: the game is a draw.")
     assert set(final["rewards"].values()) == {0.0}
     assert (
         final["metrics"]["winner"] == "draw" and final["metrics"]["fallbacks"] == len(final["fallbacks"]) > 0

@@ -186,9 +186,13 @@ def fallback_move(
 
 
 def parse_speech(text: object, max_chars: int) -> tuple[str, bool]:
-    """Free-text speech: strip a leading 'speak:' and quotes, cut to max_chars. Returns (speech, truncated)."""
+    """Free-text speech on one line: strip a leading 'speak:' and quotes, cut to max_chars.
+
+    Whitespace runs (newlines included) become one space, so that a speech cannot start a line of the event
+    log that looks like the moderator's. Returns (speech, truncated).
+    """
     text = text if isinstance(text, str) else str(text)
-    speech = _SPEAK_PREFIX_RE.sub("", text.strip(), count=1).strip()
+    speech = _SPEAK_PREFIX_RE.sub("", " ".join(text.split()), count=1).strip()
     if len(speech) >= 2 and speech[0] == speech[-1] and speech[0] in "\"'":
         speech = speech[1:-1].strip()
     if len(speech) > max_chars:

@@ -263,7 +263,9 @@ def _parse_state_properties(data: dict[str, Any], where: str) -> tuple[bool, boo
             ] != [expected]:
                 raise WerewolfConfigError(f"{key}.acting_roles: expected [{expected!r}], got {acting!r}")
         internal = props.get("internal_state", {})
-        if phase == NIGHT_WITCH and isinstance(internal, dict):
+        if not isinstance(internal, dict):
+            raise WerewolfConfigError(f"{key}.internal_state: expected an object")
+        if phase == NIGHT_WITCH:
             save = internal.get("save_available", True)
             poison = internal.get("poison_available", True)
             if not isinstance(save, bool) or not isinstance(poison, bool):

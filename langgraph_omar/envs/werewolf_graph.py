@@ -60,7 +60,7 @@ def player_node_name(player: str, taken: set[str] | None = None) -> str:
 
 def reply_text(reply: BaseMessage) -> str:
     """The text of a model reply, whatever the shape of its content."""
-    return reply.text if isinstance(reply.text, str) else str(reply.content)
+    return str(reply.text)
 
 
 def _with_role(config: RunnableConfig, player: str) -> RunnableConfig:
@@ -130,6 +130,10 @@ def build_graph(
     `load_werewolf_config`. The compiled graph carries a recursion limit large enough for a whole game.
     """
     if isinstance(config_path, WerewolfConfig):
+        if rules or roster_path is not None:
+            raise WerewolfConfigError(
+                "rules/roster_path: give them with a config file, not a loaded WerewolfConfig"
+            )
         game = config_path
     else:
         game = load_werewolf_config(config_path, roster_path, rules=rules)

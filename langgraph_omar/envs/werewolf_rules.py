@@ -181,8 +181,10 @@ def enter_phase(state: WerewolfState, config: WerewolfConfig, phase: str) -> Upd
     probe = apply_update(state, update)
     if phase == config.phase_cycle[0]:
         if state["round"] >= config.rules.max_rounds:
-            text = f"No side has won after {config.rules.max_rounds} rounds: the game is a draw."
-            return {**update, "finished": True, "winner": None, "events": [make_event(probe, text)]}
+            rounds = config.rules.max_rounds
+            text = f"No side has won after {rounds} round{'s' if rounds != 1 else ''}: the game is a draw."
+            ending = {**update, "phase": "end", "finished": True, "winner": None}
+            return {**ending, "events": [make_event(apply_update(state, ending), text)]}
         probe["round"] = update["round"] = state["round"] + 1
     if is_night_start(config, phase):
         update["night"] = probe["night"] = _empty_night()

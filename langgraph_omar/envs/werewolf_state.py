@@ -144,7 +144,10 @@ def make_event(
 def render_event(event: Event) -> str:
     """'[Night 1, werewolves only] Bram: ...', '[Day 2] Nobody died during the night.'"""
     phase = event["phase"]
-    when = "Start" if not phase else f"{'Night' if phase.startswith('Night') else 'Day'} {event['round']}"
+    if phase in ("", "end"):
+        when = "Start" if not phase else "End"
+    else:
+        when = f"{'Night' if phase.startswith('Night') else 'Day'} {event['round']}"
     if event["audience"] is not None:
         when += ", werewolves only" if phase == "Night_werewolf" else ", private"
     said = f"{event['speaker']}: " if event["speaker"] else ""
