@@ -31,6 +31,12 @@ from langgraph_omar.envs.werewolf_rewards import aggregate_metrics, game_metrics
 from langgraph_omar.envs.werewolf_rules import check_winner, legal_moves, new_game, play_game
 from langgraph_omar.envs.werewolf_state import Observation, WerewolfState, observe
 
+
+def sample_input(seed: int) -> dict[str, int]:
+    """The input of game `seed` (the seed drives fallbacks and tie-breaks)."""
+    return {"seed": seed}
+
+
 __all__ = [
     "Observation",
     "ParsedAction",
@@ -48,6 +54,7 @@ __all__ = [
     "legal_moves",
     "load_werewolf_config",
     "new_game",
+    "sample_input",
     "observe",
     "parse_action",
     "parse_speech",
