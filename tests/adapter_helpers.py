@@ -35,5 +35,5 @@ def save_random_adapter(
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.mul_(20.0)
-    peft_model.save_pretrained(path)
+    peft_model.save_pretrained(str(path))
     return path

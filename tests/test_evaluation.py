@@ -143,9 +143,10 @@ def test_summarize_games_by_tested_seat() -> None:
     rows = {
         r.seat: r for r in summarize_games(games, ["A", "B"], {"agreement": OUTCOME}, rates={"agreement"})
     }
-    assert rows["A"].value is not None and rows["A"].value.mean == 1.0 and rows["A"].value.method == "wilson"
-    assert rows["B"].value is not None and rows["B"].value.mean == 0.0
-    assert rows[ALL_SEATS].value is not None and rows[ALL_SEATS].value.mean == pytest.approx(2 / 3)
+    seat_a, seat_b, overall = rows["A"].value, rows["B"].value, rows[ALL_SEATS].value
+    assert seat_a is not None and seat_a.mean == 1.0 and seat_a.method == "wilson"
+    assert seat_b is not None and seat_b.mean == 0.0
+    assert overall is not None and overall.mean == pytest.approx(2 / 3)
 
 
 # ---- arenas -------------------------------------------------------------------------------------------------

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from langgraph_omar.arena import JUDGE, OUTCOME
+from langgraph_omar.evaluation import OPPONENT, TESTED, EvalResult
+from langgraph_omar.report import plot_seats, plot_training, read_run_metrics, render_html, write_report
+from langgraph_omar.stats import ALL_SEATS, Comparison, Game, GameMetric, Interval
+from langgraph_omar.trajectory import Episode, Turn
+
+
+def _turn(role: str, text: str, adapter: str | None) -> Turn:
+    return Turn(
+        role=role, node=role, text=text, prompt_ids=[1], completion_ids=[2], logprobs=[-0.5], adapter=adapter
+    )
+
+
+def _result(with_judge: bool = True) -> EvalResult:
+    interval = Interval(0.5, 0.25, 0.75, 4, "t")
+    comparisons = [
+        Comparison("reward", OUTCOME, seat, interval, Interval(0.4, 0.2, 0.6, 4, "t"), interval, 4)
+        for seat in ("buyer", "seller", ALL_SEATS)
+    ]
+    if with_judge:
+        comparisons.append(Comparison("judge_goal", JUDGE, ALL_SEATS, interval, interval, None, 0))
+    games, episodes = [], []
+    for seat in ("seller", "buyer"):  # out of seat order: the report sorts by seed, then seat
+        other = "buyer" if seat == "seller" else "seller"
+        games.append(
+            Game(
+                3, seat, f"e-{seat}", {seat: TESTED, other: OPPONENT}, {"buyer": "buyer", "seller": "seller"}
+            )
+        )
+        episodes.append(
+            Episode(
+                f"e-{seat}",
+                turns=[
+                    _turn("buyer", "OFFER 10 <script>alert(1)</script>", None),
+                    _turn("seller", "ACCEPT", "a"),
+                ],
+                rewards={"buyer": 0.6, "seller": 0.4},
+            )
+        )
+    games.append(
+        Game(4, "buyer", "e-failed", {"buyer": TESTED, "seller": OPPONENT}, {}, status="failed", error="boom")
+    )
+    episodes.append(Episode("e-failed", status="failed", error="boom"))
+    return EvalResult(
+        config={
+            "env": "negotiation",
+            "adapter": "runs/a/adapter",
+            "opponent_label": "base",
+            "confidence": 0.95,
+        },
+        seats=["buyer", "seller"],
+        comparisons=comparisons,
+        game_metrics=[GameMetric("agreement", OUTCOME, ALL_SEATS, Interval(0.5, 0.1, 0.9, 4, "wilson"))],
+        games=games,
+        metric_help={"reward": "surplus share"},
+        episodes=episodes,
+    )
+
+
+def test_html_is_self_contained_escaped_and_puts_outcomes_first() -> None:
+    page = render_html(_result(), {"seats": plot_seats(_result())})
+    assert page.index("<h2>Outcome metrics</h2>") < page.index("<h2>Judge scores</h2>")
+    assert "overrate" in page  # the judge table carries its warning
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert page.count("data:image/png;base64,") == 1
+    assert 'src="http' not in page and "href=" not in page
+    assert "boom" in page  # failed games are listed, not hidden
+    # transcripts in seed order, then seat order: the buyer seating (tested buyer) comes first
+    assert page.index("tested model in seat <b>buyer</b>") < page.index("tested model in seat <b>seller</b>")
+    assert "buyer (tested: runs/a/adapter)" in page and "seller (opponent: base)" in page
+
+
+def test_html_without_judge_scores_has_no_judge_section() -> None:
+    page = render_html(_result(with_judge=False), {})
+    assert "Judge scores" not in page and "Outcome metrics" in page
+
+
+def test_plots_are_png() -> None:
+    rows = [{"iteration": i, "reward_mean": i / 10, "reward_buyer": i / 5, "loss": 1.0} for i in range(4)]
+    assert plot_training(rows).startswith(b"\x89PNG")
+    assert plot_seats(_result()).startswith(b"\x89PNG")
+
+
+def test_read_run_metrics_names_the_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"iteration": 0, "reward_mean": 0.1}\n\n{"iteration": 1,\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:3: not valid JSON"):
+        read_run_metrics(path)
+    path.write_text('{"reward_mean": 0.1}\n')
+    with pytest.raises(
+        ValueError, match=r"metrics.jsonl:1: expected a JSON object with a numeric 'iteration'"
+    ):
+        read_run_metrics(path)
+    path.write_text('{"iteration": 0, "reward_mean": 0.1}\n\n{"iteration": 1, "reward_mean": 0.2}\n')
+    assert [row["iteration"] for row in read_run_metrics(path)] == [0, 1]
+
+
+def test_write_report_writes_every_file_and_leaves_no_temporaries(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"iteration": 0, "reward_mean": 0.5}) + "\n")
+    out = tmp_path / "out"
+    paths = write_report(_result(), out, run_dir=run)
+    assert set(paths) == {"eval.json", "episodes", "seats plot", "training plot", "report"}
+    assert all(path.exists() for path in paths.values())
+    data = json.loads((out / "eval.json").read_text())
+    assert data["comparisons"][0]["metric"] == "reward" and "episodes" not in data
+    assert data["comparisons"][-1]["difference"] is None
+    leftovers = [
+        p for p in out.iterdir() if p.name.startswith(".") and p.suffix != ".lock"
+    ]  # lock: trajectory_io's
+    assert not leftovers
+    # writing again replaces the files in place
+    write_report(_result(with_judge=False), out)
+    assert "Judge scores" not in (out / "report.html").read_text()
