@@ -49,10 +49,9 @@ def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     out = []
     for message in messages:
         content = message.text if hasattr(message, "text") else str(message.content)
+        role, speaker = _ROLES.get(message.type, "user"), message.name
         if isinstance(message, ChatMessage) and message.role not in ("system", "user", "assistant"):
             role, speaker = "user", message.name or message.role
-        else:
-            role, speaker = _ROLES.get(message.type, "user"), message.name
         if speaker and role == "user":
             content = f"{speaker}: {content}"
         out.append({"role": role, "content": content})
@@ -138,7 +137,7 @@ class ChatPolicy(BaseChatModel):
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[SharedPolicy, list[int], SamplingParams, str | None, int]:
         engine = self.engine
-        options = {
+        options: dict[str, Any] = {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
@@ -286,8 +285,8 @@ class ChatPolicy(BaseChatModel):
         """
         if run_manager is not None:
             token_records.put(run_manager.run_id, record)
-        elif (last.message.id or "").startswith("lc_run--"):
-            token_records.put(UUID(last.message.id.removeprefix("lc_run--")), record)
+        elif (message_id := last.message.id or "").startswith("lc_run--"):
+            token_records.put(UUID(message_id.removeprefix("lc_run--")), record)
 
     # ---- structured output ------------------------------------------------------------------------
     def with_structured_output(  # type: ignore[override]

@@ -24,7 +24,7 @@ class DecodeRequest:
     prompt_ids: list[int]
     params: SamplingParams
     adapter: str | None = None
-    on_token: Callable[[int], None] | None = None
+    on_token: Callable[[int], object] | None = None
 
 
 @dataclass
@@ -33,6 +33,10 @@ class DecodeResult:
     logprobs: list[float]
     text: str
     finish_reason: str  # "stop", "stop_string" or "length"
+
+
+def _decode(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    return str(tokenizer.decode(ids, skip_special_tokens=True))
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str | None:
@@ -98,9 +102,7 @@ def decode_batch(
                 request.on_token(token)
             text = None
             if request.params.stop:
-                text = _cut_at_stop(
-                    tokenizer.decode(completions[i], skip_special_tokens=True), request.params.stop
-                )
+                text = _cut_at_stop(_decode(tokenizer, completions[i]), request.params.stop)
             if token in eos_ids:
                 reason = "stop"
             elif text is not None:
@@ -111,7 +113,7 @@ def decode_batch(
                 keep.append(row)
                 continue
             if text is None:
-                text = tokenizer.decode(completions[i], skip_special_tokens=True)
+                text = _decode(tokenizer, completions[i])
             results[i] = DecodeResult(completions[i], logprobs[i], text, reason)
         if not keep:
             break

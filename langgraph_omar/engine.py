@@ -203,7 +203,7 @@ class SharedPolicy:
         prompt_ids: list[int],
         params: SamplingParams,
         adapter: str | None = None,
-        on_token: Callable[[int], None] | None = None,
+        on_token: Callable[[int], object] | None = None,
         truncated_messages: int = 0,
     ) -> Future[TokenRecord]:
         if adapter is not None and adapter not in self.adapter_versions:

@@ -104,4 +104,4 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
         raise OmarError(f"model {model!r} has no chat template in its tokenizer")
-    return loaded.to(device).eval(), tokenizer
+    return loaded.to(device).eval(), tokenizer  # type: ignore[arg-type]  # transformers types .to narrowly

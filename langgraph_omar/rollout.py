@@ -62,7 +62,7 @@ def load_target(target: str, model: BaseChatModel | None = None, **graph_kwargs:
         obj = obj(model=model, **graph_kwargs) if takes_model else obj(**graph_kwargs)
     if not hasattr(obj, "abatch_as_completed"):
         raise OmarError(f"{target!r} is neither a compiled graph nor a factory returning one")
-    sample = getattr(module, "sample_input", None) or (lambda seed: {})
+    sample: Callable[[int], dict[str, Any]] = getattr(module, "sample_input", None) or (lambda seed: {})
     return GraphTarget(obj, sample)
 
 

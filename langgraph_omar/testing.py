@@ -21,7 +21,7 @@ CHATML_TEMPLATE = (
 _CORPUS = [
     "Hello there, how are you today? I would like to buy the bike for one hundred dollars.",
     "OFFER 120. ACCEPT. REJECT. WALK AWAY. VOTE alice. KILL bob. INSPECT carol. PASS. SAVE. POISON dave.",
-    "The quick brown fox jumps over the lazy dog 0123456789 {\"name\": \"x\", \"age\": 3} yes no maybe",
+    'The quick brown fox jumps over the lazy dog 0123456789 {"name": "x", "age": 3} yes no maybe',
     "system user assistant seller buyer werewolf villager seer witch doctor guard day night",
 ]
 

@@ -11,7 +11,7 @@ LangGraph thread id, else one episode per top-level run. The token ids come from
 from __future__ import annotations
 
 import threading
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ class TraceRecorder(BaseCallbackHandler):
         self._calls: dict[UUID, _Call] = {}
         self._episodes: dict[str, _EpisodeBuilder] = {}
         self._order = 0
-        self._token = None
+        self._token: Token[TraceRecorder | None] | None = None
         self.missing_records = 0  # chat-model calls that carried no token record (not a ChatPolicy)
 
     # ---- context manager --------------------------------------------------------------------------
