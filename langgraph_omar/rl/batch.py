@@ -1,0 +1,340 @@
+"""Episodes -> a padded training batch, token for token (nothing is re-tokenized).
+
+Each trained turn is one row: input ids = the turn's recorded prompt ids + completion ids, right-padded.
+Per-position tensors are aligned with `input_ids`: position p holds the quantities of the token at p (its
+recorded sampling log-probability, its advantage, ...), and `completion_mask` is True exactly at the
+turn's completion tokens. The trainer predicts the token at p from the hidden state at p - 1.
+
+Which turns are trained: turns of the roles that have a terminal reward in `episode.rewards` (a narrator or a
+judge model call has none), of episodes whose status is "ok". Advantages by mode (DESIGN section 4):
+- `hierarchical`: per role, G_k = sum_{j>=k} gamma^(j-k) r_k; group baseline over the episodes sharing
+  `metadata["group_id"]` (`group_turn_advantages`), or SPIRAL's EMA baseline keyed by
+  `metadata["baseline_key"]` (the game; else `scenario_id`) when the group has one episode; spread over the
+  turn's tokens.
+- `grpo`: the role's episode return, normalised within its group; every token of the role gets it.
+- `rae`: the role's episode return minus the EMA baseline of (scenario, role).
+- `hierarchical-critic`: `assign_critic_advantages` after the trainer computed the values.
+Degenerate turns (see `degenerate`) get advantage 0 (critic-free) or pseudo-reward 0 (critic).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+from langgraph_omar.rl.advantages import (
+    EmaBaseline,
+    discounted_returns,
+    group_turn_advantages,
+    grpo_advantages,
+    hierarchical_gae,
+    role_balance_token_weights,
+    spread_turn_advantage,
+    whiten_by_group,
+)
+from langgraph_omar.rl.config import AdvantageSettings, FilterSettings
+from langgraph_omar.trajectory import Episode
+
+
+@dataclass(frozen=True)
+class TurnSample:
+    """One trained turn and where it came from."""
+
+    episode_index: int
+    turn_index: int  # index in episode.turns
+    role: str
+    group_key: str  # episodes sharing it form a group (metadata["group_id"], else the episode id)
+    scenario_key: str  # the EMA baseline's key: metadata "baseline_key", else "scenario_id", else the group
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    temperature: float
+    degenerate: str | None
+
+
+@dataclass
+class TrainingBatch:
+    """N rows of length T. Per-position tensors are (N, T) and aligned with input_ids."""
+
+    input_ids: Tensor  # (N, T) long, right-padded with the pad id
+    attention_mask: Tensor  # (N, T) long
+    completion_mask: Tensor  # (N, T) bool: the row's completion tokens
+    old_logprobs: Tensor  # (N, T) float: recorded sampling log-probabilities, 0 off the completion
+    advantages: Tensor  # (N, T) float
+    weights: Tensor  # (N, T) float: per-token loss weights (role balance), 0 off the completion
+    temperatures: Tensor  # (N,) float: the temperature the log-probabilities are tempered with (1 if greedy)
+    samples: list[TurnSample]
+    returns: Tensor | None = None  # (N, T) value targets (critic mode)
+    old_values: Tensor | None = None  # (N, T) values before the update (critic mode)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def roles(self) -> list[str]:
+        return [s.role for s in self.samples]
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.attention_mask.sum(-1)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def select(self, rows: Sequence[int] | Tensor) -> TrainingBatch:
+        """The given rows, trimmed to their longest sequence."""
+        index = torch.as_tensor(rows, dtype=torch.long)
+        width = int(self.attention_mask[index].sum(-1).max()) if len(index) else 0
+
+        def cut(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[index, :width]
+
+        return replace(
+            self,
+            input_ids=self.input_ids[index, :width],
+            attention_mask=self.attention_mask[index, :width],
+            completion_mask=self.completion_mask[index, :width],
+            old_logprobs=self.old_logprobs[index, :width],
+            advantages=self.advantages[index, :width],
+            weights=self.weights[index, :width],
+            temperatures=self.temperatures[index],
+            samples=[self.samples[int(i)] for i in index],
+            returns=cut(self.returns),
+            old_values=cut(self.old_values),
+            metrics={},
+        )
+
+
+def collect_samples(episodes: Sequence[Episode]) -> tuple[list[TurnSample], dict[str, float]]:
+    """The trained turns of `episodes` in order, and counts of what was left out."""
+    samples: list[TurnSample] = []
+    failed = unrewarded = 0
+    for e, episode in enumerate(episodes):
+        if episode.status != "ok":
+            failed += 1
+            continue
+        group = str(episode.metadata.get("group_id", episode.episode_id))
+        meta = episode.metadata
+        scenario = str(meta.get("baseline_key", meta.get("scenario_id", group)))
+        for t, turn in enumerate(episode.turns):
+            if turn.role not in episode.rewards:
+                unrewarded += 1
+                continue
+            if not turn.completion_ids:  # nothing to train on; counted as degenerate ("empty") upstream
+                continue
+            samples.append(
+                TurnSample(
+                    e,
+                    t,
+                    turn.role,
+                    group,
+                    scenario,
+                    list(turn.prompt_ids),
+                    list(turn.completion_ids),
+                    list(turn.logprobs),
+                    turn.temperature if turn.temperature > 0 else 1.0,  # greedy calls record T = 1
+                    turn.degenerate,
+                )
+            )
+    return samples, {"failed_episodes": failed, "unrewarded_turns": unrewarded}
+
+
+def pad_samples(samples: Sequence[TurnSample], pad_id: int) -> TrainingBatch:
+    """Rows of prompt + completion ids, right-padded; advantages 0 and weights 1 on completion tokens."""
+    if not samples:
+        raise ValueError("pad_samples: no turns to train on (every episode failed or had no rewarded turn)")
+    width = max(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
+    n = len(samples)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    completion = torch.zeros((n, width), dtype=torch.bool)
+    old_logprobs = torch.zeros((n, width), dtype=torch.float32)
+    for i, s in enumerate(samples):
+        p, c = len(s.prompt_ids), len(s.completion_ids)
+        input_ids[i, : p + c] = torch.tensor(s.prompt_ids + s.completion_ids, dtype=torch.long)
+        attention[i, : p + c] = 1
+        completion[i, p : p + c] = True
+        old_logprobs[i, p : p + c] = torch.tensor(s.logprobs, dtype=torch.float32)
+    return TrainingBatch(
+        input_ids=input_ids,
+        attention_mask=attention,
+        completion_mask=completion,
+        old_logprobs=old_logprobs,
+        advantages=torch.zeros((n, width)),
+        weights=completion.float(),
+        temperatures=torch.tensor([s.temperature for s in samples], dtype=torch.float32),
+        samples=list(samples),
+    )
+
+
+def _role_turns(
+    episodes: Sequence[Episode], samples: Sequence[TurnSample]
+) -> dict[tuple[int, str], list[int]]:
+    """(episode index, role) -> sample rows of that role's turns, in turn order."""
+    rows: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        rows[(s.episode_index, s.role)].append(i)
+    return rows
+
+
+def _turn_rewards(episodes: Sequence[Episode], samples: Sequence[TurnSample], rows: list[int]) -> Tensor:
+    """r_k = the turn's own reward, plus the role's terminal reward on its last turn. (K,)"""
+    episode = episodes[samples[rows[0]].episode_index]
+    rewards = torch.tensor([episode.turns[samples[i].turn_index].reward for i in rows], dtype=torch.float32)
+    rewards[-1] += float(episode.rewards[samples[rows[0]].role])
+    return rewards
+
+
+def critic_free_turn_advantages(
+    episodes: Sequence[Episode],
+    samples: Sequence[TurnSample],
+    settings: AdvantageSettings,
+    ema: EmaBaseline,
+) -> Tensor:
+    """One advantage per sample (N,) for the critic-free modes; `ema` is read and updated in episode order."""
+    if settings.mode == "hierarchical-critic":
+        raise ValueError("critic mode needs values: use assign_critic_advantages")
+    by_role = _role_turns(episodes, samples)
+    returns = {
+        key: discounted_returns(_turn_rewards(episodes, samples, rows), settings.gamma_turn)
+        for key, rows in by_role.items()
+    }
+    advantages = torch.zeros(len(samples))
+    groups: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+    for key in by_role:
+        groups[(samples[by_role[key][0]].group_key, key[1])].append(key)
+    if settings.mode == "grpo":
+        keys = list(by_role)
+        episode_returns = torch.stack([returns[k][0] for k in keys])
+        group_ids = [(samples[by_role[k][0]].group_key, k[1]) for k in keys]
+        values = grpo_advantages(episode_returns, group_ids, eps=settings.eps)
+        for k, value in zip(keys, values.tolist(), strict=True):
+            advantages[by_role[k]] = value
+    else:
+        for members in groups.values():
+            if settings.mode == "hierarchical" and len(members) > 1:
+                group_values = group_turn_advantages([returns[k] for k in members], eps=settings.eps)
+                for k, values in zip(members, group_values, strict=True):
+                    advantages[by_role[k]] = values
+                continue
+            for k in members:  # EMA baseline (rae, or a group of one episode)
+                sample = samples[by_role[k][0]]
+                baseline = ema.baseline(sample.scenario_key, k[1])
+                ema.advantage(sample.scenario_key, k[1], float(returns[k][0]))
+                own = (
+                    returns[k] if settings.mode == "hierarchical" else returns[k][:1].expand(len(by_role[k]))
+                )
+                advantages[by_role[k]] = own - baseline
+    degenerate = torch.tensor([s.degenerate is not None for s in samples])
+    return advantages.masked_fill(degenerate, 0.0)
+
+
+def spread_advantages(batch: TrainingBatch, turn_advantages: Tensor, gamma_token: float) -> None:
+    """Write each row's turn advantage onto its completion tokens (A gamma^(L-1-t)), in place."""
+    batch.advantages = torch.zeros_like(batch.old_logprobs)
+    for i, advantage in enumerate(turn_advantages.tolist()):
+        positions = batch.completion_mask[i].nonzero().squeeze(-1)
+        batch.advantages[i, positions] = spread_turn_advantage(advantage, len(positions), gamma_token)
+
+
+def assign_critic_advantages(
+    batch: TrainingBatch, episodes: Sequence[Episode], values: Tensor, settings: AdvantageSettings
+) -> None:
+    """Hierarchical GAE per (episode, role) from token values (N, T) aligned with input_ids, in place:
+    sets advantages, returns (value targets) and old_values."""
+    batch.advantages = torch.zeros_like(batch.old_logprobs)
+    batch.returns = torch.zeros_like(batch.old_logprobs)
+    batch.old_values = (values.detach().float() * batch.completion_mask).cpu()
+    for rows in _role_turns(episodes, batch.samples).values():
+        masks = [batch.completion_mask[i] for i in rows]
+        token_values = [batch.old_values[i][m] for i, m in zip(rows, masks, strict=True)]
+        degenerate = torch.tensor([batch.samples[i].degenerate is not None for i in rows])
+        _, token_adv, token_ret = hierarchical_gae(
+            token_values,
+            _turn_rewards(episodes, batch.samples, rows),
+            settings.gamma_turn,
+            settings.lam_turn,
+            settings.gamma_token,
+            settings.lam_token,
+            degenerate_turns=degenerate,
+        )
+        for i, m, adv, ret in zip(rows, masks, token_adv, token_ret, strict=True):
+            batch.advantages[i, m] = adv.float()
+            batch.returns[i, m] = ret.float()
+
+
+def finish_advantages(batch: TrainingBatch, episodes: Sequence[Episode], settings: AdvantageSettings) -> None:
+    """Whitening (per role or batch) and MARO role-balance weights, in place; degenerate rows stay at 0."""
+    live = torch.tensor([s.degenerate is None for s in batch.samples])
+    mask = batch.completion_mask & live[:, None]
+    mode = settings.whiten_mode
+    if mode != "none":
+        groups = batch.roles if mode == "role" else ["batch"] * len(batch)
+        batch.advantages = whiten_by_group(batch.advantages, groups, mask, eps=settings.eps)
+    batch.advantages = batch.advantages * mask
+    if settings.role_balance:
+        win_rates = role_win_rates(episodes, settings.win_threshold) if settings.inverse_win_rate else None
+        batch.weights = role_balance_token_weights(
+            batch.roles, batch.completion_mask, win_rates, settings.inverse_win_rate
+        )
+    else:
+        batch.weights = batch.completion_mask.float()
+
+
+def role_win_rates(episodes: Sequence[Episode], threshold: float) -> dict[str, float]:
+    """Share of each role's ok episodes in which its terminal reward exceeds `threshold`."""
+    wins: dict[str, list[bool]] = defaultdict(list)
+    for episode in episodes:
+        if episode.status == "ok":
+            for role, reward in episode.rewards.items():
+                wins[role].append(reward > threshold)
+    return {role: sum(v) / len(v) for role, v in wins.items()}
+
+
+def filtered_bc_rows(
+    episodes: Sequence[Episode], samples: Sequence[TurnSample], settings: FilterSettings
+) -> list[int]:
+    """SOTOPIA-pi's filter: per (group, role), the rows of the top `top_fraction` of episodes by the role's
+    reward (at least one episode), further limited to rewards >= `min_reward`; degenerate turns dropped."""
+    group_of = {s.episode_index: s.group_key for s in samples}
+    by_group: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for e in sorted(group_of):
+        for role in episodes[e].rewards:
+            by_group[(group_of[e], role)].append(e)
+    kept: set[tuple[int, str]] = set()
+    for (_, role), members in by_group.items():
+        ranked = sorted(members, key=lambda e: -episodes[e].rewards[role])  # stable: ties keep episode order
+        count = max(1, int(len(ranked) * settings.top_fraction + 0.5))
+        for e in ranked[:count]:
+            if settings.min_reward is None or episodes[e].rewards[role] >= settings.min_reward:
+                kept.add((e, role))
+    return [i for i, s in enumerate(samples) if (s.episode_index, s.role) in kept and s.degenerate is None]
+
+
+def build_batch(
+    episodes: Sequence[Episode],
+    settings: AdvantageSettings,
+    ema: EmaBaseline,
+    pad_id: int,
+    bc_filter: FilterSettings | None = None,
+) -> TrainingBatch:
+    """Episodes (degenerate turns already marked) -> a batch with advantages, for the critic-free modes and,
+    with `bc_filter`, for filtered behaviour cloning (kept turns: advantage 1; the loss is -mean logprob).
+    In critic mode the advantages are left at 0 for `assign_critic_advantages` + `finish_advantages`."""
+    samples, metrics = collect_samples(episodes)
+    if bc_filter is not None:
+        rows = filtered_bc_rows(episodes, samples, bc_filter)
+        metrics["bc_kept_turns"] = len(rows)
+        samples = [samples[i] for i in rows]
+    batch = pad_samples(samples, pad_id)
+    batch.metrics.update({k: float(v) for k, v in metrics.items()})
+    if bc_filter is not None:
+        batch.advantages = batch.completion_mask.float()
+        return batch
+    if settings.mode != "hierarchical-critic":
+        turn_adv = critic_free_turn_advantages(episodes, samples, settings, ema)
+        spread_advantages(batch, turn_adv, settings.gamma_token)
+        finish_advantages(batch, episodes, settings)
+    return batch

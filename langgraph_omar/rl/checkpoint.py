@@ -1,0 +1,190 @@
+"""Checkpoints of a training run, written atomically, for exact resume.
+
+    RUN/checkpoints/step-000004/
+        adapter/                 peft `save_pretrained` of the trained adapter (adapter_model.safetensors)
+        value_head.safetensors   the critic's Linear(H, 1) (critic mode only)
+        trainer_state.pt         optimizer, scheduler, RNG states (python, numpy, torch, cuda), step,
+                                 EMA baseline, trainer counters, config
+    RUN/checkpoints/latest       the name of the newest complete checkpoint
+
+Each checkpoint is built in a temporary folder beside its final name, flushed to disk, then renamed, and
+only then does `latest` move (itself written to a temporary file and `os.replace`d): a process killed at any
+instant leaves the previous checkpoint intact and `latest` pointing at a complete one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from langgraph_omar.errors import OmarError
+from langgraph_omar.rl.advantages import EmaBaseline
+from langgraph_omar.rl.trainer import PPOTrainer
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+STATE_FILE = "trainer_state.pt"
+
+
+class CheckpointError(OmarError):
+    """A checkpoint that is missing, incomplete or does not fit the trainer."""
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for directory in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    run_dir: str | Path, step: int, trainer: PPOTrainer, ema: EmaBaseline, keep: int = 2
+) -> Path:
+    """Write checkpoint `step` of `trainer` under run_dir/checkpoints, move `latest`, prune old ones."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
+    try:
+        adapter_dir = tmp / "adapter"
+        peft_model = trainer.module.peft_model
+        peft_model.save_pretrained(str(adapter_dir), selected_adapters=[trainer.adapter_name])
+        nested = adapter_dir / trainer.adapter_name  # peft nests adapters not named "default"
+        if nested.is_dir():
+            for item in nested.iterdir():
+                item.rename(adapter_dir / item.name)
+            nested.rmdir()
+        if trainer.value_head is not None:
+            head = {k: v.detach().cpu().contiguous() for k, v in trainer.value_head.state_dict().items()}
+            save_file(head, str(tmp / "value_head.safetensors"))
+        torch.save(
+            {
+                "step": step,
+                "optimizer": trainer.optimizer.state_dict(),
+                "scheduler": trainer.scheduler.state_dict(),
+                "rng": rng_state(),
+                "ema": ema.state_dict(),
+                "updates_done": trainer.updates_done,
+                "optimizer_steps": trainer.optimizer_steps,
+                "config": trainer.config.to_dict(),
+            },
+            tmp / STATE_FILE,
+        )
+        _fsync_tree(tmp)
+        if final.exists():  # a re-run of the same step after a crash: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_text_atomically(root / LATEST, final.name + "\n")
+    prune_checkpoints(run_dir, keep)
+    return final
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of the run, or None."""
+    pointer = Path(run_dir) / CHECKPOINTS / LATEST
+    if not pointer.exists():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    if not (path / STATE_FILE).exists():
+        raise CheckpointError(f"{pointer} names {path.name}, which has no {STATE_FILE}")
+    return path
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the `keep` newest checkpoints (and leftovers of interrupted writes)."""
+    root = Path(run_dir) / CHECKPOINTS
+    for leftover in root.glob(".step-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in steps[: max(0, len(steps) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(path: str | Path, trainer: PPOTrainer, ema: EmaBaseline) -> int:
+    """Restore adapter weights, value head, optimizer, scheduler, RNG and EMA state; returns the step."""
+    path = Path(path)
+    weights = path / "adapter" / "adapter_model.safetensors"
+    if not weights.exists() or not (path / STATE_FILE).exists():
+        raise CheckpointError(f"checkpoint {path} is incomplete: expected adapter/ and {STATE_FILE}")
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    result = set_peft_model_state_dict(
+        trainer.module.peft_model, load_file(str(weights)), adapter_name=trainer.adapter_name
+    )
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise CheckpointError(f"checkpoint {path}: adapter weights do not fit the model: {unexpected[:3]}")
+    if trainer.value_head is not None:
+        head_file = path / "value_head.safetensors"
+        if not head_file.exists():
+            raise CheckpointError(f"checkpoint {path} has no value_head.safetensors (critic mode needs one)")
+        trainer.value_head.load_state_dict(load_file(str(head_file)))
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.updates_done = int(state["updates_done"])
+    trainer.optimizer_steps = int(state["optimizer_steps"])
+    ema.load_state_dict(state["ema"])
+    set_rng_state(state["rng"])
+    trainer.policy.bump_adapter_version(trainer.adapter_name)
+    return int(state["step"])
+
+
+def saved_config(path: str | Path) -> dict[str, Any]:
+    """The run config stored in a checkpoint."""
+    state = torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
+    return dict(state["config"])

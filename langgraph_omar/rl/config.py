@@ -1,0 +1,385 @@
+"""Training configuration: dataclasses whose fields carry help text, validated in `__post_init__`.
+
+A YAML file mirrors `RunConfig`: one mapping per section (`lora`, `optimizer`, `update`, `advantage`,
+`degenerate`, `filter`, `selfplay`), each holding that section's fields. Unknown sections or keys and bad
+values raise `ConfigError` naming the file, the key and what was expected.
+
+    config = RunConfig.from_yaml("training/negotiation.yaml")
+    config = config.with_overrides({"selfplay.iterations": 4})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from langgraph_omar.errors import OmarError
+
+ADVANTAGE_MODES = ("hierarchical", "hierarchical-critic", "grpo", "rae")
+ALGORITHMS = ("ppo", "filtered-bc")
+SCHEDULERS = ("constant", "linear", "cosine")
+WHITEN_MODES = ("auto", "role", "batch", "none")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+class ConfigError(OmarError, ValueError):
+    """A configuration value or key that is not accepted; the message names the key and what was expected."""
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+def _require(condition: bool, key: str, expected: str, value: Any) -> None:
+    if not condition:
+        raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+@dataclass
+class LoraSettings:
+    rank: int = field(default=8, metadata=_help("LoRA rank r (SOTOPIA-pi used 8)"))
+    alpha: int = field(default=16, metadata=_help("LoRA scaling alpha (SOTOPIA-pi used 16)"))
+    dropout: float = field(
+        default=0.0, metadata=_help("LoRA dropout; 0 keeps the PPO ratio at exactly 1 before the first step")
+    )
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata=_help("module names that get LoRA layers, or ['all-linear']"),
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.rank >= 1, "lora.rank", ">= 1", self.rank)
+        _require(self.alpha > 0, "lora.alpha", "> 0", self.alpha)
+        _require(0.0 <= self.dropout < 1.0, "lora.dropout", "in [0, 1)", self.dropout)
+        _require(
+            bool(self.target_modules) and all(isinstance(m, str) for m in self.target_modules),
+            "lora.target_modules",
+            "a non-empty list of module names",
+            self.target_modules,
+        )
+
+
+@dataclass
+class OptimizerSettings:
+    learning_rate: float = field(default=1e-4, metadata=_help("AdamW learning rate of the trainable params"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    beta1: float = field(default=0.9, metadata=_help("AdamW beta1"))
+    beta2: float = field(default=0.999, metadata=_help("AdamW beta2"))
+    eps: float = field(default=1e-8, metadata=_help("AdamW epsilon"))
+    scheduler: str = field(default="constant", metadata=_help(f"learning-rate schedule, one of {SCHEDULERS}"))
+    warmup_steps: int = field(default=0, metadata=_help("optimizer steps of linear warm-up from 0"))
+    total_steps: int = field(
+        default=1000, metadata=_help("horizon of the linear/cosine decay, in optimizer steps")
+    )
+    max_grad_norm: float = field(default=1.0, metadata=_help("clip the global grad norm to this (0: off)"))
+
+    def __post_init__(self) -> None:
+        _require(self.learning_rate > 0, "optimizer.learning_rate", "> 0", self.learning_rate)
+        _require(self.weight_decay >= 0, "optimizer.weight_decay", ">= 0", self.weight_decay)
+        _require(
+            0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optimizer.beta1/beta2", "in [0, 1)", self.beta1
+        )
+        _require(self.eps > 0, "optimizer.eps", "> 0", self.eps)
+        _require(self.scheduler in SCHEDULERS, "optimizer.scheduler", f"one of {SCHEDULERS}", self.scheduler)
+        _require(self.warmup_steps >= 0, "optimizer.warmup_steps", ">= 0", self.warmup_steps)
+        _require(self.total_steps >= 1, "optimizer.total_steps", ">= 1", self.total_steps)
+        _require(self.max_grad_norm >= 0, "optimizer.max_grad_norm", ">= 0", self.max_grad_norm)
+
+
+@dataclass
+class UpdateSettings:
+    algo: str = field(default="ppo", metadata=_help(f"update rule, one of {ALGORITHMS}"))
+    epochs: int = field(default=1, metadata=_help("passes over each iteration's batch"))
+    micro_batch_size: int = field(default=4, metadata=_help("sequences (turns) per forward pass"))
+    gradient_accumulation_steps: int = field(
+        default=4, metadata=_help("micro-batches per optimizer step (accelerate's accumulation)")
+    )
+    clip_eps: float = field(default=0.2, metadata=_help("PPO ratio clip epsilon"))
+    clip_eps_high: float | None = field(default=None, metadata=_help("upper clip (DAPO); default clip_eps"))
+    kl_coef: float = field(default=0.0, metadata=_help("weight of KL(policy || adapter-disabled base)"))
+    kl_estimator: str = field(default="k3", metadata=_help(f"KL estimator, one of {KL_ESTIMATORS}"))
+    value_coef: float = field(default=0.5, metadata=_help("weight of the value loss (hierarchical-critic)"))
+    value_clip: float | None = field(default=None, metadata=_help("value clip epsilon, None: no clipping"))
+    chunk_size: int = field(default=1024, metadata=_help("positions per chunk of the chunked log-softmax"))
+    mixed_precision: str = field(
+        default="auto", metadata=_help(f"{MIXED_PRECISION}; auto: bf16 on a GPU, no on a CPU")
+    )
+    gradient_checkpointing: bool = field(default=False, metadata=_help("recompute activations in backward"))
+    skip_zero_advantage: bool = field(
+        default=True,
+        metadata=_help("skip turns whose tokens all have advantage 0 (no gradient) when kl_coef is 0"),
+    )
+    seed: int = field(default=0, metadata=_help("seed of python, numpy and torch RNGs at the start"))
+
+    def __post_init__(self) -> None:
+        _require(self.algo in ALGORITHMS, "update.algo", f"one of {ALGORITHMS}", self.algo)
+        _require(self.epochs >= 1, "update.epochs", ">= 1", self.epochs)
+        _require(self.micro_batch_size >= 1, "update.micro_batch_size", ">= 1", self.micro_batch_size)
+        _require(
+            self.gradient_accumulation_steps >= 1,
+            "update.gradient_accumulation_steps",
+            ">= 1",
+            self.gradient_accumulation_steps,
+        )
+        _require(self.clip_eps > 0, "update.clip_eps", "> 0", self.clip_eps)
+        _require(
+            self.clip_eps_high is None or self.clip_eps_high > 0,
+            "update.clip_eps_high",
+            "> 0",
+            self.clip_eps_high,
+        )
+        _require(self.kl_coef >= 0, "update.kl_coef", ">= 0", self.kl_coef)
+        _require(
+            self.kl_estimator in KL_ESTIMATORS,
+            "update.kl_estimator",
+            f"one of {KL_ESTIMATORS}",
+            self.kl_estimator,
+        )
+        _require(self.value_coef >= 0, "update.value_coef", ">= 0", self.value_coef)
+        _require(self.value_clip is None or self.value_clip > 0, "update.value_clip", "> 0", self.value_clip)
+        _require(self.chunk_size >= 1, "update.chunk_size", ">= 1", self.chunk_size)
+        _require(
+            self.mixed_precision in MIXED_PRECISION,
+            "update.mixed_precision",
+            f"one of {MIXED_PRECISION}",
+            self.mixed_precision,
+        )
+
+
+@dataclass
+class AdvantageSettings:
+    mode: str = field(
+        default="hierarchical", metadata=_help(f"advantage estimator, one of {ADVANTAGE_MODES}")
+    )
+    gamma_turn: float = field(default=1.0, metadata=_help("discount between a role's turns"))
+    lam_turn: float = field(default=0.95, metadata=_help("GAE lambda between turns (critic mode)"))
+    gamma_token: float = field(default=1.0, metadata=_help("discount between tokens of a turn"))
+    lam_token: float = field(default=1.0, metadata=_help("GAE lambda between tokens (critic mode)"))
+    ema_decay: float = field(default=0.95, metadata=_help("SPIRAL's baseline decay: b <- d b + (1 - d) R"))
+    role_balance: bool = field(default=True, metadata=_help("MARO: every role carries equal loss weight"))
+    inverse_win_rate: bool = field(
+        default=False, metadata=_help("MARO: weight roles by 1 / win rate (win: reward > win_threshold)")
+    )
+    win_threshold: float = field(default=0.5, metadata=_help("a role 'wins' an episode above this reward"))
+    whiten: str = field(
+        default="auto", metadata=_help(f"{WHITEN_MODES}; auto: per role in critic mode, else none")
+    )
+    eps: float = field(default=1e-6, metadata=_help("added to group standard deviations"))
+
+    def __post_init__(self) -> None:
+        _require(self.mode in ADVANTAGE_MODES, "advantage.mode", f"one of {ADVANTAGE_MODES}", self.mode)
+        for name in ("gamma_turn", "lam_turn", "gamma_token", "lam_token"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"advantage.{name}", "in [0, 1]", value)
+        _require(0.0 <= self.ema_decay < 1.0, "advantage.ema_decay", "in [0, 1)", self.ema_decay)
+        _require(self.whiten in WHITEN_MODES, "advantage.whiten", f"one of {WHITEN_MODES}", self.whiten)
+        _require(self.eps > 0, "advantage.eps", "> 0", self.eps)
+
+    @property
+    def whiten_mode(self) -> str:
+        if self.whiten != "auto":
+            return self.whiten
+        return "role" if self.mode == "hierarchical-critic" else "none"
+
+
+@dataclass
+class DegenerateSettings:
+    empty: bool = field(default=True, metadata=_help("a turn with no text is degenerate"))
+    over_length: bool = field(default=True, metadata=_help("a turn cut at max_tokens is degenerate"))
+    off_format: bool = field(
+        default=True, metadata=_help("a turn the env replaced by a fallback is degenerate")
+    )
+    repeated: bool = field(
+        default=True, metadata=_help("a turn repeating the role's earlier turn, or itself, is degenerate")
+    )
+    ngram: int = field(default=4, metadata=_help("n of the n-grams checked for self-repetition"))
+    max_repeated_ngram_fraction: float = field(
+        default=0.5,
+        metadata=_help("self-repetition: share of repeated n-grams above which a turn is degenerate"),
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.ngram >= 1, "degenerate.ngram", ">= 1", self.ngram)
+        _require(
+            0.0 < self.max_repeated_ngram_fraction <= 1.0,
+            "degenerate.max_repeated_ngram_fraction",
+            "in (0, 1]",
+            self.max_repeated_ngram_fraction,
+        )
+
+
+@dataclass
+class FilterSettings:
+    top_fraction: float = field(
+        default=0.2, metadata=_help("filtered-bc: keep this top share of episodes per group and role")
+    )
+    min_reward: float | None = field(
+        default=None, metadata=_help("filtered-bc: keep only a role's episodes with reward >= this")
+    )
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.top_fraction <= 1.0, "filter.top_fraction", "in (0, 1]", self.top_fraction)
+
+
+@dataclass
+class SelfPlaySettings:
+    env: str = field(default="negotiation", metadata=_help("environment name"))
+    env_kind: str = field(
+        default="price", metadata=_help("environment variant (negotiation: price or split)")
+    )
+    max_turns: int | None = field(default=None, metadata=_help("messages per episode (env default if None)"))
+    iterations: int = field(default=10, metadata=_help("rollout + update rounds"))
+    episodes_per_iteration: int = field(default=16, metadata=_help("episodes per iteration (M)"))
+    group_size: int = field(default=4, metadata=_help("episodes per sampled scenario seed, one group (G)"))
+    max_concurrency: int = field(default=16, metadata=_help("episodes run at once (batched by the engine)"))
+    temperature: float = field(default=1.0, metadata=_help("sampling temperature of every role"))
+    top_p: float = field(default=1.0, metadata=_help("nucleus sampling of every role"))
+    max_tokens: int = field(default=48, metadata=_help("most new tokens per turn"))
+    model: str = field(default="smollm2-135m-instruct", metadata=_help("the served model"))
+    seed: int = field(default=0, metadata=_help("first scenario seed; iteration i uses later seeds"))
+    checkpoint_every: int = field(default=1, metadata=_help("save a checkpoint every N iterations"))
+    keep_checkpoints: int = field(default=2, metadata=_help("checkpoints kept on disk (newest)"))
+
+    def __post_init__(self) -> None:
+        _require(self.max_turns is None or self.max_turns >= 1, "selfplay.max_turns", ">= 1", self.max_turns)
+        for name in ("iterations", "episodes_per_iteration", "group_size", "max_concurrency", "max_tokens"):
+            _require(getattr(self, name) >= 1, f"selfplay.{name}", ">= 1", getattr(self, name))
+        _require(
+            self.episodes_per_iteration % self.group_size == 0,
+            "selfplay.episodes_per_iteration",
+            f"a multiple of group_size ({self.group_size})",
+            self.episodes_per_iteration,
+        )
+        _require(self.temperature >= 0, "selfplay.temperature", ">= 0", self.temperature)
+        _require(0 < self.top_p <= 1, "selfplay.top_p", "in (0, 1]", self.top_p)
+        _require(self.checkpoint_every >= 1, "selfplay.checkpoint_every", ">= 1", self.checkpoint_every)
+        _require(self.keep_checkpoints >= 1, "selfplay.keep_checkpoints", ">= 1", self.keep_checkpoints)
+
+
+_SECTIONS: dict[str, type] = {
+    "lora": LoraSettings,
+    "optimizer": OptimizerSettings,
+    "update": UpdateSettings,
+    "advantage": AdvantageSettings,
+    "degenerate": DegenerateSettings,
+    "filter": FilterSettings,
+    "selfplay": SelfPlaySettings,
+}
+
+
+@dataclass
+class RunConfig:
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    update: UpdateSettings = field(default_factory=UpdateSettings)
+    advantage: AdvantageSettings = field(default_factory=AdvantageSettings)
+    degenerate: DegenerateSettings = field(default_factory=DegenerateSettings)
+    filter: FilterSettings = field(default_factory=FilterSettings)
+    selfplay: SelfPlaySettings = field(default_factory=SelfPlaySettings)
+
+    def __post_init__(self) -> None:
+        if self.advantage.mode == "grpo" and self.selfplay.group_size < 2:
+            raise ConfigError(
+                "advantage.mode 'grpo' needs selfplay.group_size >= 2 (a group of one has A = 0)"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> RunConfig:
+        """Build from nested mappings; unknown sections/keys and bad values raise ConfigError."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of sections {sorted(_SECTIONS)}, got {data!r}")
+        unknown = sorted(set(data) - set(_SECTIONS))
+        if unknown:
+            raise ConfigError(f"{source}: unknown section(s) {unknown}; expected some of {sorted(_SECTIONS)}")
+        sections = {}
+        for name, section_cls in _SECTIONS.items():
+            values = data.get(name) or {}
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{source}: section {name!r} must be a mapping, got {values!r}")
+            sections[name] = _build_section(section_cls, values, f"{source}: {name}")
+        try:
+            return cls(**sections)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as error:
+            raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> RunConfig:
+        """A copy with `{"section.key": value}` overrides applied (None values are ignored)."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, _, key = dotted.partition(".")
+            if section not in data or key not in data[section]:
+                raise ConfigError(f"override {dotted!r}: no such config key")
+            data[section][key] = value
+        return RunConfig.from_dict(data, source="overrides")
+
+
+def _build_section(section_cls: type, values: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(section_cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    checked = {
+        key: _check_type(str(known[key].type), value, f"{where}.{key}") for key, value in values.items()
+    }
+    try:
+        return section_cls(**checked)
+    except ConfigError as error:
+        raise ConfigError(f"{where.split(':')[0]}: {error}") from None
+
+
+def _check_type(annotation: str, value: Any, key: str) -> Any:
+    """The value, checked against its field's annotation (a string under postponed evaluation)."""
+    if value is None and "None" in annotation:
+        return None
+    base = annotation.replace(" | None", "")
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+    elif base in ("int", "float"):
+        if isinstance(value, str) and base == "float":  # PyYAML reads `1e-4` (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if base == "int" and not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be finite, got {value!r}")
+    elif base == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+    elif base == "list[str]" and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+    return value
+
+
+def field_help(section_cls: type) -> dict[str, str]:
+    """name -> help text of a settings dataclass (for CLI help and docs)."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(section_cls)}

@@ -1,0 +1,327 @@
+"""The self-play loop: one model plays every role, its trajectories train its own adapter, repeat.
+
+Each iteration builds the environment graph with `ChatPolicy(adapter="policy")` for every role (the same
+engine and tensors the trainer updates: no weight copy), runs `episodes_per_iteration` episodes (each group
+of `group_size` episodes plays one sampled scenario seed and shares a `group_id`), marks degenerate turns,
+computes advantages, updates, and bumps the adapter version so the next iteration's records carry it.
+
+Everything a run produces lives in one folder:
+    RUN/config.yaml  RUN/metrics.jsonl  RUN/trajectories.jsonl  RUN/checkpoints/step-N/  RUN/adapter/
+Running the same command again resumes from the newest checkpoint (kill -9 safe); with a fixed seed, on a
+CPU, with one episode at a time (max_concurrency 1), the resumed run's adapter equals an uninterrupted one.
+Scenario seeds: iteration i, group g plays seed `selfplay.seed + i * groups + g`; evaluate on other seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from langgraph_omar.engine import SharedPolicy
+from langgraph_omar.rl.advantages import EmaBaseline
+from langgraph_omar.rl.batch import build_batch
+from langgraph_omar.rl.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    saved_config,
+    seed_everything,
+)
+from langgraph_omar.rl.config import ADVANTAGE_MODES, ALGORITHMS, RunConfig
+from langgraph_omar.rl.degenerate import mark_degenerate
+from langgraph_omar.rl.trainer import PPOTrainer
+from langgraph_omar.rollout import GraphTarget, load_target, run_episodes
+from langgraph_omar.trajectory import Episode
+from langgraph_omar.trajectory_io import write_episodes
+
+ADAPTER = "policy"
+TargetFactory = Callable[[Any], GraphTarget]  # chat model -> graph + sample_input
+
+
+def default_target_factory(config: RunConfig) -> TargetFactory:
+    """The environment named by `selfplay.env` (built-in or `module:attribute`), every role on `model`."""
+    settings = config.selfplay
+
+    def factory(model: Any) -> GraphTarget:
+        kwargs: dict[str, Any] = {}
+        if settings.env == "negotiation":
+            from langgraph_omar.envs.negotiation import sample_input
+            from langgraph_omar.envs.negotiation_rules import NegotiationRules
+
+            kwargs["kind"] = settings.env_kind
+            if settings.max_turns is not None:
+                kwargs["rules"] = NegotiationRules(max_turns=settings.max_turns)
+            target = load_target(settings.env, model=model, **kwargs)
+            return GraphTarget(target.graph, lambda seed: sample_input(seed, settings.env_kind))
+        return load_target(settings.env, model=model)
+
+    return factory
+
+
+def episode_plan(
+    config: RunConfig, iteration: int, sample_input: Callable[[int], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Inputs and metadata of one iteration's episodes: groups of `group_size` on one scenario seed each."""
+    s = config.selfplay
+    groups = s.episodes_per_iteration // s.group_size
+    inputs, metadata = [], []
+    for g in range(groups):
+        seed = s.seed + iteration * groups + g
+        scenario_input = sample_input(seed)
+        scenario_id = str((scenario_input.get("scenario") or {}).get("id", seed))
+        for j in range(s.group_size):
+            inputs.append(scenario_input)
+            metadata.append(
+                {
+                    "episode_id": f"it{iteration:05d}-g{g:04d}-e{j:03d}",
+                    "group_id": f"it{iteration:05d}-g{g:04d}",
+                    "scenario_id": scenario_id,
+                    "seed": seed,
+                    "baseline_key": f"{s.env}:{s.env_kind}",  # SPIRAL's EMA baseline: per game and role
+                }
+            )
+    return inputs, metadata
+
+
+def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """Mean reward (overall and per role), episode and token counts, and the env's numeric metrics."""
+    ok = [e for e in episodes if e.status == "ok"]
+    rewards: dict[str, list[float]] = defaultdict(list)
+    env_metrics: dict[str, list[float]] = defaultdict(list)
+    for episode in ok:
+        for role, reward in episode.rewards.items():
+            rewards[role].append(reward)
+        for name, value in (episode.metadata.get("metrics") or {}).items():
+            if isinstance(value, (bool, int, float)) and math.isfinite(float(value)):
+                env_metrics[name].append(float(value))
+    all_rewards = [r for values in rewards.values() for r in values]
+    metrics = {
+        "episodes": float(len(episodes)),
+        "failed_episodes_rollout": float(len(episodes) - len(ok)),
+        "reward_mean": sum(all_rewards) / max(len(all_rewards), 1),
+        "turns": float(sum(len(e.turns) for e in episodes)),
+        "generated_tokens": float(sum(len(t.completion_ids) for e in episodes for t in e.turns)),
+    }
+    metrics.update({f"reward_{role}": sum(v) / len(v) for role, v in rewards.items()})
+    metrics.update({f"env_{name}": sum(v) / len(v) for name, v in env_metrics.items()})
+    return metrics
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON line per iteration, appended with one write + fsync; TensorBoard when present."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.tensorboard: Any = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:  # tensorboard is optional
+            pass
+
+    def keep_before(self, iteration: int) -> None:
+        """Drop lines of iterations >= `iteration` (written after the checkpoint a resume starts from)."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line)["iteration"] < iteration:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line of a killed run
+        _write_atomically(self.path, "".join(kept))
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self.tensorboard is not None:
+            for name, value in record.items():
+                if isinstance(value, (int, float)) and name != "iteration":
+                    self.tensorboard.add_scalar(name, value, record["iteration"])
+            self.tensorboard.flush()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _check_resumable(checkpoint: Path, config: RunConfig) -> None:
+    saved = saved_config(checkpoint)
+    current = config.to_dict()
+    saved.get("selfplay", {}).pop("iterations", None)  # extending a run is allowed
+    current["selfplay"].pop("iterations")
+    changed = sorted(
+        f"{section}.{key}"
+        for section, values in current.items()
+        for key, value in values.items()
+        if saved.get(section, {}).get(key, value) != value
+    )
+    if changed:
+        raise CheckpointError(
+            f"{checkpoint} was trained with a different config ({', '.join(changed[:5])}); use a new --out"
+        )
+
+
+def export_adapter(trainer: PPOTrainer, run_dir: Path) -> Path:
+    """Save the current adapter to RUN/adapter (atomically), loadable with ChatPolicy(adapter=...)."""
+    target = run_dir / "adapter"
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=run_dir))
+    trainer.module.peft_model.save_pretrained(str(tmp), selected_adapters=[trainer.adapter_name])
+    nested = tmp / trainer.adapter_name
+    source = nested if nested.is_dir() else tmp
+    old = run_dir / ".adapter-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(source, target)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def run_selfplay(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    policy: SharedPolicy | None = None,
+    target_factory: TargetFactory | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train `config.selfplay.iterations` iterations (resuming from RUN's newest checkpoint); returns the
+    metrics of the iterations run now."""
+    from langgraph_omar.chat_model import ChatPolicy
+
+    s = config.selfplay
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    policy = policy or SharedPolicy.get(s.model)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:
+        _check_resumable(checkpoint, config)
+    else:
+        seed_everything(config.update.seed)
+    trainer = PPOTrainer(policy, config, ADAPTER)
+    ema = EmaBaseline(decay=config.advantage.ema_decay)
+    start = load_checkpoint(checkpoint, trainer, ema) if checkpoint is not None else 0
+    _write_atomically(run_dir / "config.yaml", config.to_yaml())
+    log = MetricsLog(run_dir)
+    log.keep_before(start)
+    chat = ChatPolicy(
+        model=policy.model_name,
+        adapter=ADAPTER,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_tokens=s.max_tokens,
+    )
+    target = (target_factory or default_target_factory(config))(chat)
+    bc_filter = config.filter if config.update.algo == "filtered-bc" else None
+    history = []
+    for iteration in tqdm(
+        range(start, s.iterations), desc="iterations", disable=not progress, initial=start, total=s.iterations
+    ):
+        inputs, metadata = episode_plan(config, iteration, target.sample_input)
+        with trainer.serving():
+            episodes, summary = run_episodes(
+                target.graph, inputs, metadata, max_concurrency=s.max_concurrency, progress=progress
+            )
+        for episode, meta in zip(episodes, metadata, strict=True):
+            episode.metadata.update(meta)
+            episode.metadata["iteration"] = iteration
+        record: dict[str, Any] = {"iteration": iteration, "rollout_seconds": summary.seconds}
+        record.update(rollout_metrics(episodes))
+        record.update(mark_degenerate(episodes, config.degenerate))
+        write_episodes(run_dir / "trajectories.jsonl", episodes)
+        batch = build_batch(episodes, config.advantage, ema, policy.tokenizer.pad_token_id, bc_filter)
+        record.update(trainer.update(batch, episodes))
+        log.append(record)
+        history.append(record)
+        done = iteration + 1
+        if done % s.checkpoint_every == 0 or done == s.iterations:
+            save_checkpoint(run_dir, done, trainer, ema, keep=s.keep_checkpoints)
+    export_adapter(trainer, run_dir)
+    return history
+
+
+# ---- the command line ---------------------------------------------------------------------------------------
+
+_OVERRIDES = {  # argparse dest -> config key
+    "env": "selfplay.env",
+    "env_kind": "selfplay.env_kind",
+    "iterations": "selfplay.iterations",
+    "episodes_per_iteration": "selfplay.episodes_per_iteration",
+    "group_size": "selfplay.group_size",
+    "max_concurrency": "selfplay.max_concurrency",
+    "max_turns": "selfplay.max_turns",
+    "max_tokens": "selfplay.max_tokens",
+    "temperature": "selfplay.temperature",
+    "model": "selfplay.model",
+    "seed": "selfplay.seed",
+    "advantage": "advantage.mode",
+    "algo": "update.algo",
+    "epochs": "update.epochs",
+    "kl_coef": "update.kl_coef",
+    "learning_rate": "optimizer.learning_rate",
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """`omar train ENV ...`: flags override the --config YAML, which overrides the defaults."""
+    parser.add_argument("env", help="negotiation | sotopia | werewolf | module:attribute")
+    parser.add_argument("--out", required=True, help="run folder (config, metrics, trajectories, adapters)")
+    parser.add_argument("--config", default=None, help="YAML config (see training/negotiation.yaml)")
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--episodes-per-iteration", type=int, default=None)
+    parser.add_argument("--group-size", type=int, default=None, help="episodes per scenario seed (one group)")
+    parser.add_argument("--advantage", choices=ADVANTAGE_MODES, default=None)
+    parser.add_argument("--algo", choices=ALGORITHMS, default=None)
+    parser.add_argument("--env-kind", default=None, help="negotiation: price or split")
+    parser.add_argument("--max-turns", type=int, default=None, help="messages per episode")
+    parser.add_argument("--max-tokens", type=int, default=None, help="new tokens per turn")
+    parser.add_argument("--max-concurrency", type=int, default=None)
+    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--kl-coef", type=float, default=None)
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--model", default=None, help="served model (default: smollm2-135m-instruct)")
+    parser.add_argument("--seed", type=int, default=None, help="first scenario seed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    base = RunConfig.from_yaml(args.config) if args.config else RunConfig()
+    return base.with_overrides({key: getattr(args, dest, None) for dest, key in _OVERRIDES.items()})
+
+
+def run_train(args: argparse.Namespace) -> None:
+    config = config_from_args(args)
+    history = run_selfplay(config, args.out, progress=not args.no_progress)
+    if history:
+        last = history[-1]
+        print(
+            f"trained {len(history)} iteration(s); last: reward_mean {last['reward_mean']:.3f}, "
+            f"degenerate {last['degenerate_fraction']:.2f}, logprob_mismatch {last['logprob_mismatch']:.4f}"
+        )
+    print(f"adapter: {Path(args.out) / 'adapter'}")

@@ -1,0 +1,356 @@
+"""The PPO / filtered-BC update of the LoRA adapter on the served model itself (accelerate + peft).
+
+The trainable LoRA is added to `SharedPolicy.model` (no second copy of the weights); the reference policy of
+the KL term is the same model under `disable_adapter()`. Log-probabilities come from the transformer body's
+last hidden states and the (frozen, possibly tied) lm_head weight through the chunked
+`token_logprobs_from_hidden`, tempered by each turn's recorded sampling temperature, so that the PPO ratio
+starts at 1 up to numerics; the gap is reported as `logprob_mismatch`.
+
+One update: [critic: values -> hierarchical GAE] -> [KL: reference log-probs] -> `epochs` passes over the
+rows (shuffled by a generator seeded with (seed, update index), so a resumed run shuffles the same way);
+each optimizer step accumulates exactly `gradient_accumulation_steps` micro-batches of `micro_batch_size` rows
+(accelerate's `accumulate`), clips the gradient norm and steps the scheduler.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from peft import LoraConfig, PeftModel
+from torch import Tensor, nn
+
+from langgraph_omar.engine import SharedPolicy
+from langgraph_omar.rl.batch import TrainingBatch, assign_critic_advantages, finish_advantages
+from langgraph_omar.rl.config import RunConfig
+from langgraph_omar.rl.logprobs import token_logprobs_and_entropy_from_hidden
+from langgraph_omar.rl.losses import kl_penalty, masked_mean, masked_sum, ppo_clip_loss, value_loss
+from langgraph_omar.trajectory import Episode
+
+
+class PolicyWithValueHead(nn.Module):
+    """The served peft model's transformer body (+ an optional Linear(H, 1) value head) as one module, so that
+    accelerate/DDP see every trainable parameter in one forward. forward -> (hidden (B, T, H), values (B, T))."""
+
+    def __init__(self, peft_model: PeftModel, value_head: nn.Linear | None) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+        self.value_head = value_head
+
+    def causal_lm(self) -> Any:
+        return self.peft_model.get_base_model()
+
+    def body(self) -> Any:
+        causal_lm = self.causal_lm()
+        return getattr(causal_lm, str(causal_lm.base_model_prefix))
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        hidden = self.body()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        states = hidden.last_hidden_state
+        values = None if self.value_head is None else self.value_head(states.to(self.value_head.weight.dtype))
+        return states, None if values is None else values.squeeze(-1)
+
+
+def lora_config(config: RunConfig) -> LoraConfig:
+    lora = config.lora
+    targets: list[str] | str = (
+        "all-linear" if lora.target_modules == ["all-linear"] else list(lora.target_modules)
+    )
+    return LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def lr_lambda(config: RunConfig) -> Any:
+    """Learning-rate multiplier per optimizer step: linear warm-up, then constant, linear or cosine decay."""
+    opt = config.optimizer
+
+    def factor(step: int) -> float:
+        if step < opt.warmup_steps:
+            return (step + 1) / opt.warmup_steps
+        progress = min(1.0, (step - opt.warmup_steps) / max(1, opt.total_steps - opt.warmup_steps))
+        if opt.scheduler == "linear":
+            return 1.0 - progress
+        if opt.scheduler == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+class PPOTrainer:
+    """Updates the adapter `adapter_name` of `policy` from training batches (see module docstring)."""
+
+    def __init__(self, policy: SharedPolicy, config: RunConfig, adapter_name: str = "policy") -> None:
+        self.policy, self.config, self.adapter_name = policy, config, adapter_name
+        update = config.update
+        if adapter_name not in policy.adapter_versions:
+            policy.add_trainable_adapter(adapter_name, lora_config(config))
+        peft_model: Any = policy.model
+        if not isinstance(peft_model, PeftModel):
+            raise TypeError(f"policy.model should be a PeftModel after adding adapter {adapter_name!r}")
+        peft_model.set_adapter(adapter_name)  # marks only this adapter's LoRA weights trainable
+        base: Any = peft_model.get_base_model()
+        if update.gradient_checkpointing:
+            base.gradient_checkpointing_enable({"use_reentrant": False})
+            peft_model.enable_input_require_grads()
+        critic = config.advantage.mode == "hierarchical-critic" and update.algo == "ppo"
+        hidden_size = int(base.config.hidden_size)
+        value_head = nn.Linear(hidden_size, 1).to(policy.device) if critic else None
+        if value_head is not None:
+            nn.init.zeros_(value_head.weight)
+            nn.init.zeros_(value_head.bias)
+        on_cuda = policy.device.type == "cuda"
+        precision = (
+            update.mixed_precision if update.mixed_precision != "auto" else ("bf16" if on_cuda else "no")
+        )
+        self.accelerator = Accelerator(
+            mixed_precision=precision,
+            gradient_accumulation_steps=update.gradient_accumulation_steps,
+            cpu=not on_cuda,
+        )
+        if self.accelerator.device != policy.device:
+            raise ValueError(
+                f"the served model is on {policy.device} but accelerate trains on {self.accelerator.device}; "
+                "load the policy on the device accelerate assigns to this process"
+            )
+        module = PolicyWithValueHead(peft_model, value_head)
+        self.trainable = [p for p in module.parameters() if p.requires_grad]
+        opt = config.optimizer
+        optimizer = torch.optim.AdamW(
+            self.trainable,
+            lr=opt.learning_rate,
+            betas=(opt.beta1, opt.beta2),
+            eps=opt.eps,
+            weight_decay=opt.weight_decay,
+        )
+        self.module = module
+        self.model, self.optimizer = self.accelerator.prepare(module, optimizer)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.value_head = value_head
+        self.model.eval()  # new LoRA layers start in training mode; the engine generates in eval mode
+        self.updates_done = 0  # update() calls so far: seeds each update's shuffling
+        self.optimizer_steps = 0
+
+    # ---- forward pieces ------------------------------------------------------------------------------------
+    def _lm_head(self) -> tuple[Tensor, Tensor | None]:
+        head = self.module.causal_lm().get_output_embeddings()
+        return head.weight, getattr(head, "bias", None)
+
+    def _token_logprobs(self, hidden: Tensor, batch: TrainingBatch) -> tuple[Tensor, Tensor]:
+        """(b, T-1) log-probabilities and entropies of the tokens at positions 1..T-1, each row tempered by its
+        recorded temperature (rows grouped by temperature; usually one group)."""
+        weight, bias = self._lm_head()
+        targets = batch.input_ids[:, 1:].to(hidden.device)
+        states = hidden[:, :-1]
+        logprobs = torch.zeros(targets.shape, device=hidden.device)
+        entropies = torch.zeros(targets.shape, device=hidden.device)
+        for temperature in batch.temperatures.unique().tolist():
+            rows = (batch.temperatures == temperature).nonzero().squeeze(-1).to(hidden.device)
+            lp, ent = token_logprobs_and_entropy_from_hidden(
+                states[rows], weight, targets[rows], temperature, self.config.update.chunk_size, bias
+            )
+            logprobs = logprobs.index_copy(0, rows, lp.float())
+            entropies = entropies.index_copy(0, rows, ent.float().detach())
+        return logprobs, entropies
+
+    def _forward(self, batch: TrainingBatch, model: nn.Module) -> tuple[Tensor, Tensor, Tensor | None]:
+        device = self.policy.device
+        hidden, values = model(batch.input_ids.to(device), batch.attention_mask.to(device))
+        logprobs, entropies = self._token_logprobs(hidden, batch)
+        return logprobs, entropies, values
+
+    @torch.no_grad()
+    def _pre_pass(self, batch: TrainingBatch, reference: bool) -> Tensor:
+        """Values (N, T) of the current model, or reference log-probs (N, T-1) with the adapter disabled."""
+        out = []
+        size = self.config.update.micro_batch_size
+        for start in range(0, len(batch), size):
+            rows = list(range(start, min(start + size, len(batch))))
+            part = batch.select(rows)
+            context = self.module.peft_model.disable_adapter() if reference else nullcontext()
+            with context, self.accelerator.autocast():
+                logprobs, _, values = self._forward(part, self.module)
+            result = logprobs if reference else values
+            assert result is not None
+            padded = torch.zeros(len(rows), batch.input_ids.shape[1] - (1 if reference else 0))
+            padded[:, : result.shape[1]] = result.float().cpu()
+            out.append(padded)
+        return torch.cat(out)
+
+    # ---- the update -------------------------------------------------------------------------------------
+    def update(self, batch: TrainingBatch, episodes: Sequence[Episode] = ()) -> dict[str, float]:
+        """One PPO (or filtered-BC) update on `batch`; returns metrics. Holds the engine exclusively."""
+        update, started = self.config.update, time.perf_counter()
+        metrics: dict[str, float] = dict(batch.metrics)
+        with self.policy.exclusive():
+            self.model.train()
+            try:
+                if self.value_head is not None:
+                    assign_critic_advantages(
+                        batch, episodes, self._pre_pass(batch, False), self.config.advantage
+                    )
+                    finish_advantages(batch, episodes, self.config.advantage)
+                reference = self._pre_pass(batch, True) if update.kl_coef > 0 else None
+                rows = self._trained_rows(batch, metrics)
+                sums = self._run_epochs(batch, rows, reference)
+            finally:
+                self.model.eval()
+        self.updates_done += 1
+        version = self.policy.bump_adapter_version(self.adapter_name)
+        tokens = sums.pop("tokens", 0.0)
+        mismatch_tokens = sums.pop("mismatch_tokens", 0.0)
+        metrics["logprob_mismatch"] = sums.pop("mismatch", 0.0) / max(mismatch_tokens, 1.0)
+        metrics["logprob_mismatch_tokens"] = mismatch_tokens
+        norms = sums.pop("grad_norm_sum", 0.0), sums.pop("grad_norm_steps", 0.0)
+        metrics["grad_norm"] = norms[0] / max(norms[1], 1.0)
+        for name, total in sums.items():
+            metrics[name] = total / max(tokens, 1.0)
+        mask = batch.completion_mask
+        metrics.update(
+            trained_tokens=tokens,
+            advantage_mean=float(masked_mean(batch.advantages, mask)),
+            advantage_abs_mean=float(masked_mean(batch.advantages.abs(), mask)),
+            optimizer_steps=float(self.optimizer_steps),
+            learning_rate=float(self.scheduler.get_last_lr()[0]),
+            adapter_version=float(version),
+            update_seconds=time.perf_counter() - started,
+        )
+        metrics["train_tokens_per_s"] = tokens / max(metrics["update_seconds"], 1e-9)  # all epochs' tokens
+        return metrics
+
+    def _trained_rows(self, batch: TrainingBatch, metrics: dict[str, float]) -> list[int]:
+        rows = list(range(len(batch)))
+        skip = self.config.update.skip_zero_advantage and self.config.update.kl_coef == 0
+        if skip and self.value_head is None:
+            nonzero = (batch.advantages * batch.completion_mask).abs().sum(-1) > 0
+            rows = nonzero.nonzero().squeeze(-1).tolist()
+        metrics["trained_turns"] = float(len(rows))
+        metrics["skipped_zero_advantage_turns"] = float(len(batch) - len(rows))
+        return rows
+
+    def _micro_batches(self, batch: TrainingBatch, rows: list[int]) -> Iterator[list[list[int]]]:
+        """Per optimizer step, exactly `gradient_accumulation_steps` lists of rows (some may be empty)."""
+        update = self.config.update
+        generator = torch.Generator().manual_seed(update.seed * 1_000_003 + self.updates_done)
+        per_step = update.micro_batch_size * update.gradient_accumulation_steps
+        lengths = batch.lengths
+        for _ in range(update.epochs):
+            order = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
+            for start in range(0, len(order), per_step):
+                chunk = sorted(order[start : start + per_step], key=lambda r: int(lengths[r]))  # less padding
+                yield [
+                    chunk[i * update.micro_batch_size : (i + 1) * update.micro_batch_size]
+                    for i in range(update.gradient_accumulation_steps)
+                ]
+
+    def _run_epochs(
+        self, batch: TrainingBatch, rows: list[int], reference: Tensor | None
+    ) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        first_step_pending = True
+        for step_rows in self._micro_batches(batch, rows):
+            step_tokens = float(batch.completion_mask[sum(step_rows, [])].sum())
+            for micro_rows in step_rows:
+                with self.accelerator.accumulate(self.model):
+                    if micro_rows:
+                        part = batch.select(micro_rows)
+                        ref = (
+                            None
+                            if reference is None
+                            else reference[micro_rows, : part.input_ids.shape[1] - 1]
+                        )
+                        self._micro_step(part, ref, step_tokens, sums, first_step_pending)
+                    if self.accelerator.sync_gradients:
+                        self._optimizer_step(sums)
+                        first_step_pending = False
+        return sums
+
+    def _micro_step(
+        self,
+        part: TrainingBatch,
+        reference: Tensor | None,
+        step_tokens: float,
+        sums: dict[str, float],
+        measure_mismatch: bool,
+    ) -> None:
+        update, device = self.config.update, self.policy.device
+        with self.accelerator.autocast():
+            logprobs, entropies, values = self._forward(part, self.model)
+        mask = part.completion_mask[:, 1:].to(device)
+        old = part.old_logprobs[:, 1:].to(device)
+        advantages = part.advantages[:, 1:].to(device)
+        weights = part.weights[:, 1:].to(device)
+        tokens = float(mask.sum())
+        terms: dict[str, Tensor] = {}
+        if update.algo == "filtered-bc":
+            loss = -masked_mean(logprobs * weights, mask)
+            terms["bc_loss"] = loss.detach()
+        else:
+            loss, ppo_metrics = ppo_clip_loss(
+                logprobs, old, advantages, mask, update.clip_eps, weights, update.clip_eps_high
+            )
+            terms.update(pg_loss=loss.detach(), **ppo_metrics)
+        if values is not None and part.returns is not None and part.old_values is not None:
+            v_loss, v_metrics = value_loss(
+                values[:, :-1].float(),
+                part.returns[:, 1:].to(device),
+                part.old_values[:, 1:].to(device),
+                mask,
+                update.value_clip,
+            )
+            loss = loss + update.value_coef * v_loss
+            terms.update(value_loss=v_loss.detach(), **v_metrics)
+        if reference is not None:
+            kl = kl_penalty(logprobs, reference.to(device), mask, update.kl_estimator)  # type: ignore[arg-type]
+            loss = loss + update.kl_coef * kl
+            terms["kl"] = kl.detach()
+        terms["loss"] = loss.detach()
+        terms["entropy"] = masked_mean(entropies, mask)
+        # accelerate divides by the accumulation steps; re-weight so the step's loss is a token mean over
+        # the whole step, whatever the split into micro-batches.
+        scale = tokens / max(step_tokens, 1.0) * update.gradient_accumulation_steps
+        self.accelerator.backward(loss * scale)
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * tokens
+        sums["tokens"] = sums.get("tokens", 0.0) + tokens
+        if measure_mismatch:
+            gap = masked_sum((logprobs.detach() - old).abs(), mask)
+            sums["mismatch"] = sums.get("mismatch", 0.0) + float(gap)
+            sums["mismatch_tokens"] = sums.get("mismatch_tokens", 0.0) + tokens
+
+    def _optimizer_step(self, sums: dict[str, float]) -> None:
+        max_norm = self.config.optimizer.max_grad_norm
+        if max_norm > 0:
+            norm = self.accelerator.clip_grad_norm_(self.trainable, max_norm)
+            sums["grad_norm_sum"] = sums.get("grad_norm_sum", 0.0) + float(norm)
+            sums["grad_norm_steps"] = sums.get("grad_norm_steps", 0.0) + 1.0
+        self.optimizer.step()
+        if not self.accelerator.optimizer_step_was_skipped:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_steps += 1
+
+    # ---- serving under sharding -----------------------------------------------------------------------------
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around rollouts: under FSDP, gather the full parameters so the engine can generate."""
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            with FullyShardedDataParallel.summon_full_params(self.model, writeback=False):
+                yield
+        else:
+            yield

@@ -1,0 +1,102 @@
+"""A one-role toy environment for the trainer tests (tiny model, reward = share of upper-case letters), and
+`python tests/selfplay_toy.py RUN_DIR ITERATIONS`: a deterministic toy run for the kill -9 resume test."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from langgraph_omar.rollout import GraphTarget
+
+
+class ToyState(TypedDict, total=False):
+    prompt: str
+    reply: str
+    rewards: dict[str, float]
+
+
+def upper_share(text: str) -> float:
+    """Share of the reply's characters that are upper-case letters: 'OFFer' -> 3 / 5 = 0.6; '' -> 0.
+
+    The tiny tokenizer's corpus has upper-case words (OFFER, ACCEPT, VOTE, ...), so the untrained model says
+    some now and then (a dense signal) and can learn to say more of them.
+    """
+    return sum(c.isupper() for c in text) / len(text) if text else 0.0
+
+
+def toy_target(model: Any) -> GraphTarget:
+    async def speaker(state: ToyState) -> dict[str, Any]:
+        reply = await model.ainvoke(state["prompt"])
+        return {"reply": reply.text, "rewards": {"speaker": upper_share(reply.text)}}
+
+    graph = StateGraph(ToyState)
+    graph.add_node("speaker", speaker, metadata={"role": "speaker"})
+    graph.add_edge(START, "speaker")
+    graph.add_edge("speaker", END)
+    return GraphTarget(graph.compile(), lambda seed: {"prompt": PROMPTS[seed % len(PROMPTS)]})
+
+
+def toy_policy(name: str = "tiny", seed: int = 0, sharpness: float = 12.0) -> Any:
+    """A registered tiny engine whose final norm is scaled up, so its next-token distribution is peaked
+    enough (entropy well below log V) for a LoRA on a 32-wide model to move it in a few updates."""
+    import torch
+
+    from langgraph_omar.engine import SharedPolicy
+    from langgraph_omar.testing import tiny_model, tiny_tokenizer
+
+    model = tiny_model(seed)
+    with torch.no_grad():
+        model.model.norm.weight.fill_(sharpness)
+    policy = SharedPolicy(name, model, tiny_tokenizer(), max_wait_ms=5)
+    SharedPolicy.register(policy)
+    return policy
+
+
+PROMPTS = [f"Say something about {i}." for i in range(3)]
+
+
+def toy_config(seed: int, iterations: int, **sections: dict[str, Any]) -> Any:
+    from langgraph_omar.rl.config import RunConfig
+
+    data: dict[str, dict[str, Any]] = {
+        "selfplay": {
+            "env": "toy",
+            "env_kind": "word",
+            "model": "tiny",
+            "iterations": iterations,
+            "episodes_per_iteration": 32,
+            "group_size": 4,
+            "max_tokens": 8,
+            "seed": seed,
+            "max_concurrency": 32,
+        },
+        "update": {"epochs": 4, "micro_batch_size": 16, "gradient_accumulation_steps": 1, "seed": seed},
+        "optimizer": {"learning_rate": 8e-3},
+        "lora": {"target_modules": ["all-linear"]},
+        "degenerate": {"over_length": False, "repeated": False},  # 8-token replies; loops are fine here
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return RunConfig.from_dict(data)
+
+
+def main(argv: list[str]) -> None:
+    """`python tests/selfplay_toy.py RUN_DIR ITERATIONS`: a deterministic toy run (one episode at a time)."""
+    from langgraph_omar.rl.selfplay import run_selfplay
+
+    run_dir, iterations = argv[0], int(argv[1])
+    policy = toy_policy(seed=0)
+    config = toy_config(
+        0,
+        iterations,
+        selfplay={"episodes_per_iteration": 8, "max_concurrency": 1},
+        update={"micro_batch_size": 4},
+    )
+    run_selfplay(config, run_dir, policy=policy, target_factory=toy_target, progress=False)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
