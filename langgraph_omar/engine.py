@@ -56,7 +56,7 @@ class SharedPolicy:
     _registry_lock = threading.Lock()
 
     def __init__(
-        self, name: str, model: Any, tokenizer: Any, max_batch_size: int = 64, max_wait_ms: float = 10.0
+        self, name: str, model: Any, tokenizer: Any, max_batch_size: int = 64, max_wait_ms: float = 30.0
     ) -> None:
         """An engine over a loaded model and tokenizer; `SharedPolicy.get` loads by name and shares."""
         self.model_name = name
