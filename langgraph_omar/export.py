@@ -11,6 +11,7 @@ and renamed into place: a crash leaves either the old DIR or the new one, never 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from peft import PeftModel, get_peft_model_state_dict
 from safetensors import safe_open
+from transformers import AutoModelForCausalLM
 
 from langgraph_omar.errors import OmarError
 from langgraph_omar.models import load_model
@@ -75,6 +77,23 @@ def attach_adapter(base: Any, adapter: Path, base_name: str) -> PeftModel:
     return model
 
 
+def without_quantization_metadata(model: Any) -> Any:
+    """`model` itself, or a plain copy when its config still carries a `quantization_config`.
+
+    A base converted from GGUF keeps GGUF's `quantization_config` in its config although its weights are
+    plain tensors, and `save_pretrained` refuses any model so marked; a fresh model built from the config
+    without that entry, given the same state dict, computes the same logits and saves.
+    """
+    if getattr(model.config, "quantization_config", None) is None:
+        return model
+    config = copy.deepcopy(model.config)
+    del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    return plain.eval()
+
+
 def _fsync_tree(root: Path) -> None:
     for path in sorted(root.rglob("*")):
         if path.is_file():
@@ -123,9 +142,12 @@ def export_merged(
         raise OmarError(f"{out_dir} exists and is not empty; choose another --out or pass --overwrite")
     base, tokenizer = load_model(str(base_name), torch.device("cpu"), torch.float32)
     merged = attach_adapter(base, adapter_dir, str(base_name)).merge_and_unload()
-    merged = merged.to(DTYPES[dtype]).eval()
+    merged = without_quantization_metadata(merged).to(DTYPES[dtype]).eval()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes the folder private; the model is an ordinary folder
     try:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,26 @@ def test_chat_policy_serves_the_merged_directory(base_and_adapter: tuple[Path, P
     plain = ChatPolicy(model=str(base), temperature=0.0, max_tokens=6).invoke(prompt).text
     assert merged_text == adapted
     assert merged_text != plain
+
+
+def test_base_with_leftover_gguf_quantization_config_exports(
+    base_and_adapter: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # the default model's cache (converted from GGUF) keeps GGUF's quantization_config in config.json,
+    # and save_pretrained refuses a model so marked: the export must still save plain weights
+    base, adapter = base_and_adapter
+    marked = tmp_path / "marked-base"
+    shutil.copytree(base, marked)
+    config = json.loads((marked / "config.json").read_text())
+    config["quantization_config"] = {"dequantize": False, "gguf_file": "x.gguf", "quant_method": "gguf"}
+    (marked / "config.json").write_text(json.dumps(config))
+    out = export_merged(adapter, tmp_path / "merged", model=str(marked))
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    ids = torch.tensor([[5, 9, 30, 2, 77]])
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter)).eval()
+    torch.testing.assert_close(
+        _logits(AutoModelForCausalLM.from_pretrained(out), ids), _logits(reference, ids), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_existing_output_is_kept_unless_overwrite(
