@@ -90,8 +90,8 @@ def main(argv: list[str]) -> None:
     config = toy_config(
         0,
         iterations,
-        selfplay={"episodes_per_iteration": 8, "max_concurrency": 1},
-        update={"micro_batch_size": 4},
+        selfplay={"episodes_per_iteration": 4, "group_size": 2, "max_concurrency": 1},
+        update={"micro_batch_size": 2, "gradient_accumulation_steps": 2},
     )
     run_selfplay(config, run_dir, policy=policy, target_factory=toy_target, progress=False)
 

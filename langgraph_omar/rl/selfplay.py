@@ -202,6 +202,31 @@ def export_adapter(trainer: PPOTrainer, run_dir: Path) -> Path:
     return target
 
 
+def _rollout(
+    target: GraphTarget,
+    inputs: list[dict[str, Any]],
+    metadata: list[dict[str, Any]],
+    max_concurrency: int,
+    progress: bool,
+) -> tuple[list[Episode], float]:
+    """Run the episodes. With max_concurrency 1 they run one after another in input order, so each call
+    draws its sampling seed from the torch RNG in a fixed order (exact resume); concurrent episodes reach
+    the engine in a timing-dependent order."""
+    if max_concurrency > 1:
+        episodes, summary = run_episodes(
+            target.graph, inputs, metadata, max_concurrency=max_concurrency, progress=progress
+        )
+        return episodes, summary.seconds
+    episodes, seconds = [], 0.0
+    for one_input, meta in tqdm(
+        list(zip(inputs, metadata, strict=True)), desc="episodes", disable=not progress, leave=False
+    ):
+        ran, summary = run_episodes(target.graph, [one_input], [meta], max_concurrency=1, progress=False)
+        episodes.extend(ran)
+        seconds += summary.seconds
+    return episodes, seconds
+
+
 def run_selfplay(
     config: RunConfig,
     run_dir: str | Path,
@@ -244,13 +269,11 @@ def run_selfplay(
     ):
         inputs, metadata = episode_plan(config, iteration, target.sample_input)
         with trainer.serving():
-            episodes, summary = run_episodes(
-                target.graph, inputs, metadata, max_concurrency=s.max_concurrency, progress=progress
-            )
+            episodes, rollout_seconds = _rollout(target, inputs, metadata, s.max_concurrency, progress)
         for episode, meta in zip(episodes, metadata, strict=True):
             episode.metadata.update(meta)
             episode.metadata["iteration"] = iteration
-        record: dict[str, Any] = {"iteration": iteration, "rollout_seconds": summary.seconds}
+        record: dict[str, Any] = {"iteration": iteration, "rollout_seconds": rollout_seconds}
         record.update(rollout_metrics(episodes))
         record.update(mark_degenerate(episodes, config.degenerate))
         write_episodes(run_dir / "trajectories.jsonl", episodes)
