@@ -319,15 +319,18 @@ def build_batch(
     ema: EmaBaseline,
     pad_id: int,
     bc_filter: FilterSettings | None = None,
-) -> TrainingBatch:
+) -> TrainingBatch | None:
     """Episodes (degenerate turns already marked) -> a batch with advantages, for the critic-free modes and,
     with `bc_filter`, for filtered behaviour cloning (kept turns: advantage 1; the loss is -mean logprob).
-    In critic mode the advantages are left at 0 for `assign_critic_advantages` + `finish_advantages`."""
+    In critic mode the advantages are left at 0 for `assign_critic_advantages` + `finish_advantages`.
+    None when no turn is left to train on (every episode failed, or the filter kept nothing)."""
     samples, metrics = collect_samples(episodes)
     if bc_filter is not None:
         rows = filtered_bc_rows(episodes, samples, bc_filter)
         metrics["bc_kept_turns"] = len(rows)
         samples = [samples[i] for i in rows]
+    if not samples:
+        return None
     batch = pad_samples(samples, pad_id)
     batch.metrics.update({k: float(v) for k, v in metrics.items()})
     if bc_filter is not None:

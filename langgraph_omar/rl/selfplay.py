@@ -278,7 +278,10 @@ def run_selfplay(
         record.update(mark_degenerate(episodes, config.degenerate))
         write_episodes(run_dir / "trajectories.jsonl", episodes)
         batch = build_batch(episodes, config.advantage, ema, policy.tokenizer.pad_token_id, bc_filter)
-        record.update(trainer.update(batch, episodes))
+        if batch is None:  # nothing to learn from this time; the adapter stays as it is
+            record["skipped_update"] = 1.0
+        else:
+            record.update(trainer.update(batch, episodes))
         log.append(record)
         history.append(record)
         done = iteration + 1
@@ -345,6 +348,7 @@ def run_train(args: argparse.Namespace) -> None:
         last = history[-1]
         print(
             f"trained {len(history)} iteration(s); last: reward_mean {last['reward_mean']:.3f}, "
-            f"degenerate {last['degenerate_fraction']:.2f}, logprob_mismatch {last['logprob_mismatch']:.4f}"
+            f"degenerate {last['degenerate_fraction']:.2f}, "
+            f"logprob_mismatch {last.get('logprob_mismatch', float('nan')):.4f}"
         )
     print(f"adapter: {Path(args.out) / 'adapter'}")
