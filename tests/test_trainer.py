@@ -1,0 +1,213 @@
+"""The trainer: config validation, degenerate turns, token-faithful log-probabilities, accumulation, KL,
+critic mode, filtered BC and checkpoints, on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from selfplay_toy import toy_policy
+
+from langgraph_omar.rl.advantages import EmaBaseline
+from langgraph_omar.rl.batch import build_batch
+from langgraph_omar.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from langgraph_omar.rl.config import ConfigError, DegenerateSettings, RunConfig, field_help
+from langgraph_omar.rl.degenerate import mark_degenerate, repeated_ngram_fraction
+from langgraph_omar.rl.trainer import PPOTrainer
+from langgraph_omar.sampling import SamplingParams
+from langgraph_omar.trajectory import Episode, Turn
+
+PROMPTS = ["Say hello.", "Offer a price.", "Walk away now."]
+
+
+def rollout(policy, temperature: float = 0.7, episodes: int = 4) -> list[Episode]:
+    """Two-role episodes from the engine with seeded sampling; reward: share of upper-case characters."""
+    out = []
+    for e in range(episodes):
+        turns, rewards = [], {}
+        for r, role in enumerate(("a", "b")):
+            ids, _ = policy.render([{"role": "user", "content": PROMPTS[(e + r) % 3]}], 8)
+            params = SamplingParams(temperature=temperature, max_new_tokens=8, seed=100 * e + r)
+            rec = policy.generate(ids, params, adapter="policy")
+            turns.append(
+                Turn(
+                    role,
+                    role,
+                    rec.text,
+                    rec.prompt_ids,
+                    rec.completion_ids,
+                    rec.logprobs,
+                    temperature=rec.temperature,
+                    finish_reason=rec.finish_reason,
+                )
+            )
+            rewards[role] = sum(c.isupper() for c in rec.text) / max(len(rec.text), 1)
+        out.append(Episode(f"e{e}", turns, rewards, metadata={"group_id": f"g{e // 2}"}))
+    return out
+
+
+def config(**sections) -> RunConfig:
+    data = {"lora": {"target_modules": ["all-linear"]}, "update": {"micro_batch_size": 4}}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return RunConfig.from_dict(data)
+
+
+def trainer_for(cfg: RunConfig, seed: int = 0) -> PPOTrainer:
+    torch.manual_seed(1234)  # the LoRA A matrices' init
+    return PPOTrainer(toy_policy(f"tiny-{seed}", seed=seed), cfg)
+
+
+def lora_state(trainer: PPOTrainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.module.peft_model.named_parameters() if "lora_" in k}
+
+
+# ---- config ---------------------------------------------------------------------------------------------
+
+
+def test_config_rejects_unknown_keys_bad_types_and_bad_values_with_the_key_named(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("update:\n  epochs: 2\nlora:\n  rank: 4\n")
+    loaded = RunConfig.from_yaml(path)
+    assert (loaded.update.epochs, loaded.lora.rank, loaded.lora.alpha) == (2, 4, 16)
+    assert RunConfig.from_dict(loaded.to_dict()) == loaded
+    cases = {
+        "trainer:\n  epochs: 2\n": "unknown section",
+        "update:\n  epoch: 2\n": r"update: unknown key\(s\) \['epoch'\]",
+        "update:\n  epochs: two\n": "update.epochs must be a number",
+        "update:\n  epochs: 0\n": "update.epochs must be >= 1",
+        "advantage:\n  mode: ppo\n": "advantage.mode must be one of",
+        "selfplay:\n  episodes_per_iteration: 6\n  group_size: 4\n": "a multiple of group_size",
+        "update:\n  skip_zero_advantage: 1\n": "must be true or false",
+        "update: [1, 2]\n": "section 'update' must be a mapping",
+        "update:\n  epochs: [\n": "not valid YAML",
+    }
+    for text, message in cases.items():
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            RunConfig.from_yaml(path)
+    with pytest.raises(ConfigError, match="group_size >= 2"):
+        RunConfig.from_dict({"advantage": {"mode": "grpo"}, "selfplay": {"group_size": 1}})
+    assert all(field_help(DegenerateSettings).values())  # every field documents itself
+
+
+# ---- degenerate turns ----------------------------------------------------------------------------------
+
+
+def test_repeated_ngram_fraction_by_hand():
+    # [1, 2, 1, 2, 1, 2], n = 2: bigrams 12 21 12 21 12 -> 2 distinct of 5 -> 1 - 2/5 = 0.6
+    assert repeated_ngram_fraction([1, 2, 1, 2, 1, 2], 2) == pytest.approx(0.6)
+    assert repeated_ngram_fraction([1, 2, 3], 2) == 0.0
+    assert repeated_ngram_fraction([1], 4) == 0.0
+
+
+def test_each_kind_of_degenerate_turn_is_marked_and_counted():
+    def t(role, text, ids, finish="stop"):
+        return Turn(role, role, text, [1], ids, [0.0] * len(ids), finish_reason=finish)
+
+    episode = Episode(
+        "e",
+        [
+            t("a", "OFFER 10", [5, 6]),  # fine
+            t("b", "  ", [7]),  # empty
+            t("a", "blah blah", [8, 9], finish="length"),  # over length
+            t("b", "no action here", [10, 11]),  # off format: the env replaced it by a fallback
+            t("a", "offer  10", [5, 6]),  # repeats a's first turn (case and spacing ignored)
+            t("b", "x", [3, 4, 3, 4, 3, 4, 3, 4]),  # loops: 4-grams 3434 4343 ... mostly repeated
+        ],
+        {"a": 1.0, "b": 0.0},
+        metadata={"fallbacks": [{"role": "b", "raw": "no action here", "turn": 3}]},
+    )
+    counts = mark_degenerate([episode], DegenerateSettings())
+    assert [turn.degenerate for turn in episode.turns] == [
+        None,
+        "empty",
+        "over_length",
+        "off_format",
+        "repeated",
+        "repeated",
+    ]
+    assert counts["degenerate_turns"] == 5 and counts["degenerate_repeated"] == 2
+    assert counts["degenerate_fraction"] == pytest.approx(5 / 6)
+    with pytest.raises(ValueError, match="metadata.fallbacks\\[0\\]"):
+        mark_degenerate([Episode("x", [], metadata={"fallbacks": ["oops"]})], DegenerateSettings())
+
+
+# ---- the update ------------------------------------------------------------------------------------------
+
+
+def test_recomputed_logprobs_match_the_recorded_ones_so_the_ratio_starts_at_one():
+    trainer = trainer_for(config())
+    episodes = rollout(trainer.policy, temperature=0.7)  # tempered: the trainer divides by the turn's T
+    batch = build_batch(episodes, trainer.config.advantage, EmaBaseline(), 0)
+    assert batch is not None
+    metrics = trainer.update(batch, episodes)
+    assert metrics["logprob_mismatch_tokens"] > 0
+    assert metrics["logprob_mismatch"] < 1e-4
+    assert trainer.policy.adapter_versions["policy"] == 2
+    assert not trainer.module.training  # back in eval mode for the engine
+
+
+def test_micro_batches_with_accumulation_give_the_same_update_as_one_big_batch():
+    states = []
+    for micro, steps in ((4, 1), (1, 4)):
+        cfg = config(update={"micro_batch_size": micro, "gradient_accumulation_steps": steps})
+        trainer = trainer_for(cfg)
+        episodes = rollout(trainer.policy, episodes=2)  # 4 turns: one optimizer step either way
+        batch = build_batch(episodes, cfg.advantage, EmaBaseline(), 0)
+        assert batch is not None
+        metrics = trainer.update(batch, episodes)
+        assert metrics["optimizer_steps"] == 1
+        states.append(lora_state(trainer))
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.allclose(states[0][key], states[1][key], atol=1e-6), key
+
+
+def test_kl_to_the_adapter_disabled_base_starts_at_zero_and_grows():
+    cfg = config(update={"kl_coef": 0.1}, optimizer={"learning_rate": 1e-2})  # one optimizer step per update
+    trainer = trainer_for(cfg)
+    episodes = rollout(trainer.policy)
+    first = trainer.update(build_batch(episodes, cfg.advantage, EmaBaseline(), 0), episodes)
+    second = trainer.update(build_batch(episodes, cfg.advantage, EmaBaseline(), 0), episodes)
+    # LoRA B starts at zero, so the policy is the base until the first optimizer step, which comes after
+    # every token of the first update was seen: KL 0. After that step the policy differs from the base.
+    assert first["optimizer_steps"] == 1
+    assert first["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert second["kl"] > 1e-4
+
+
+def test_critic_mode_trains_a_value_head_and_checkpoints_restore_everything(tmp_path):
+    cfg = config(advantage={"mode": "hierarchical-critic"}, optimizer={"learning_rate": 1e-2})
+    trainer = trainer_for(cfg)
+    assert trainer.value_head is not None
+    episodes = rollout(trainer.policy)
+    metrics = trainer.update(build_batch(episodes, cfg.advantage, EmaBaseline(), 0), episodes)
+    assert metrics["value_loss"] > 0 and "explained_variance" in metrics
+    assert trainer.value_head.weight.abs().sum() > 0  # it learned from zero
+    ema = EmaBaseline()
+    ema.advantage("game", "a", 1.0)
+    save_checkpoint(tmp_path, 1, trainer, ema)
+    saved_lora, saved_head = lora_state(trainer), trainer.value_head.weight.detach().clone()
+    trainer.update(build_batch(episodes, cfg.advantage, EmaBaseline(), 0), episodes)  # move on
+    fresh = trainer_for(cfg)
+    restored_ema = EmaBaseline()
+    assert load_checkpoint(latest_checkpoint(tmp_path), fresh, restored_ema) == 1
+    assert all(torch.equal(saved_lora[k], v) for k, v in lora_state(fresh).items())
+    assert torch.equal(fresh.value_head.weight, saved_head)
+    assert restored_ema.baseline("game", "a") == pytest.approx(0.05)
+    assert fresh.optimizer_steps == 1 and fresh.updates_done == 1
+
+
+def test_filtered_bc_raises_the_logprob_of_the_kept_turns():
+    cfg = config(
+        update={"algo": "filtered-bc", "epochs": 3},
+        optimizer={"learning_rate": 1e-2},
+        filter={"top_fraction": 0.5},
+    )
+    trainer = trainer_for(cfg)
+    episodes = rollout(trainer.policy)
+    batch = build_batch(episodes, cfg.advantage, EmaBaseline(), 0, cfg.filter)
+    assert batch is not None
+    first = trainer.update(batch, episodes)
+    second = trainer.update(batch, episodes)
+    assert second["bc_loss"] < first["bc_loss"]  # -mean logprob of the kept turns went down
