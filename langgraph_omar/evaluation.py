@@ -3,7 +3,7 @@
 For each scenario seed and each seat of the environment (a role, or a team in Werewolf; see `arena`), one
 game is played with the tested adapter in that seat and the opponent (the base model by default, or another
 adapter) in every other seat: N seeds of a two-seat game are 2N games. Every game of a seed uses the same
-scenario and the same sampling seed. Both sides are `ChatPolicy` objects over one engine, so their calls are
+scenario and, role by role, the same sampling seeds (`SeededChatPolicy`). Both sides are `ChatPolicy` objects over one engine, so their calls are
 served in the same batches. A judge (SOTOPIA) always runs on the base model, never on a tested adapter.
 
 Statistics (`confidence`, 95% by default; see `stats`): per seat and metric, each side's mean where it sat
@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from dataclasses import asdict, dataclass, field
+import itertools
+import zlib
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import PrivateAttr
 from tqdm.auto import tqdm
 
 from langgraph_omar.arena import OUTCOME, Arena, make_arena
+from langgraph_omar.chat_model import ChatPolicy
 from langgraph_omar.errors import OmarError
 from langgraph_omar.models import DEFAULT_MODEL
 from langgraph_omar.stats import ALL_SEATS, Comparison, Game, GameMetric, compare_seats, summarize_games
@@ -96,54 +100,75 @@ class EvalResult:
     def headline(self) -> str:
         """One line: the overall paired reward difference, with its interval."""
         overall = self.comparison("reward")
+        games = f"{len(self.games)} games, {self.failed_games} failed"
         if overall is None or overall.difference is None:
-            return "reward difference: no paired games"
+            return f"reward, tested - opponent: no paired games; {games}"
         kind = "" if overall.kind == OUTCOME else f" ({overall.kind})"
-        return (
-            f"reward{kind}, tested - opponent: {overall.difference.text()}; "
-            f"{len(self.games)} games, {self.failed_games} failed"
-        )
+        return f"reward{kind}, tested - opponent: {overall.difference.text()}; {games}"
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("episodes")
+        data = asdict(replace(self, episodes=[]))
+        del data["episodes"]
         return data
 
 
 # ---- playing the games --------------------------------------------------------------------------------------
 
 
-def _chat_models(config: EvalConfig) -> tuple[Any, Any, Any]:
-    """Factories (seed -> chat model) of the tested side, the opponent and the judge."""
-    from langgraph_omar.chat_model import ChatPolicy
+class SeededChatPolicy(ChatPolicy):
+    """A ChatPolicy whose k-th call samples with its own seed, derived from (`seed`, k).
+
+    One fixed seed for every call would replay the same random draws on every turn (a small model then
+    tends to repeat the last message word for word); a seed per call keeps games reproducible and lets
+    the same role in the two seatings of a scenario draw the same numbers, as pairing wants.
+    """
+
+    _calls: Any = PrivateAttr(default_factory=itertools.count)
+
+    def _next_seed(self) -> int:
+        return ((self.seed or 0) * 1_000_003 + next(self._calls)) % 2**62
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("seed", self._next_seed())
+        return super()._generate(messages, stop, run_manager, **kwargs)
+
+    async def _agenerate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> Any:
+        kwargs.setdefault("seed", self._next_seed())
+        return await super()._agenerate(messages, stop, run_manager, **kwargs)
+
+
+def role_seed(scenario_seed: int, role: str) -> int:
+    """A stable seed per (scenario, role): the role draws the same numbers whichever side plays it."""
+    return zlib.crc32(f"{scenario_seed}/{role}".encode())
+
+
+def _chat_models(config: EvalConfig) -> tuple[Any, Any, ChatPolicy]:
+    """Factories ((scenario seed, role) -> chat model) of the tested side and the opponent, and the judge."""
     from langgraph_omar.engine import SharedPolicy
 
     engine = SharedPolicy.get(config.model, config.device)
     tested_adapter = engine.ensure_adapter(config.adapter)  # a bad adapter fails here, before any game
     opponent_adapter = engine.ensure_adapter(config.opponent) if config.opponent else None
 
-    def player(adapter: str | None, seed: int) -> ChatPolicy:
-        return ChatPolicy(
-            model=config.model,
-            device=config.device,
-            adapter=adapter,
-            temperature=config.temperature,
-            max_tokens=config.max_tokens,
-            seed=seed,
-        )
+    def player(adapter: str | None) -> Any:
+        def make(scenario_seed: int, role: str) -> ChatPolicy:
+            return SeededChatPolicy(
+                model=config.model,
+                device=config.device,
+                adapter=adapter,
+                temperature=config.temperature,
+                max_tokens=config.max_tokens,
+                seed=role_seed(scenario_seed, role),
+            )
 
-    def tested(seed: int) -> ChatPolicy:
-        return player(tested_adapter, seed)
+        return make
 
-    def opponent(seed: int) -> ChatPolicy:
-        return player(opponent_adapter, seed)
-
-    def judge(seed: int) -> ChatPolicy:
-        return ChatPolicy(
-            model=config.model, device=config.device, temperature=0.0, max_tokens=config.judge_max_tokens
-        )
-
-    return tested, opponent, judge
+    judge = ChatPolicy(
+        model=config.model, device=config.device, temperature=0.0, max_tokens=config.judge_max_tokens
+    )
+    return player(tested_adapter), player(opponent_adapter), judge
 
 
 async def _play(config: EvalConfig, arena: Arena, progress: bool) -> tuple[list[Game], list[Episode]]:
@@ -161,9 +186,10 @@ async def _play(config: EvalConfig, arena: Arena, progress: bool) -> tuple[list[
 
     async def play(game: Game) -> Episode:
         models = {
-            role: (tested if side == TESTED else opponent)(game.seed) for role, side in game.sides.items()
+            role: (tested if side == TESTED else opponent)(game.seed, role)
+            for role, side in game.sides.items()
         }
-        graph = arena.graph(models, judge(game.seed), game.seed)
+        graph = arena.graph(models, judge, game.seed)
         metadata = {
             "episode_id": game.episode_id,
             "seed": game.seed,

@@ -16,7 +16,7 @@ from langgraph_omar.envs.negotiation_rules import NegotiationRules
 from langgraph_omar.envs.werewolf_config import WEREWOLF, team_of
 from langgraph_omar.envs.werewolf_rules import new_game
 from langgraph_omar.errors import OmarError
-from langgraph_omar.evaluation import OPPONENT, TESTED, EvalConfig, evaluate
+from langgraph_omar.evaluation import OPPONENT, TESTED, EvalConfig, SeededChatPolicy, evaluate, role_seed
 from langgraph_omar.stats import (
     ALL_SEATS,
     Game,
@@ -265,6 +265,18 @@ def test_evaluate_against_another_adapter(engine: SharedPolicy, adapters: tuple[
     ]
     assert opponent_turns and all(t.adapter == other_name for t in opponent_turns)
     assert result.config["opponent_label"] == str(other)
+
+
+def test_seeded_chat_policy_draws_a_new_seed_per_call(engine: SharedPolicy) -> None:
+    def make() -> SeededChatPolicy:
+        return SeededChatPolicy(model="tiny-eval", temperature=1.0, max_tokens=4, seed=7)
+
+    first, second = make(), make()
+    texts = [first.invoke("OFFER 120").text, first.invoke("OFFER 120").text]
+    assert [second.invoke("OFFER 120").text, second.invoke("OFFER 120").text] == texts  # reproducible
+    third = make()
+    assert [third._next_seed(), third._next_seed()] == [7 * 1_000_003, 7 * 1_000_003 + 1]
+    assert role_seed(3, "buyer") == role_seed(3, "buyer") != role_seed(3, "seller")
 
 
 def test_bad_adapter_fails_before_any_game(engine: SharedPolicy, tmp_path: Path) -> None:
