@@ -238,13 +238,6 @@ def render_html(result: EvalResult, images: Mapping[str, bytes], transcripts: in
         else "<p>This environment has no rule-based outcome per seat; see the per-game metrics below.</p>",
         _metric_notes(list(dict.fromkeys(c.metric for c in outcome)), result.metric_help),
     ]
-    if judged:
-        parts += [
-            "<h2>Judge scores</h2>",
-            '<p class="note">Scores from an LLM judge (the base model). Judges tend to overrate trained '
-            "models: read these beside the outcome metrics, not alone.</p>",
-            _comparison_table(judged, result.metric_help),
-        ]
     game_rows = "".join(
         f"<tr><td>{_e(g.metric)}{' (judge)' if g.kind == JUDGE else ''}</td><td>{_e(g.seat)}</td>{_cell(g.value)}</tr>"
         for g in result.game_metrics
@@ -253,6 +246,13 @@ def render_html(result: EvalResult, images: Mapping[str, bytes], transcripts: in
         "<h2>Per-game metrics</h2><p class='note'>By the seat the tested model took.</p>",
         f"<table><tr><th>metric</th><th>tested seat</th><th>value</th></tr>{game_rows}</table>",
     ]
+    if judged:
+        parts += [
+            "<h2>Judge scores</h2>",
+            '<p class="note">Scores from an LLM judge (the base model). Judges tend to overrate trained '
+            "models: read these beside the outcome metrics, not alone.</p>",
+            _comparison_table(judged, result.metric_help),
+        ]
     for name, data in images.items():
         encoded = base64.b64encode(data).decode("ascii")
         parts.append(f'<h2>{_e(name)}</h2><img alt="{_e(name)}" src="data:image/png;base64,{encoded}">')

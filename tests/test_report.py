@@ -66,7 +66,8 @@ def _result(with_judge: bool = True) -> EvalResult:
 
 def test_html_is_self_contained_escaped_and_puts_outcomes_first() -> None:
     page = render_html(_result(), {"seats": plot_seats(_result())})
-    assert page.index("<h2>Outcome metrics</h2>") < page.index("<h2>Judge scores</h2>")
+    assert page.index("<h2>Outcome metrics</h2>") < page.index("<h2>Per-game metrics</h2>")
+    assert page.index("<h2>Per-game metrics</h2>") < page.index("<h2>Judge scores</h2>")
     assert "overrate" in page  # the judge table carries its warning
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert page.count("data:image/png;base64,") == 1
