@@ -13,7 +13,7 @@ The rules, rewards and parser live in `negotiation_rules`, `negotiation_actions`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -278,12 +278,8 @@ def build_graph(
     def outcome(state: Mapping[str, Any]) -> Outcome:
         played = scenario_in(state, default)
         game = game_state(state, played, rules)
-        if (
-            not game.finished
-        ):  # the conversation stopped first (e.g. a role's `leave`): the turn limit applies
-            game = NegotiationState(
-                game.turns, game.offer, "turn_limit", None, game.illegal_offers, game.fallbacks
-            )
+        if not game.finished:  # the conversation stopped before the rules ended the game
+            game = replace(game, outcome="turn_limit")
         deal = game.deal
         metrics: dict[str, Any] = {
             "outcome": game.outcome,

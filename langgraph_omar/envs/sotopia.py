@@ -137,7 +137,8 @@ def build_graph(
 
     model: every role's chat model, and the judge's unless `judge` is given (default: `ChatPolicy()`).
     scenario: the episode played when the input has none (default: the first built-in episode).
-    rules: turn limit, silence limit, hints (SOTOPIA's defaults: 20 turns, 2 silent turns).
+    rules: turn limit, silence limit, hints (SOTOPIA's defaults: 20 turns, 2 silent turns); `hints` shapes the
+        briefs, so pass the same rules to `episode_input` for the episodes you play.
     score: False skips the judge (no rewards), e.g. for collecting transcripts to judge later.
     models: per-role overrides, e.g. {"agent_1": trained, "agent_2": base}.
     """
