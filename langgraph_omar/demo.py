@@ -1,34 +1,92 @@
-"""The main job behind `make demo`: self-play negotiation on the default model, traced and exported."""
+"""The main job behind `make demo`: the whole loop on the default model, on a CPU, in a few minutes.
+
+Self-play negotiation episodes run in parallel through one shared model and are traced; the trajectories are
+exported; a short RL run trains a LoRA adapter on the served model; the adapter is swapped into the same
+graphs and evaluated arena-style against the base model; a report is written.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from langgraph_omar.chat_model import ChatPolicy
 from langgraph_omar.envs import negotiation
+from langgraph_omar.envs.negotiation_rules import NegotiationRules
+from langgraph_omar.evaluation import evaluate
+from langgraph_omar.report import write_report
+from langgraph_omar.rl.config import RunConfig
+from langgraph_omar.rl.selfplay import run_selfplay
 from langgraph_omar.rollout import run_episodes
 from langgraph_omar.trajectory import Episode
 from langgraph_omar.trajectory_io import write_episodes
 
+RULES = NegotiationRules(max_turns=4)  # short games: the demo runs on 2 CPU cores in a few minutes
+DEMO_SETTINGS = {
+    "selfplay": {
+        "iterations": 2,
+        "episodes_per_iteration": 8,
+        "group_size": 2,
+        "max_tokens": 32,
+        "max_turns": 4,
+    },
+    "update": {"micro_batch_size": 8},
+    "optimizer": {"learning_rate": 2e-4},
+}
+
 
 def show(episode: Episode) -> None:
-    print(f"--- episode {episode.episode_id} (rewards {episode.rewards})")
+    print(f"--- episode {episode.episode_id}  rewards {episode.rewards}")
     for turn in episode.turns:
-        print(f"[{turn.role}] {turn.text.strip()}")
+        print(f"[{turn.role}] {' '.join(turn.text.split())}")
 
 
-def run_demo(out: Path, episodes: int = 8, seed: int = 0) -> None:
+def run_demo(out: Path, episodes: int = 8, seed: int = 0) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    model = ChatPolicy(temperature=0.7, max_tokens=48)
-    graph = negotiation.build_graph(model=model)
+    started = time.perf_counter()
+    artefacts: dict[str, Path] = {}
+
+    print(f"1/4 self-play: {episodes} negotiation episodes in parallel on one shared model")
+    model = ChatPolicy(temperature=0.7, max_tokens=32)
+    graph = negotiation.build_graph(model=model, rules=RULES)
     seeds = range(seed, seed + episodes)
-    inputs = [negotiation.sample_input(s) for s in seeds]
-    metadata = [{"seed": s, "scenario_id": f"negotiation-{s}"} for s in seeds]
-    print(f"self-play: {episodes} negotiation episodes in parallel on {model.model_name}")
-    played, summary = run_episodes(graph, inputs, metadata)
+    played, summary = run_episodes(
+        graph,
+        [negotiation.sample_input(s) for s in seeds],
+        [{"seed": s, "scenario_id": f"negotiation-{s}"} for s in seeds],
+    )
     for episode in played[:2]:
         show(episode)
-    trajectories = out / "trajectories.jsonl"
-    write_episodes(trajectories, played, append=False)
     print(summary.line())
-    print(f"trajectories: {trajectories}")
+    artefacts["trajectories"] = out / "selfplay.jsonl"
+    write_episodes(artefacts["trajectories"], played, append=False)
+
+    print("2/4 training: hierarchical-advantage PPO on a LoRA adapter of the served model")
+    run_dir = out / "train"
+    config = RunConfig.from_dict(DEMO_SETTINGS, source="demo settings")
+    history = run_selfplay(config, run_dir)
+    for record in history:
+        print(f"  iteration {record['iteration']}: mean reward {record.get('mean_reward', float('nan')):.3f}")
+    artefacts["run folder"] = run_dir
+    adapter = run_dir / "adapter"
+
+    print(
+        "3/4 swap + evaluation: the trained adapter in one seat, the base model in the other, seats rotated"
+    )
+    result = evaluate(
+        "negotiation",
+        str(adapter),
+        episodes=4,
+        seed=1000,
+        max_tokens=32,
+        arena_options={"graph_options": {"rules": RULES}},
+        progress=True,
+    )
+    print(result.headline())
+
+    print("4/4 report")
+    artefacts.update(write_report(result, out / "report", run_dir=run_dir))
+    print(f"done in {time.perf_counter() - started:.0f} s; artefacts:")
+    for name, path in artefacts.items():
+        print(f"  {name:<14} {path}")
+    return artefacts
