@@ -54,11 +54,16 @@ def _convert_embedded(name: str, target: Path) -> None:
     model = AutoModelForCausalLM.from_config(gguf_model.config)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
+    model.config.__dict__.pop("quantization_config", None)  # the weights are dequantized: a plain checkpoint
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if target.exists():  # an outdated cache: move it aside, then swap the new one in
+            stale = Path(tempfile.mkdtemp(prefix=f".{target.name}-stale-", dir=target.parent))
+            os.replace(target, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
         os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -70,7 +75,8 @@ def resolve_model_path(model: str) -> str:
     """An embedded name, a local directory with a config.json, or a hub id (returned as is)."""
     if model in EMBEDDED_MODELS:
         target = cache_dir() / "models" / model
-        if not (target / "config.json").exists():
+        config = target / "config.json"
+        if not config.exists() or "quantization_config" in config.read_text():  # caches from before v0.1
             _convert_embedded(model, target)
         return str(target)
     path = Path(model).expanduser()
