@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -48,6 +49,7 @@ def toy_policy(name: str = "tiny", seed: int = 0, sharpness: float = 12.0) -> An
     model = tiny_model(seed)
     with torch.no_grad():
         model.model.norm.weight.fill_(sharpness)
+    model = model.to(os.environ.get("OMAR_TEST_DEVICE", "cpu"))  # cuda: the same tests on a GPU
     policy = SharedPolicy(name, model, tiny_tokenizer(), max_wait_ms=5)
     SharedPolicy.register(policy)
     return policy

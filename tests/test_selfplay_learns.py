@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from selfplay_toy import toy_config, toy_policy, toy_target
 
@@ -22,4 +24,6 @@ def test_ppo_updates_raise_the_mean_reward(seed, tmp_path):
     print(rewards)
     # Untrained, ~10-20% of the characters are upper case; 8 updates later clearly more.
     assert last > first + 0.1, rewards
-    assert all(abs(h["logprob_mismatch"]) < 1e-3 for h in history)  # ratio starts at 1: token-faithful data
+    # ratio starts at 1: token-faithful data (on a GPU the trainer's bf16 autocast adds rounding)
+    tolerance = 2e-2 if os.environ.get("OMAR_TEST_DEVICE", "cpu").startswith("cuda") else 1e-3
+    assert all(abs(h["logprob_mismatch"]) < tolerance for h in history)

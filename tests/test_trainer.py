@@ -142,7 +142,8 @@ def test_recomputed_logprobs_match_the_recorded_ones_so_the_ratio_starts_at_one(
     assert batch is not None
     metrics = trainer.update(batch, episodes)
     assert metrics["logprob_mismatch_tokens"] > 0
-    assert metrics["logprob_mismatch"] < 1e-4
+    # CPU: float32 both ways. GPU: the trainer's bf16 autocast vs the engine's float32 generation.
+    assert metrics["logprob_mismatch"] < (2e-2 if trainer.policy.device.type == "cuda" else 1e-4)
     assert trainer.policy.adapter_versions["policy"] == 2
     assert not trainer.module.training  # back in eval mode for the engine
 
@@ -150,17 +151,29 @@ def test_recomputed_logprobs_match_the_recorded_ones_so_the_ratio_starts_at_one(
 def test_micro_batches_with_accumulation_give_the_same_update_as_one_big_batch():
     states = []
     for micro, steps in ((4, 1), (1, 4)):
-        cfg = config(update={"micro_batch_size": micro, "gradient_accumulation_steps": steps})
+        cfg = config(
+            update={
+                "micro_batch_size": micro,
+                "gradient_accumulation_steps": steps,
+                "skip_zero_advantage": False,
+            }
+        )
         trainer = trainer_for(cfg)
         episodes = rollout(trainer.policy, episodes=2)  # 4 turns: one optimizer step either way
         batch = build_batch(episodes, cfg.advantage, EmaBaseline(), 0)
         assert batch is not None
+        # fixed, uneven advantages (whatever was sampled), so that the gradient is not trivially 0
+        batch.advantages = torch.linspace(-1, 1, batch.advantages.numel()).view_as(batch.advantages)
+        batch.advantages = batch.advantages * batch.completion_mask
         metrics = trainer.update(batch, episodes)
         assert metrics["optimizer_steps"] == 1
         states.append(lora_state(trainer))
     assert states[0].keys() == states[1].keys()
+    # float32 on a CPU: equal up to summation order. bf16 autocast on a GPU: Adam's first step is lr * sign(g),
+    # so a rounding-flipped sign of a near-zero gradient moves a weight by at most 2 lr.
+    atol = 2.1e-4 if states[0][next(iter(states[0]))].is_cuda else 1e-6
     for key in states[0]:
-        assert torch.allclose(states[0][key], states[1][key], atol=1e-6), key
+        assert torch.allclose(states[0][key], states[1][key], atol=atol), key
 
 
 def test_kl_to_the_adapter_disabled_base_starts_at_zero_and_grows():

@@ -108,7 +108,9 @@ class UpdateSettings:
     kl_estimator: str = field(default="k3", metadata=_help(f"KL estimator, one of {KL_ESTIMATORS}"))
     value_coef: float = field(default=0.5, metadata=_help("weight of the value loss (hierarchical-critic)"))
     value_clip: float | None = field(default=None, metadata=_help("value clip epsilon, None: no clipping"))
-    chunk_size: int = field(default=1024, metadata=_help("positions per chunk of the chunked log-softmax"))
+    chunk_size: int = field(
+        default=256, metadata=_help("positions per chunk of the chunked log-softmax (memory vs kernel size)")
+    )
     mixed_precision: str = field(
         default="auto", metadata=_help(f"{MIXED_PRECISION}; auto: bf16 on a GPU, no on a CPU")
     )
@@ -245,6 +247,9 @@ class SelfPlaySettings:
     max_tokens: int = field(default=48, metadata=_help("most new tokens per turn"))
     model: str = field(default="smollm2-135m-instruct", metadata=_help("the served model"))
     seed: int = field(default=0, metadata=_help("first scenario seed; iteration i uses later seeds"))
+    max_minutes: float | None = field(
+        default=None, metadata=_help("stop after the iteration that passes this wall time (None: no limit)")
+    )
     checkpoint_every: int = field(default=1, metadata=_help("save a checkpoint every N iterations"))
     keep_checkpoints: int = field(default=2, metadata=_help("checkpoints kept on disk (newest)"))
 
@@ -260,6 +265,9 @@ class SelfPlaySettings:
         )
         _require(self.temperature >= 0, "selfplay.temperature", ">= 0", self.temperature)
         _require(0 < self.top_p <= 1, "selfplay.top_p", "in (0, 1]", self.top_p)
+        _require(
+            self.max_minutes is None or self.max_minutes > 0, "selfplay.max_minutes", "> 0", self.max_minutes
+        )
         _require(self.checkpoint_every >= 1, "selfplay.checkpoint_every", ">= 1", self.checkpoint_every)
         _require(self.keep_checkpoints >= 1, "selfplay.keep_checkpoints", ">= 1", self.keep_checkpoints)
 

@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -263,7 +264,7 @@ def run_selfplay(
     )
     target = (target_factory or default_target_factory(config))(chat)
     bc_filter = config.filter if config.update.algo == "filtered-bc" else None
-    history = []
+    history, started = [], time.monotonic()
     for iteration in tqdm(
         range(start, s.iterations), desc="iterations", disable=not progress, initial=start, total=s.iterations
     ):
@@ -285,8 +286,11 @@ def run_selfplay(
         log.append(record)
         history.append(record)
         done = iteration + 1
-        if done % s.checkpoint_every == 0 or done == s.iterations:
+        out_of_time = s.max_minutes is not None and time.monotonic() - started > 60 * s.max_minutes
+        if done % s.checkpoint_every == 0 or done == s.iterations or out_of_time:
             save_checkpoint(run_dir, done, trainer, ema, keep=s.keep_checkpoints)
+        if out_of_time:
+            break
     export_adapter(trainer, run_dir)
     return history
 
@@ -310,6 +314,7 @@ _OVERRIDES = {  # argparse dest -> config key
     "epochs": "update.epochs",
     "kl_coef": "update.kl_coef",
     "learning_rate": "optimizer.learning_rate",
+    "max_minutes": "selfplay.max_minutes",
 }
 
 
@@ -333,6 +338,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--model", default=None, help="served model (default: smollm2-135m-instruct)")
     parser.add_argument("--seed", type=int, default=None, help="first scenario seed")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

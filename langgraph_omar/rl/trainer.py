@@ -71,6 +71,15 @@ def lora_config(config: RunConfig) -> LoraConfig:
     )
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """cuda and cuda:0 are the same device when 0 is the current one."""
+
+    def index(d: torch.device) -> int | None:
+        return torch.cuda.current_device() if d.type == "cuda" and d.index is None else d.index
+
+    return a.type == b.type and (a.type != "cuda" or index(a) == index(b))
+
+
 def lr_lambda(config: RunConfig) -> Any:
     """Learning-rate multiplier per optimizer step: linear warm-up, then constant, linear or cosine decay."""
     opt = config.optimizer
@@ -119,7 +128,7 @@ class PPOTrainer:
             gradient_accumulation_steps=update.gradient_accumulation_steps,
             cpu=not on_cuda,
         )
-        if self.accelerator.device != policy.device:
+        if not _same_device(self.accelerator.device, policy.device):
             raise ValueError(
                 f"the served model is on {policy.device} but accelerate trains on {self.accelerator.device}; "
                 "load the policy on the device accelerate assigns to this process"
