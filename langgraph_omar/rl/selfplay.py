@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from langgraph_omar.engine import SharedPolicy
@@ -203,6 +204,18 @@ def export_adapter(trainer: PPOTrainer, run_dir: Path) -> Path:
     return target
 
 
+def _this_process(
+    inputs: list[dict[str, Any]], metadata: list[dict[str, Any]], process: PartialState
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Under several processes, each plays whole groups: group k goes to process k mod N."""
+    if process.num_processes == 1:
+        return inputs, metadata
+    groups = sorted({m["group_id"] for m in metadata})
+    mine = {g for k, g in enumerate(groups) if k % process.num_processes == process.process_index}
+    keep = [i for i, m in enumerate(metadata) if m["group_id"] in mine]
+    return [inputs[i] for i in keep], [metadata[i] for i in keep]
+
+
 def _rollout(
     target: GraphTarget,
     inputs: list[dict[str, Any]],
@@ -243,7 +256,10 @@ def run_selfplay(
     s = config.selfplay
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    policy = policy or SharedPolicy.get(s.model)
+    # one process, or one of several under `accelerate launch`
+    process = PartialState(cpu=policy.device.type == "cpu") if policy is not None else PartialState()
+    main = process.is_main_process
+    policy = policy or SharedPolicy.get(s.model, device=process.device)
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
         _check_resumable(checkpoint, config)
@@ -252,9 +268,10 @@ def run_selfplay(
     trainer = PPOTrainer(policy, config, ADAPTER)
     ema = EmaBaseline(decay=config.advantage.ema_decay)
     start = load_checkpoint(checkpoint, trainer, ema) if checkpoint is not None else 0
-    _write_atomically(run_dir / "config.yaml", config.to_yaml())
-    log = MetricsLog(run_dir)
-    log.keep_before(start)
+    log = MetricsLog(run_dir) if main else None
+    if log is not None:
+        _write_atomically(run_dir / "config.yaml", config.to_yaml())
+        log.keep_before(start)
     chat = ChatPolicy(
         model=policy.model_name,
         adapter=ADAPTER,
@@ -268,7 +285,7 @@ def run_selfplay(
     for iteration in tqdm(
         range(start, s.iterations), desc="iterations", disable=not progress, initial=start, total=s.iterations
     ):
-        inputs, metadata = episode_plan(config, iteration, target.sample_input)
+        inputs, metadata = _this_process(*episode_plan(config, iteration, target.sample_input), process)
         with trainer.serving():
             episodes, rollout_seconds = _rollout(target, inputs, metadata, s.max_concurrency, progress)
         for episode, meta in zip(episodes, metadata, strict=True):
@@ -283,15 +300,20 @@ def run_selfplay(
             record["skipped_update"] = 1.0
         else:
             record.update(trainer.update(batch, episodes))
-        log.append(record)
+        if log is not None:  # the main process's own numbers (each process trains on its own episodes)
+            log.append(record)
         history.append(record)
         done = iteration + 1
         out_of_time = s.max_minutes is not None and time.monotonic() - started > 60 * s.max_minutes
         if done % s.checkpoint_every == 0 or done == s.iterations or out_of_time:
-            save_checkpoint(run_dir, done, trainer, ema, keep=s.keep_checkpoints)
+            process.wait_for_everyone()
+            if main:  # DDP keeps the adapters equal on every process
+                save_checkpoint(run_dir, done, trainer, ema, keep=s.keep_checkpoints)
+            process.wait_for_everyone()
         if out_of_time:
             break
-    export_adapter(trainer, run_dir)
+    if main:
+        export_adapter(trainer, run_dir)
     return history
 
 
