@@ -111,7 +111,10 @@ def test_each_kind_of_degenerate_turn_is_marked_and_counted():
             t("b", "  ", [7]),  # empty
             t("a", "blah blah", [8, 9], finish="length"),  # over length
             t("b", "no action here", [10, 11]),  # off format: the env replaced it by a fallback
-            t("a", "offer  10", [5, 6]),  # repeats a's first turn (case and spacing ignored)
+            t("a", "OFFER 10, that is my price", [5, 6]),
+            t("b", "REJECT", [12]),
+            t("b", "REJECT", [12]),  # a short repeat is a legitimate move
+            t("a", "offer 10,  that is my PRICE", [5, 6]),  # repeats a's turn (case and spacing ignored)
             t("b", "x", [3, 4, 3, 4, 3, 4, 3, 4]),  # loops: 4-grams 3434 4343 ... mostly repeated
         ],
         {"a": 1.0, "b": 0.0},
@@ -123,11 +126,14 @@ def test_each_kind_of_degenerate_turn_is_marked_and_counted():
         "empty",
         "over_length",
         "off_format",
+        None,
+        None,
+        None,
         "repeated",
         "repeated",
     ]
     assert counts["degenerate_turns"] == 5 and counts["degenerate_repeated"] == 2
-    assert counts["degenerate_fraction"] == pytest.approx(5 / 6)
+    assert counts["degenerate_fraction"] == pytest.approx(5 / 9)
     with pytest.raises(ValueError, match="metadata.fallbacks\\[0\\]"):
         mark_degenerate([Episode("x", [], metadata={"fallbacks": ["oops"]})], DegenerateSettings())
 

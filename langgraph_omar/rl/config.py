@@ -202,6 +202,10 @@ class DegenerateSettings:
     repeated: bool = field(
         default=True, metadata=_help("a turn repeating the role's earlier turn, or itself, is degenerate")
     )
+    min_repeat_chars: int = field(
+        default=20,
+        metadata=_help("a repeat of an earlier turn counts from this many characters (not 'ACCEPT')"),
+    )
     ngram: int = field(default=4, metadata=_help("n of the n-grams checked for self-repetition"))
     max_repeated_ngram_fraction: float = field(
         default=0.5,
@@ -210,6 +214,7 @@ class DegenerateSettings:
 
     def __post_init__(self) -> None:
         _require(self.ngram >= 1, "degenerate.ngram", ">= 1", self.ngram)
+        _require(self.min_repeat_chars >= 0, "degenerate.min_repeat_chars", ">= 0", self.min_repeat_chars)
         _require(
             0.0 < self.max_repeated_ngram_fraction <= 1.0,
             "degenerate.max_repeated_ngram_fraction",

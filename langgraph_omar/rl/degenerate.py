@@ -5,8 +5,9 @@ A turn is degenerate when it is
 - `over_length`: cut at max_tokens (`finish_reason == "length"`);
 - `off_format`: the environment replaced its action by a fallback (the final state's `fallbacks`, matched to
   the turn by role and text, or `Turn.fallback` when the recorder set it);
-- `repeated`: the same text as an earlier turn of the same role in the episode, or a completion whose n-grams
-  repeat more than a set share (a loop).
+- `repeated`: the same text (of at least `min_repeat_chars` characters: saying "REJECT" twice is fine) as
+  an earlier turn of the same role in the episode, or a completion whose n-grams repeat more than a set share
+  (a loop).
 The first reason that applies, in that order, is recorded in `Turn.degenerate`.
 """
 
@@ -62,7 +63,7 @@ def degenerate_reason(
     if settings.off_format and (off_format or turn.fallback is not None):
         return "off_format"
     if settings.repeated:
-        if text in set(earlier_texts):
+        if len(text) >= settings.min_repeat_chars and text in set(earlier_texts):
             return "repeated"
         if (
             repeated_ngram_fraction(turn.completion_ids, settings.ngram)
