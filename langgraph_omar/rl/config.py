@@ -117,7 +117,10 @@ class UpdateSettings:
     gradient_checkpointing: bool = field(default=False, metadata=_help("recompute activations in backward"))
     skip_zero_advantage: bool = field(
         default=True,
-        metadata=_help("skip turns whose tokens all have advantage 0 (no gradient) when kl_coef is 0"),
+        metadata=_help(
+            "skip turns whose tokens all have advantage 0 (no gradient) when kl_coef is 0; the loss is then "
+            "a mean over the trained turns' tokens"
+        ),
     )
     seed: int = field(default=0, metadata=_help("seed of python, numpy and torch RNGs at the start"))
 
