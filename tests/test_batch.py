@@ -165,3 +165,22 @@ def test_an_iteration_without_any_trainable_turn_gives_no_batch():
     assert build_batch([failed], AdvantageSettings(), EmaBaseline(), PAD) is None
     with pytest.raises(ValueError, match="no turns to train on"):
         pad_samples([], PAD)
+
+
+def test_a_degenerate_penalty_gives_signal_when_every_outcome_reward_is_zero():
+    # Both episodes score 0. Without a penalty every advantage is 0 (the degenerate turn's is zeroed too).
+    # With penalty 0.5 the degenerate turn's reward is -0.5: G = [-0.5] vs [0]; mean -0.25, std 0.25
+    # -> A = (-0.5 + 0.25) / 0.25 = -1 and (0 + 0.25) / 0.25 = +1.
+    eps = [
+        episode("1", [turn("a", [1], degenerate="off_format")], {"a": 0.0}, group="g"),
+        episode("2", [turn("a", [2])], {"a": 0.0}, group="g"),
+    ]
+    samples, _ = collect_samples(eps)
+    plain = critic_free_turn_advantages(eps, samples, AdvantageSettings(), EmaBaseline())
+    assert plain.tolist() == [0.0, 0.0]
+    penalized = critic_free_turn_advantages(
+        eps, samples, AdvantageSettings(degenerate_penalty=0.5), EmaBaseline()
+    )
+    assert penalized.tolist() == pytest.approx([-1.0, 1.0], abs=1e-5)
+    batch = build_batch(eps, AdvantageSettings(degenerate_penalty=0.5), EmaBaseline(), PAD)
+    assert batch is not None and batch.advantages[0, 2].item() == pytest.approx(-1.0, abs=1e-5)

@@ -14,7 +14,9 @@ judge model call has none), of episodes whose status is "ok". Advantages by mode
 - `grpo`: the role's episode return, normalised within its group; every token of the role gets it.
 - `rae`: the role's episode return minus the EMA baseline of (scenario, role).
 - `hierarchical-critic`: `assign_critic_advantages` after the trainer computed the values.
-Degenerate turns (see `degenerate`) get advantage 0 (critic-free) or pseudo-reward 0 (critic).
+Degenerate turns (see `degenerate`) get advantage 0 (critic-free) or pseudo-reward 0 (critic); with
+`degenerate_penalty` p > 0 they instead keep their advantage and their own turn reward is lowered by p (a
+format penalty: dense signal when the outcome reward is almost always 0).
 """
 
 from __future__ import annotations
@@ -179,10 +181,19 @@ def _role_turns(
     return rows
 
 
-def _turn_rewards(episodes: Sequence[Episode], samples: Sequence[TurnSample], rows: list[int]) -> Tensor:
-    """r_k = the turn's own reward, plus the role's terminal reward on its last turn. (K,)"""
+def _turn_rewards(
+    episodes: Sequence[Episode], samples: Sequence[TurnSample], rows: list[int], penalty: float = 0.0
+) -> Tensor:
+    """r_k = the turn's own reward (minus `penalty` if degenerate), plus the role's terminal reward on its
+    last turn. (K,)"""
     episode = episodes[samples[rows[0]].episode_index]
-    rewards = torch.tensor([episode.turns[samples[i].turn_index].reward for i in rows], dtype=torch.float32)
+    rewards = torch.tensor(
+        [
+            episode.turns[samples[i].turn_index].reward - (penalty if samples[i].degenerate else 0.0)
+            for i in rows
+        ],
+        dtype=torch.float32,
+    )
     rewards[-1] += float(episode.rewards[samples[rows[0]].role])
     return rewards
 
@@ -197,8 +208,9 @@ def critic_free_turn_advantages(
     if settings.mode == "hierarchical-critic":
         raise ValueError("critic mode needs values: use assign_critic_advantages")
     by_role = _role_turns(episodes, samples)
+    penalty = settings.degenerate_penalty
     returns = {
-        key: discounted_returns(_turn_rewards(episodes, samples, rows), settings.gamma_turn)
+        key: discounted_returns(_turn_rewards(episodes, samples, rows, penalty), settings.gamma_turn)
         for key, rows in by_role.items()
     }
     advantages = torch.zeros(len(samples))
@@ -227,6 +239,8 @@ def critic_free_turn_advantages(
                     returns[k] if settings.mode == "hierarchical" else returns[k][:1].expand(len(by_role[k]))
                 )
                 advantages[by_role[k]] = own - baseline
+    if penalty > 0:
+        return advantages
     degenerate = torch.tensor([s.degenerate is not None for s in samples])
     return advantages.masked_fill(degenerate, 0.0)
 
@@ -250,10 +264,11 @@ def assign_critic_advantages(
     for rows in _role_turns(episodes, batch.samples).values():
         masks = [batch.completion_mask[i] for i in rows]
         token_values = [batch.old_values[i][m] for i, m in zip(rows, masks, strict=True)]
-        degenerate = torch.tensor([batch.samples[i].degenerate is not None for i in rows])
+        penalty = settings.degenerate_penalty
+        degenerate = torch.tensor([batch.samples[i].degenerate is not None and not penalty for i in rows])
         _, token_adv, token_ret = hierarchical_gae(
             token_values,
-            _turn_rewards(episodes, batch.samples, rows),
+            _turn_rewards(episodes, batch.samples, rows, penalty),
             settings.gamma_turn,
             settings.lam_turn,
             settings.gamma_token,
@@ -266,8 +281,10 @@ def assign_critic_advantages(
 
 
 def finish_advantages(batch: TrainingBatch, episodes: Sequence[Episode], settings: AdvantageSettings) -> None:
-    """Whitening (per role or batch) and MARO role-balance weights, in place; degenerate rows stay at 0."""
-    live = torch.tensor([s.degenerate is None for s in batch.samples])
+    """Whitening (per role or batch) and MARO role-balance weights, in place; degenerate rows stay at 0
+    (unless a degenerate penalty gave them a signal of their own)."""
+    penalized = settings.degenerate_penalty > 0
+    live = torch.tensor([penalized or s.degenerate is None for s in batch.samples])
     mask = batch.completion_mask & live[:, None]
     mode = settings.whiten_mode
     if mode != "none":

@@ -178,8 +178,18 @@ class AdvantageSettings:
         default="auto", metadata=_help(f"{WHITEN_MODES}; auto: per role in critic mode, else none")
     )
     eps: float = field(default=1e-6, metadata=_help("added to group standard deviations"))
+    degenerate_penalty: float = field(
+        default=0.0,
+        metadata=_help(
+            "0: degenerate turns get no pseudo-reward (advantage 0); p > 0: their turn reward is lowered by p "
+            "instead (a format penalty, for outcome rewards that are almost always 0)"
+        ),
+    )
 
     def __post_init__(self) -> None:
+        _require(
+            self.degenerate_penalty >= 0, "advantage.degenerate_penalty", ">= 0", self.degenerate_penalty
+        )
         _require(self.mode in ADVANTAGE_MODES, "advantage.mode", f"one of {ADVANTAGE_MODES}", self.mode)
         for name in ("gamma_turn", "lam_turn", "gamma_token", "lam_token"):
             value = getattr(self, name)
