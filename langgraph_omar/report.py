@@ -12,13 +12,13 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+
+from langgraph_omar.atomic import write_atomic
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot is imported)
@@ -29,21 +29,6 @@ from langgraph_omar.stats import ALL_SEATS, Comparison, Game, Interval  # noqa: 
 from langgraph_omar.trajectory import Episode  # noqa: E402
 
 REWARD_KEYS = ("reward_mean", "mean_reward")  # the overall reward line of a run's metrics.jsonl
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_run_metrics(path: Path) -> list[dict[str, Any]]:
@@ -279,20 +264,18 @@ def write_report(
     from langgraph_omar.trajectory_io import write_episodes
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"eval.json": write_bytes_atomic(out / "eval.json", _json_bytes(result.to_dict()))}
+    paths = {"eval.json": write_atomic(out / "eval.json", _json_bytes(result.to_dict()))}
     if result.episodes:
         write_episodes(out / "episodes.jsonl", result.episodes, append=False)
         paths["episodes"] = out / "episodes.jsonl"
     images = {"mean by seat and paired difference": plot_seats(result)}
-    paths["seats plot"] = write_bytes_atomic(out / "seats.png", images["mean by seat and paired difference"])
+    paths["seats plot"] = write_atomic(out / "seats.png", images["mean by seat and paired difference"])
     if run_dir is not None:
         rows = read_run_metrics(run_dir / "metrics.jsonl")
         images["training: reward by iteration"] = plot_training(rows)
-        paths["training plot"] = write_bytes_atomic(
-            out / "training.png", images["training: reward by iteration"]
-        )
+        paths["training plot"] = write_atomic(out / "training.png", images["training: reward by iteration"])
     html_text = render_html(result, images, transcripts)
-    paths["report"] = write_bytes_atomic(out / "report.html", html_text.encode("utf-8"))
+    paths["report"] = write_atomic(out / "report.html", html_text.encode("utf-8"))
     return paths
 
 

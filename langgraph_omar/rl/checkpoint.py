@@ -26,6 +26,7 @@ import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from langgraph_omar.atomic import write_atomic
 from langgraph_omar.errors import OmarError
 from langgraph_omar.rl.advantages import EmaBaseline
 from langgraph_omar.rl.trainer import PPOTrainer
@@ -77,19 +78,6 @@ def _fsync_tree(root: Path) -> None:
             os.close(fd)
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(
     run_dir: str | Path, step: int, trainer: PPOTrainer, ema: EmaBaseline, keep: int = 2
 ) -> Path:
@@ -130,7 +118,7 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _write_text_atomically(root / LATEST, final.name + "\n")
+    write_atomic(root / LATEST, final.name + "\n")
     prune_checkpoints(run_dir, keep)
     return final
 

@@ -29,6 +29,7 @@ from typing import Any
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
+from langgraph_omar.atomic import write_atomic
 from langgraph_omar.engine import SharedPolicy
 from langgraph_omar.rl.advantages import EmaBaseline
 from langgraph_omar.rl.batch import build_batch
@@ -144,7 +145,7 @@ class MetricsLog:
                     kept.append(line + "\n")
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line of a killed run
-        _write_atomically(self.path, "".join(kept))
+        write_atomic(self.path, "".join(kept))
 
     def append(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
@@ -159,15 +160,6 @@ class MetricsLog:
                 if isinstance(value, (int, float)) and name != "iteration":
                     self.tensorboard.add_scalar(name, value, record["iteration"])
             self.tensorboard.flush()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _check_resumable(checkpoint: Path, config: RunConfig) -> None:
@@ -270,7 +262,7 @@ def run_selfplay(
     start = load_checkpoint(checkpoint, trainer, ema) if checkpoint is not None else 0
     log = MetricsLog(run_dir) if main else None
     if log is not None:
-        _write_atomically(run_dir / "config.yaml", config.to_yaml())
+        write_atomic(run_dir / "config.yaml", config.to_yaml())
         log.keep_before(start)
     chat = ChatPolicy(
         model=policy.model_name,
