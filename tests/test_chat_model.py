@@ -41,7 +41,9 @@ def test_token_record_goes_to_the_side_channel_not_the_message(policy):
     reply = llm.invoke("hello", {"callbacks": [handler]})
     record = token_records.pop(handler.ids[0])
     assert record is not None and record.text == reply.content
-    assert "prompt_ids" not in reply.response_metadata and "completion_ids" not in str(reply.additional_kwargs)
+    assert "prompt_ids" not in reply.response_metadata and "completion_ids" not in str(
+        reply.additional_kwargs
+    )
     assert reply.usage_metadata == {
         "input_tokens": len(record.prompt_ids),
         "output_tokens": len(record.completion_ids),

@@ -37,7 +37,20 @@ def sample_input(seed: int) -> dict:
 
 def test_rollout_builtin_environment(policy, tmp_path, capsys):
     out = tmp_path / "neg.jsonl"
-    code = main(["rollout", "negotiation", "--model", "tiny", "--episodes", "3", "--max-tokens", "6", "--out", str(out)])
+    code = main(
+        [
+            "rollout",
+            "negotiation",
+            "--model",
+            "tiny",
+            "--episodes",
+            "3",
+            "--max-tokens",
+            "6",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     episodes = read_episodes(out)
     assert len(episodes) == 3 and all(e.status == "ok" for e in episodes)
@@ -49,7 +62,9 @@ def test_rollout_builtin_environment(policy, tmp_path, capsys):
 
 def test_one_failing_episode_does_not_stop_the_others(policy, tmp_path, capsys):
     out = tmp_path / "user.jsonl"
-    code = main(["rollout", "test_cli_rollout:flaky_graph", "--model", "tiny", "--episodes", "3", "--out", str(out)])
+    code = main(
+        ["rollout", "test_cli_rollout:flaky_graph", "--model", "tiny", "--episodes", "3", "--out", str(out)]
+    )
     assert code == 0
     episodes = read_episodes(out)
     assert [e.status for e in episodes] == ["ok", "failed", "ok"]

@@ -41,13 +41,17 @@ def test_logprobs_are_the_tempered_sampling_distribution(policy):
         params = SamplingParams(temperature=temperature, max_new_tokens=10, seed=3)
         for p in prompts(policy, 3):
             record = policy.generate(p, params)
-            expected = recomputed_logprobs(policy.model, record.prompt_ids, record.completion_ids, temperature)
+            expected = recomputed_logprobs(
+                policy.model, record.prompt_ids, record.completion_ids, temperature
+            )
             assert torch.allclose(torch.tensor(record.logprobs), expected, atol=1e-4)
             assert record.prompt_ids == p
 
 
 def test_top_p_truncation_does_not_change_recorded_logprobs(policy):
-    record = policy.generate(prompts(policy, 1)[0], SamplingParams(temperature=1.0, top_p=0.5, max_new_tokens=8, seed=0))
+    record = policy.generate(
+        prompts(policy, 1)[0], SamplingParams(temperature=1.0, top_p=0.5, max_new_tokens=8, seed=0)
+    )
     expected = recomputed_logprobs(policy.model, record.prompt_ids, record.completion_ids)
     assert torch.allclose(torch.tensor(record.logprobs), expected, atol=1e-4)
 
@@ -109,8 +113,10 @@ def test_out_of_memory_splits_the_batch(policy, monkeypatch):
 
     monkeypatch.setattr(engine_module, "decode_batch", fake)
     batch = prompts(policy, 6)
-    expected = [real(policy.model, policy.tokenizer, [engine_module.DecodeRequest(p, GREEDY)], policy.eos_ids)[0]
-                for p in batch]
+    expected = [
+        real(policy.model, policy.tokenizer, [engine_module.DecodeRequest(p, GREEDY)], policy.eos_ids)[0]
+        for p in batch
+    ]
     policy.max_wait_s = 0.2
     futures = [policy.submit(p, GREEDY) for p in batch]
     assert [f.result().completion_ids for f in futures] == [e.completion_ids for e in expected]
@@ -120,7 +126,9 @@ def test_out_of_memory_splits_the_batch(policy, monkeypatch):
 def test_concurrent_callers_are_coalesced(policy, monkeypatch):
     real = engine_module.decode_batch
     sizes = []
-    monkeypatch.setattr(engine_module, "decode_batch", lambda m, t, r, e: sizes.append(len(r)) or real(m, t, r, e))
+    monkeypatch.setattr(
+        engine_module, "decode_batch", lambda m, t, r, e: sizes.append(len(r)) or real(m, t, r, e)
+    )
     policy.max_wait_s = 0.2
     barrier = threading.Barrier(8)
     results = []

@@ -27,7 +27,9 @@ class State(TypedDict, total=False):
 def hand_written_graph(sync: bool = False):
     """Plain LangGraph, nothing from langgraph_omar but the chat model."""
     speaker = ChatPolicy(model="tiny", temperature=1.0, max_tokens=8)
-    judge = ChatPolicy(model="tiny", temperature=1.0, max_tokens=8).with_structured_output(Verdict, include_raw=True)
+    judge = ChatPolicy(model="tiny", temperature=1.0, max_tokens=8).with_structured_output(
+        Verdict, include_raw=True
+    )
 
     async def seller(state: State):
         reply = await speaker.ainvoke(f"Sell {state['topic']}")
@@ -75,14 +77,18 @@ async def test_abatch_of_8_episodes_exports_every_call_once_and_faithfully(polic
             ids = torch.tensor([turn.prompt_ids + turn.completion_ids])
             with torch.no_grad():
                 logits = policy.model(ids).logits[0, len(turn.prompt_ids) - 1 : -1]
-            expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(turn.completion_ids)[:, None])[:, 0]
+            expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(turn.completion_ids)[:, None])[
+                :, 0
+            ]
             assert torch.allclose(torch.tensor(turn.logprobs), expected, atol=1e-4)  # stated tolerance
 
 
 def test_callback_in_config_sync_batch_and_episode_ids(policy):
     graph = hand_written_graph(sync=True)
     rec = TraceRecorder()
-    configs = [{"callbacks": [rec], "metadata": {"episode_id": f"ep-{i}", "scenario_id": "s"}} for i in range(3)]
+    configs = [
+        {"callbacks": [rec], "metadata": {"episode_id": f"ep-{i}", "scenario_id": "s"}} for i in range(3)
+    ]
     graph.batch([{"topic": "bike", "log": []}] * 3, configs)
     episodes = {e.episode_id: e for e in rec.trajectories()}
     assert set(episodes) == {"ep-0", "ep-1", "ep-2"}
