@@ -6,6 +6,7 @@ from langgraph_omar.errors import OmarError
 from langgraph_omar.models import DEFAULT_MODEL
 from langgraph_omar.records import TokenRecord, token_records
 from langgraph_omar.sampling import SamplingParams
+from langgraph_omar.tracing import TraceRecorder
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -14,5 +15,6 @@ __all__ = [
     "SamplingParams",
     "SharedPolicy",
     "TokenRecord",
+    "TraceRecorder",
     "token_records",
 ]
