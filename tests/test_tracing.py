@@ -128,3 +128,34 @@ def test_failed_episode_is_recorded(policy):
     (episode,) = rec.trajectories()
     assert episode.status == "failed" and "scenario broke" in episode.error
     assert len(episode.turns) == 1
+
+
+def test_calls_inside_a_subgraph_are_recorded_in_the_parent_episode(policy):
+    llm = ChatPolicy(model="tiny", temperature=0, max_tokens=4)
+
+    def inner_talk(state: State):
+        return {"log": [llm.invoke("inner").content]}
+
+    inner = StateGraph(State)
+    inner.add_node("inner_talk", inner_talk, metadata={"role": "advisor"})
+    inner.add_edge(START, "inner_talk")
+    subgraph = inner.compile()
+
+    def outer_talk(state: State):
+        return {"log": [llm.invoke("outer").content]}
+
+    outer = StateGraph(State)
+    outer.add_node("outer_talk", outer_talk)
+    outer.add_node("advice", subgraph)
+    outer.add_edge(START, "outer_talk")
+    outer.add_edge("outer_talk", "advice")
+    outer.add_edge("advice", END)
+    with TraceRecorder() as rec:
+        outer.compile().batch([{"log": []}, {"log": []}])
+    episodes = rec.trajectories()
+    assert len(episodes) == 2
+    for episode in episodes:
+        assert [(t.node, t.role) for t in episode.turns] == [
+            ("outer_talk", "outer_talk"),
+            ("inner_talk", "advisor"),
+        ]
