@@ -46,7 +46,7 @@ def toy_policy(name: str = "tiny", seed: int = 0, sharpness: float = 12.0) -> An
     from langgraph_omar.engine import SharedPolicy
     from langgraph_omar.testing import tiny_model, tiny_tokenizer
 
-    model = tiny_model(seed)
+    model: Any = tiny_model(seed)
     with torch.no_grad():
         model.model.norm.weight.fill_(sharpness)
     model = model.to(os.environ.get("OMAR_TEST_DEVICE", "cpu"))  # cuda: the same tests on a GPU

@@ -8,7 +8,7 @@ import torch
 from selfplay_toy import toy_policy
 
 from langgraph_omar.rl.advantages import EmaBaseline
-from langgraph_omar.rl.batch import build_batch
+from langgraph_omar.rl.batch import TrainingBatch, build_batch
 from langgraph_omar.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from langgraph_omar.rl.config import ConfigError, DegenerateSettings, RunConfig, field_help
 from langgraph_omar.rl.degenerate import mark_degenerate, repeated_ngram_fraction
@@ -46,10 +46,16 @@ def rollout(policy, temperature: float = 0.7, episodes: int = 4) -> list[Episode
 
 
 def config(**sections) -> RunConfig:
-    data = {"lora": {"target_modules": ["all-linear"]}, "update": {"micro_batch_size": 4}}
+    data: dict[str, dict] = {"lora": {"target_modules": ["all-linear"]}, "update": {"micro_batch_size": 4}}
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return RunConfig.from_dict(data)
+
+
+def batch_of(episodes: list[Episode], cfg: RunConfig) -> TrainingBatch:
+    batch = build_batch(episodes, cfg.advantage, EmaBaseline(), 0)
+    assert batch is not None
+    return batch
 
 
 def trainer_for(cfg: RunConfig, seed: int = 0) -> PPOTrainer:
@@ -186,8 +192,8 @@ def test_kl_to_the_adapter_disabled_base_starts_at_zero_and_grows():
     cfg = config(update={"kl_coef": 0.1}, optimizer={"learning_rate": 1e-2})  # one optimizer step per update
     trainer = trainer_for(cfg)
     episodes = rollout(trainer.policy)
-    first = trainer.update(build_batch(episodes, cfg.advantage, EmaBaseline(), 0), episodes)
-    second = trainer.update(build_batch(episodes, cfg.advantage, EmaBaseline(), 0), episodes)
+    first = trainer.update(batch_of(episodes, cfg), episodes)
+    second = trainer.update(batch_of(episodes, cfg), episodes)
     # LoRA B starts at zero, so the policy is the base until the first optimizer step, which comes after
     # every token of the first update was seen: KL 0. After that step the policy differs from the base.
     assert first["optimizer_steps"] == 1
@@ -200,17 +206,19 @@ def test_critic_mode_trains_a_value_head_and_checkpoints_restore_everything(tmp_
     trainer = trainer_for(cfg)
     assert trainer.value_head is not None
     episodes = rollout(trainer.policy)
-    metrics = trainer.update(build_batch(episodes, cfg.advantage, EmaBaseline(), 0), episodes)
+    metrics = trainer.update(batch_of(episodes, cfg), episodes)
     assert metrics["value_loss"] > 0 and "explained_variance" in metrics
     assert trainer.value_head.weight.abs().sum() > 0  # it learned from zero
     ema = EmaBaseline()
     ema.advantage("game", "a", 1.0)
     save_checkpoint(tmp_path, 1, trainer, ema)
     saved_lora, saved_head = lora_state(trainer), trainer.value_head.weight.detach().clone()
-    trainer.update(build_batch(episodes, cfg.advantage, EmaBaseline(), 0), episodes)  # move on
+    trainer.update(batch_of(episodes, cfg), episodes)  # move on
     fresh = trainer_for(cfg)
     restored_ema = EmaBaseline()
-    assert load_checkpoint(latest_checkpoint(tmp_path), fresh, restored_ema) == 1
+    checkpoint = latest_checkpoint(tmp_path)
+    assert checkpoint is not None and fresh.value_head is not None
+    assert load_checkpoint(checkpoint, fresh, restored_ema) == 1
     assert all(torch.equal(saved_lora[k], v) for k, v in lora_state(fresh).items())
     assert torch.equal(fresh.value_head.weight, saved_head)
     assert restored_ema.baseline("game", "a") == pytest.approx(0.05)
