@@ -11,6 +11,7 @@ import asyncio
 import json
 import queue
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from operator import itemgetter
 from typing import Any
 from uuid import UUID
@@ -35,7 +36,7 @@ from pydantic import ConfigDict, Field
 from langgraph_omar.engine import SharedPolicy
 from langgraph_omar.models import DEFAULT_MODEL
 from langgraph_omar.records import TokenRecord, token_records
-from langgraph_omar.sampling import SamplingParams
+from langgraph_omar.sampling import SamplingParams, derive_seed
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user", "function": "user"}
 
@@ -134,8 +135,11 @@ class ChatPolicy(BaseChatModel):
 
     # ---- request building -------------------------------------------------------------------------
     def _prepare(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], run_manager: Any
     ) -> tuple[SharedPolicy, list[int], SamplingParams, str | None, int]:
+        """Render the prompt and build the request. Without a seed of its own, a call inside a run whose
+        metadata has `sampling_seed` (one per episode, set by the rollout) is seeded from that and its prompt
+        tokens, so concurrent episodes sample the same tokens whatever the batch they land in."""
         engine = self.engine
         options: dict[str, Any] = {
             "temperature": self.temperature,
@@ -163,6 +167,9 @@ class ChatPolicy(BaseChatModel):
             seed=options["seed"],
         )
         prompt_ids, dropped = engine.render(chat, params.max_new_tokens)
+        episode_seed = (getattr(run_manager, "metadata", None) or {}).get("sampling_seed")
+        if params.seed is None and episode_seed is not None:
+            params = replace(params, seed=derive_seed(episode_seed, *prompt_ids))
         adapter = engine.ensure_adapter(options["adapter"]) if options["adapter"] else None
         return engine, prompt_ids, params, adapter, dropped
 
@@ -196,7 +203,7 @@ class ChatPolicy(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs)
+        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs, run_manager)
         record = engine.submit(ids, params, adapter, truncated_messages=dropped).result()
         return self._result(record, run_manager.run_id if run_manager else None)
 
@@ -207,7 +214,7 @@ class ChatPolicy(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs)
+        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs, run_manager)
         record = await asyncio.wrap_future(engine.submit(ids, params, adapter, truncated_messages=dropped))
         return self._result(record, run_manager.run_id if run_manager else None)
 
@@ -218,7 +225,7 @@ class ChatPolicy(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs)
+        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs, run_manager)
         tokens: queue.Queue[int] = queue.Queue()
         future = engine.submit(ids, params, adapter, on_token=tokens.put, truncated_messages=dropped)
         stream = _TextStream(engine, params.stop)
@@ -243,7 +250,7 @@ class ChatPolicy(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs)
+        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs, run_manager)
         loop = asyncio.get_running_loop()
         tokens: asyncio.Queue[int | None] = asyncio.Queue()
         future = engine.submit(

@@ -41,7 +41,9 @@ def _rollout(args: argparse.Namespace) -> None:
     fixed = parse_input(args.input)
     seeds = [args.seed + i for i in range(args.episodes)]
     inputs = [fixed if fixed is not None else target.sample_input(seed) for seed in seeds]
-    metadata = [{"seed": seed, "scenario_id": f"{args.graph}-{seed}"} for seed in seeds]
+    metadata = [
+        {"seed": seed, "sampling_seed": seed, "scenario_id": f"{args.graph}-{seed}"} for seed in seeds
+    ]
     episodes, summary = run_episodes(target.graph, inputs, metadata, max_concurrency=args.max_concurrency)
     written = write_episodes(args.out, episodes)
     for episode in episodes:

@@ -53,7 +53,7 @@ def run_demo(out: Path, episodes: int = 8, seed: int = 0) -> dict[str, Path]:
     played, summary = run_episodes(
         graph,
         [negotiation.sample_input(s) for s in seeds],
-        [{"seed": s, "scenario_id": f"negotiation-{s}"} for s in seeds],
+        [{"seed": s, "sampling_seed": s, "scenario_id": f"negotiation-{s}"} for s in seeds],
     )
     for episode in played[:2]:
         show(episode)

@@ -69,6 +69,18 @@ def test_seed_makes_sampling_reproducible(policy):
     assert llm.invoke("hello").content == llm.invoke("hello").content
 
 
+async def test_episode_sampling_seed_fixes_tokens_whatever_the_batch(policy):
+    llm = ChatPolicy(model="tiny", max_tokens=10, temperature=1.0)
+    seeded = {"metadata": {"sampling_seed": 3}}
+    alone = (await llm.ainvoke("hello", seeded)).content
+    crowd = await llm.abatch(
+        ["hello", "hello", "other", "hello"], [{}, seeded, {}, {"metadata": {"sampling_seed": 4}}]
+    )
+    assert crowd[1].content == alone
+    other_seeds = {(await llm.ainvoke("hello", {"metadata": {"sampling_seed": s}})).content for s in range(6)}
+    assert len(other_seeds) > 1  # the seed does matter
+
+
 def test_structured_output_error_names_the_schema(policy):
     class Person(BaseModel):
         name: str

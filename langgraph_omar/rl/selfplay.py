@@ -45,6 +45,7 @@ from langgraph_omar.rl.config import ADVANTAGE_MODES, ALGORITHMS, RunConfig
 from langgraph_omar.rl.degenerate import mark_degenerate
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.rollout import GraphTarget, load_target, run_episodes
+from langgraph_omar.sampling import derive_seed
 from langgraph_omar.trajectory import Episode
 from langgraph_omar.trajectory_io import write_episodes
 
@@ -91,6 +92,7 @@ def episode_plan(
                     "group_id": f"it{iteration:05d}-g{g:04d}",
                     "scenario_id": scenario_id,
                     "seed": seed,
+                    "sampling_seed": derive_seed(s.seed, iteration, g, j),
                     "baseline_key": f"{s.env}:{s.env_kind}",  # SPIRAL's EMA baseline: per game and role
                 }
             )
@@ -215,9 +217,8 @@ def _rollout(
     max_concurrency: int,
     progress: bool,
 ) -> tuple[list[Episode], float]:
-    """Run the episodes. With max_concurrency 1 they run one after another in input order, so each call
-    draws its sampling seed from the torch RNG in a fixed order (exact resume); concurrent episodes reach
-    the engine in a timing-dependent order."""
+    """Run the episodes. Every call samples from its episode's `sampling_seed`, whatever the batch; with
+    max_concurrency 1 the batches themselves are fixed too (bit-exact logits, hence an exact resume)."""
     if max_concurrency > 1:
         episodes, summary = run_episodes(
             target.graph, inputs, metadata, max_concurrency=max_concurrency, progress=progress
