@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
+import numpy as np
 import torch
 from peft import PeftModel
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, DynamicLayer, PreTrainedModel, PreTrainedTokenizerBase
 
+from langgraph_omar.prefix_cache import CachedSequence, PrefixCache
 from langgraph_omar.sampling import SamplingParams, sample_next
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
@@ -44,23 +47,77 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str | None:
     return text[: min(cuts)] if cuts else None
 
 
+def _prefill_inputs(
+    requests: list[DecodeRequest], prefixes: list[tuple[CachedSequence | None, int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
+    """The first forward's inputs: the uncached prompt tokens (B, S), the attention mask (B, P + S) and a
+    cache of width P holding each row's reused prefix.
+
+    Row r reuses n_r stored positions and feeds the other s_r prompt tokens; P = max n_r, S = max s_r. Both
+    parts are right-aligned in their own columns: mask columns [P - n_r, P) and [P + S - s_r, P + S) are
+    ones, so the padding between them is a hole the mask hides (positions come from the mask's cumsum).
+    """
+    width = max((n for _, n in prefixes), default=0)
+    suffixes = [r.prompt_ids[n:] for r, (_, n) in zip(requests, prefixes, strict=True)]
+    feed = max(len(s) for s in suffixes)
+    ids = torch.full((len(requests), feed), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(requests), width + feed), dtype=torch.long)
+    for row, (suffix, (_, n)) in enumerate(zip(suffixes, prefixes, strict=True)):
+        ids[row, feed - len(suffix) :] = torch.tensor(suffix)
+        mask[row, width - n : width] = 1
+        mask[row, width + feed - len(suffix) :] = 1
+    cache = DynamicCache()
+    if width:
+        reference = next(entry for entry, _ in prefixes if entry is not None)
+        layers = []
+        for layer in range(len(reference.keys)):
+            k, v = (
+                torch.zeros(len(requests), *t.shape[:-2], width, t.shape[-1], dtype=t.dtype, device=t.device)
+                for t in (reference.keys[layer], reference.values[layer])
+            )
+            for row, (entry, n) in enumerate(prefixes):
+                if entry is not None:
+                    k[row, :, width - n :] = entry.keys[layer][:, :n]
+                    v[row, :, width - n :] = entry.values[layer][:, :n]
+            layers.append((k, v))
+        cache = DynamicCache(ddp_cache_data=layers)
+    return ids, mask, cache
+
+
+def _finished_sequence(
+    cache: DynamicCache, row: int, mask_row: torch.Tensor, ids: list[int]
+) -> CachedSequence | None:
+    """Row `row`'s keys and values for the tokens fed so far (`ids`, the mask's ones), for the prefix cache;
+    None when a layer keeps something other than full keys and values (sliding window, linear attention)."""
+    layers = [layer for layer in cache.layers if type(layer) is DynamicLayer]
+    if len(layers) != len(cache.layers):
+        return None
+    columns = mask_row.nonzero().squeeze(-1)
+    return CachedSequence(
+        ids=np.asarray(ids, dtype=np.int64),
+        keys=[cast(torch.Tensor, layer.keys)[row][:, columns] for layer in layers],
+        values=[cast(torch.Tensor, layer.values)[row][:, columns] for layer in layers],
+    )
+
+
 @torch.inference_mode()
 def decode_batch(
     model: PreTrainedModel | PeftModel,
     tokenizer: PreTrainedTokenizerBase,
     requests: list[DecodeRequest],
     eos_ids: set[int],
+    prefix_cache: PrefixCache | None = None,
 ) -> list[DecodeResult]:
+    """Generate every request's completion in one batch. With a `prefix_cache`, each prompt starts from its
+    longest stored prefix (per adapter), and each finished sequence is stored for later prompts."""
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id
-    width = max(len(r.prompt_ids) for r in requests)
-    ids = torch.full((len(requests), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(requests), width), dtype=torch.long)
-    for i, r in enumerate(requests):
-        ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-        mask[i, width - len(r.prompt_ids) :] = 1
+    prefixes = [
+        prefix_cache.lookup(r.adapter, r.prompt_ids) if prefix_cache is not None else (None, 0)
+        for r in requests
+    ]
+    ids, mask, cache = _prefill_inputs(requests, prefixes, tokenizer.pad_token_id)
     ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - ids.shape[1] :]
 
     generators: list[torch.Generator | None] = []
     for r in requests:
@@ -74,7 +131,6 @@ def decode_batch(
     logprobs: list[list[float]] = [[] for _ in requests]
     results: list[DecodeResult | None] = [None] * len(requests)
     active = list(range(len(requests)))  # request index of each row still in the batch
-    cache = DynamicCache()
     is_peft = isinstance(model, PeftModel)
 
     while active:
@@ -114,6 +170,10 @@ def decode_batch(
                 continue
             if text is None:
                 text = _decode(tokenizer, completions[i])
+            if prefix_cache is not None:
+                fed = request.prompt_ids + completions[i][:-1]
+                if (finished := _finished_sequence(cache, row, mask[row], fed)) is not None:
+                    prefix_cache.store(request.adapter, finished)
             results[i] = DecodeResult(completions[i], logprobs[i], text, reason)
         if not keep:
             break

@@ -26,6 +26,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from langgraph_omar.decoding import DecodeRequest, DecodeResult, decode_batch
 from langgraph_omar.errors import OmarError
 from langgraph_omar.models import DEFAULT_MODEL, load_model
+from langgraph_omar.prefix_cache import PrefixCache
 from langgraph_omar.records import TokenRecord
 from langgraph_omar.sampling import SamplingParams
 
@@ -56,9 +57,19 @@ class SharedPolicy:
     _registry_lock = threading.Lock()
 
     def __init__(
-        self, name: str, model: Any, tokenizer: Any, max_batch_size: int = 64, max_wait_ms: float = 30.0
+        self,
+        name: str,
+        model: Any,
+        tokenizer: Any,
+        max_batch_size: int = 64,
+        max_wait_ms: float = 30.0,
+        prefix_cache_mb: int = 1024,
     ) -> None:
-        """An engine over a loaded model and tokenizer; `SharedPolicy.get` loads by name and shares."""
+        """An engine over a loaded model and tokenizer; `SharedPolicy.get` loads by name and shares.
+
+        prefix_cache_mb: memory for the keys and values of finished sequences that later prompts reuse
+        (see `prefix_cache`); 0 turns the reuse off.
+        """
         self.model_name = name
         self.model, self.tokenizer = model.eval(), tokenizer
         if tokenizer.pad_token_id is None:
@@ -67,6 +78,7 @@ class SharedPolicy:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.adapter_versions: dict[str, int] = {}
+        self.prefix_cache = PrefixCache(prefix_cache_mb * 2**20) if prefix_cache_mb > 0 else None
         self._path_names: dict[str, str] = {}
         self.context_window = int(getattr(model.config, "max_position_embeddings", 2048))
         self.eos_ids = self._eos_ids()
@@ -159,6 +171,7 @@ class SharedPolicy:
                 detail = str(exc).strip().splitlines()[0][:200]
                 raise OmarError(f"adapter {path} does not fit model {self.model_name!r}: {detail}") from None
             self.model.eval()
+            self._weights_changed()
             self.adapter_versions[name] = self.adapter_versions.get(name, 0) + 1
         return name
 
@@ -185,17 +198,28 @@ class SharedPolicy:
                 self.model.add_adapter(name, config)
             else:
                 self.model = get_peft_model(self.model, config, adapter_name=name)
+            self._weights_changed()
             self.adapter_versions[name] = 1
 
     def bump_adapter_version(self, name: str) -> int:
-        self.adapter_versions[name] += 1
-        return self.adapter_versions[name]
+        with self._lock:
+            self._weights_changed()
+            self.adapter_versions[name] += 1
+            return self.adapter_versions[name]
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[Any]:
         """Hold the model alone (generation waits): for training steps on the served tensors."""
         with self._lock:
-            yield self.model
+            try:
+                yield self.model
+            finally:
+                self._weights_changed()
+
+    def _weights_changed(self) -> None:
+        """Stored keys and values were computed with the old weights: drop them."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
 
     # ---- generation -------------------------------------------------------------------------------
     def submit(
@@ -244,7 +268,13 @@ class SharedPolicy:
     def _run(self, batch: list[_Pending]) -> None:
         try:
             with self._lock:
-                results = decode_batch(self.model, self.tokenizer, [p.request for p in batch], self.eos_ids)
+                results = decode_batch(
+                    self.model,
+                    self.tokenizer,
+                    [p.request for p in batch],
+                    self.eos_ids,
+                    prefix_cache=self.prefix_cache,
+                )
         except torch.OutOfMemoryError:
             if len(batch) == 1:
                 batch[0].future.set_exception(OmarError("out of memory for a single request"))

@@ -105,11 +105,11 @@ def test_out_of_memory_splits_the_batch(policy, monkeypatch):
     real = engine_module.decode_batch
     sizes = []
 
-    def fake(model, tokenizer, requests, eos):
+    def fake(model, tokenizer, requests, eos, **options):
         sizes.append(len(requests))
         if len(requests) > 2:
             raise torch.OutOfMemoryError("simulated")
-        return real(model, tokenizer, requests, eos)
+        return real(model, tokenizer, requests, eos, **options)
 
     monkeypatch.setattr(engine_module, "decode_batch", fake)
     batch = prompts(policy, 6)
@@ -127,7 +127,7 @@ def test_concurrent_callers_are_coalesced(policy, monkeypatch):
     real = engine_module.decode_batch
     sizes = []
     monkeypatch.setattr(
-        engine_module, "decode_batch", lambda m, t, r, e: sizes.append(len(r)) or real(m, t, r, e)
+        engine_module, "decode_batch", lambda m, t, r, e, **o: sizes.append(len(r)) or real(m, t, r, e, **o)
     )
     policy.max_wait_s = 0.2
     barrier = threading.Barrier(8)

@@ -213,9 +213,11 @@ def test_evaluate_negotiation_rotates_seats_in_shared_batches(
     batches: list[list[str | None]] = []
     real_decode = engine_module.decode_batch
 
-    def recording_decode(model: Any, tokenizer: Any, requests: list[Any], eos_ids: set[int]) -> Any:
+    def recording_decode(
+        model: Any, tokenizer: Any, requests: list[Any], eos_ids: set[int], **options: Any
+    ) -> Any:
         batches.append([r.adapter for r in requests])
-        return real_decode(model, tokenizer, requests, eos_ids)
+        return real_decode(model, tokenizer, requests, eos_ids, **options)
 
     monkeypatch.setattr(engine_module, "decode_batch", recording_decode)
     trained, _ = adapters
