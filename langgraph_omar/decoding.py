@@ -100,6 +100,27 @@ def _finished_sequence(
     )
 
 
+def _next_logits(
+    model: PreTrainedModel | PeftModel,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    cache: DynamicCache,
+    adapters: list[str | None],
+) -> torch.Tensor:
+    """Feed ids (B, S) after the cache; the logits (B, V) of each row's next token."""
+    extra = {"adapter_names": [a or BASE_ADAPTER for a in adapters]} if isinstance(model, PeftModel) else {}
+    return model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+        **extra,
+    ).logits[:, -1]
+
+
 @torch.inference_mode()
 def decode_batch(
     model: PreTrainedModel | PeftModel,
@@ -115,9 +136,20 @@ def decode_batch(
         prefix_cache.lookup(r.adapter, r.prompt_ids) if prefix_cache is not None else (None, 0)
         for r in requests
     ]
-    ids, mask, cache = _prefill_inputs(requests, prefixes, tokenizer.pad_token_id)
+    # identical prompts (a self-play group's first turn) are prefilled once, then their rows are copied
+    first_row: dict[tuple[str | None, tuple[int, ...]], int] = {}
+    source = [first_row.setdefault((r.adapter, tuple(r.prompt_ids)), i) for i, r in enumerate(requests)]
+    distinct = sorted(first_row.values())
+    ids, mask, cache = _prefill_inputs(
+        [requests[i] for i in distinct], [prefixes[i] for i in distinct], tokenizer.pad_token_id
+    )
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - ids.shape[1] :]
+    logits = _next_logits(model, ids, mask, positions, cache, [requests[i].adapter for i in distinct])
+    if len(distinct) < len(requests):
+        copies = torch.tensor([distinct.index(i) for i in source], device=device)
+        cache.batch_select_indices(copies)
+        logits, mask, positions = logits[copies], mask[copies], positions[copies]
 
     generators: list[torch.Generator | None] = []
     for r in requests:
@@ -131,19 +163,8 @@ def decode_batch(
     logprobs: list[list[float]] = [[] for _ in requests]
     results: list[DecodeResult | None] = [None] * len(requests)
     active = list(range(len(requests)))  # request index of each row still in the batch
-    is_peft = isinstance(model, PeftModel)
 
     while active:
-        extra = {"adapter_names": [requests[i].adapter or BASE_ADAPTER for i in active]} if is_peft else {}
-        logits = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **extra,
-        ).logits[:, -1]
         tokens, token_logprobs = sample_next(
             logits, [requests[i].params for i in active], [generators[i] for i in active]
         )
@@ -185,4 +206,5 @@ def decode_batch(
         ids = tokens[:, None]
         mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
         positions = positions[:, -1:] + 1
+        logits = _next_logits(model, ids, mask, positions, cache, [requests[i].adapter for i in active])
     return [r for r in results if r is not None]

@@ -87,3 +87,18 @@ def test_engine_drops_stored_prefixes_when_weights_change(policy):
     with policy.exclusive():
         pass  # a training step on the served tensors
     assert len(policy.prefix_cache) == 0
+
+
+def test_identical_prompts_prefilled_once_still_sample_their_own_tokens(policy):
+    same = policy.render([{"role": "user", "content": "OFFER 120 for the bike"}], 8)[0]
+    other = policy.render([{"role": "user", "content": "vote alice"}], 8)[0]
+    requests = [
+        DecodeRequest(prompt, SamplingParams(temperature=1.0, max_new_tokens=8, seed=seed))
+        for prompt, seed in [(same, 1), (other, 2), (same, 3), (same, 4)]
+    ]
+    together = decode_batch(policy.model, policy.tokenizer, requests, policy.eos_ids)
+    alone = [decode_batch(policy.model, policy.tokenizer, [r], policy.eos_ids)[0] for r in requests]
+    assert [r.completion_ids for r in together] == [r.completion_ids for r in alone]
+    for got, want in zip(together, alone, strict=True):
+        assert torch.allclose(torch.tensor(got.logprobs), torch.tensor(want.logprobs), atol=1e-5)
+    assert len({tuple(r.completion_ids) for r in together}) > 1  # copies of one prompt, each its own sample
