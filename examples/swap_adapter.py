@@ -1,6 +1,6 @@
 """Swap a trained LoRA adapter into a graph that is already built, then measure it against the base model.
 
-    python examples/swap_adapter.py runs/demo/adapter [MODEL]
+    python examples/swap_adapter.py runs/demo-TIME/train/adapter [MODEL]
 
 Two ways to swap, both without rebuilding the graph:
 1. per role: `ChatPolicy(adapter=...)` (a directory, or a name loaded in the engine) for some roles, the base

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def _rollout(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from langgraph_omar.demo import run_demo
 
-    run_demo(Path(args.out), episodes=args.episodes)
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    run_demo(out, episodes=args.episodes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.set_defaults(run=_rollout)
 
     demo = commands.add_parser("demo", help="the main job on the default model (see README)")
-    demo.add_argument("--out", default="runs/demo", help="folder for every artefact")
+    demo.add_argument("--out", default=None, help="folder for every artefact (default: runs/demo-TIME)")
     demo.add_argument("--episodes", type=int, default=8)
     demo.set_defaults(run=_demo)
 

@@ -66,7 +66,7 @@ def run_demo(out: Path, episodes: int = 8, seed: int = 0) -> dict[str, Path]:
     config = RunConfig.from_dict(DEMO_SETTINGS, source="demo settings")
     history = run_selfplay(config, run_dir)
     for record in history:
-        print(f"  iteration {record['iteration']}: mean reward {record.get('mean_reward', float('nan')):.3f}")
+        print(f"  iteration {record['iteration']}: mean reward {record['reward_mean']:.3f}")
     artefacts["run folder"] = run_dir
     adapter = run_dir / "adapter"
 

@@ -28,7 +28,7 @@ from langgraph_omar.evaluation import OPPONENT, TESTED, EvalResult  # noqa: E402
 from langgraph_omar.stats import ALL_SEATS, Comparison, Game, Interval  # noqa: E402
 from langgraph_omar.trajectory import Episode  # noqa: E402
 
-REWARD_KEYS = ("reward_mean", "mean_reward")  # the overall reward line of a run's metrics.jsonl
+REWARD_KEYS = ("reward_mean",)  # the overall reward line of a run's metrics.jsonl
 
 
 def read_run_metrics(path: Path) -> list[dict[str, Any]]:
