@@ -14,8 +14,9 @@ from typing import cast
 import numpy as np
 import torch
 from peft import PeftModel
-from transformers import DynamicCache, DynamicLayer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from langgraph_omar.kv_cache import GrowingLayer, growing_cache
 from langgraph_omar.prefix_cache import CachedSequence, PrefixCache
 from langgraph_omar.sampling import SamplingParams, sample_next
 
@@ -66,10 +67,9 @@ def _prefill_inputs(
         ids[row, feed - len(suffix) :] = torch.tensor(suffix)
         mask[row, width - n : width] = 1
         mask[row, width + feed - len(suffix) :] = 1
-    cache = DynamicCache()
+    prefix = []
     if width:
         reference = next(entry for entry, _ in prefixes if entry is not None)
-        layers = []
         for layer in range(len(reference.keys)):
             k, v = (
                 torch.zeros(len(requests), *t.shape[:-2], width, t.shape[-1], dtype=t.dtype, device=t.device)
@@ -79,9 +79,8 @@ def _prefill_inputs(
                 if entry is not None:
                     k[row, :, width - n :] = entry.keys[layer][:, :n]
                     v[row, :, width - n :] = entry.values[layer][:, :n]
-            layers.append((k, v))
-        cache = DynamicCache(ddp_cache_data=layers)
-    return ids, mask, cache
+            prefix.append((k, v))
+    return ids, mask, growing_cache(prefix)
 
 
 def _finished_sequence(
@@ -89,7 +88,7 @@ def _finished_sequence(
 ) -> CachedSequence | None:
     """Row `row`'s keys and values for the tokens fed so far (`ids`, the mask's ones), for the prefix cache;
     None when a layer keeps something other than full keys and values (sliding window, linear attention)."""
-    layers = [layer for layer in cache.layers if type(layer) is DynamicLayer]
+    layers = [layer for layer in cache.layers if isinstance(layer, GrowingLayer)]
     if len(layers) != len(cache.layers):
         return None
     columns = mask_row.nonzero().squeeze(-1)
