@@ -98,8 +98,11 @@ async def arun_episodes(
 
     metadata: per episode, merged into the run's `config["metadata"]` (episode_id, seed, scenario_id,
     group_id); an `episode_id` is made up when missing.
+    recursion_limit: LangGraph supersteps per episode; a graph compiled with a larger bound of its own (a
+    Werewolf graph carries one sized for its longest game) keeps that bound.
     """
     run = uuid.uuid4().hex[:8]
+    recursion_limit = max(recursion_limit, bound_recursion_limit(graph))
     metadata = [dict(m) for m in (metadata or [{} for _ in inputs])]
     for i, meta in enumerate(metadata):
         meta.setdefault("episode_id", f"{run}-{i:05d}")
@@ -139,6 +142,14 @@ async def arun_episodes(
         seconds=seconds,
     )
     return episodes, summary
+
+
+def bound_recursion_limit(graph: Any) -> int:
+    """The recursion limit a graph was compiled or bound with (`graph.with_config(recursion_limit=...)`),
+    or 0 when it has none: a limit passed at call time would otherwise replace it, even a smaller one."""
+    bound = getattr(graph, "config", None)
+    value = bound.get("recursion_limit") if isinstance(bound, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def run_episodes(
