@@ -1,18 +1,55 @@
-"""Full episodes of each environment on the real default model, through the public entry points."""
+"""Full episodes of each environment on the real default model, through `omar rollout`, with default rules.
+
+Each test plays one whole episode (SOTOPIA up to its ending rule and the judge; Werewolf until a team wins or
+the round cap) and checks the exported trajectories: status, every model call recorded with its tokens and
+logprobs, rewards (or recorded judge failures) for every role, and the environment's fallbacks.
+"""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from langgraph_omar import ChatPolicy
 from langgraph_omar.cli import main
-from langgraph_omar.envs import sotopia
-from langgraph_omar.envs.judge import SotopiaJudge
+from langgraph_omar.envs.judge import SOTOPIA_DIMENSIONS
 from langgraph_omar.envs.sotopia_rules import SotopiaRules
-from langgraph_omar.rollout import run_episodes
+from langgraph_omar.envs.werewolf_config import load_werewolf_config, team_of
+from langgraph_omar.trajectory import Episode
 from langgraph_omar.trajectory_io import read_episodes
 
 pytestmark = pytest.mark.integration
+
+# 16 new tokens per model call instead of the CLI's 64: a speech of a dozen words, and room for any Werewolf
+# command (KILL NAME is 3-4 tokens). The model runs at batch 1 for most turns here, so the budget sets the
+# time: a full SOTOPIA episode (20 turns + judge) or Werewolf game takes one to three minutes on 2 CPU cores
+# at 16 tokens, against about four to six at 64. The rules themselves are the defaults.
+MAX_TOKENS = "16"
+SOTOPIA_ROLES = ("agent_1", "agent_2")
+JUDGE_ATTEMPTS = 3  # SotopiaJudge's default: one answer and 2 retries
+
+
+def rollout_one(env: str, out) -> Episode:
+    assert main(["rollout", env, "--episodes", "1", "--max-tokens", MAX_TOKENS, "--out", str(out)]) == 0
+    (episode,) = read_episodes(out)
+    assert episode.status == "ok" and episode.error is None
+    return episode
+
+
+def assert_every_call_is_token_faithful(episode: Episode) -> None:
+    for turn in episode.turns:
+        assert turn.prompt_ids and 0 < len(turn.completion_ids) <= int(MAX_TOKENS)
+        assert len(turn.logprobs) == len(turn.completion_ids)
+        assert all(math.isfinite(lp) and lp <= 0.0 for lp in turn.logprobs)
+
+
+def assert_fallbacks_match_turns(episode: Episode, speaker_key: str) -> None:
+    """Every recorded fallback replaced the text of one traced call of that speaker; the counts agree."""
+    fallbacks = episode.metadata.get("fallbacks", [])
+    assert episode.metadata["metrics"]["fallbacks"] == len(fallbacks)
+    for record in fallbacks:
+        texts = [t.text for t in episode.turns if t.role == record[speaker_key]]
+        assert record["raw"] in texts, record
 
 
 def test_negotiation_episode_through_omar_rollout(tmp_path):
@@ -26,15 +63,73 @@ def test_negotiation_episode_through_omar_rollout(tmp_path):
         assert all(len(t.logprobs) == len(t.completion_ids) > 0 for t in episode.turns)
 
 
-def test_sotopia_episode_with_judge_exports_rewards_or_records_failure():
-    model = ChatPolicy(temperature=0.7, max_tokens=16)
-    judge = SotopiaJudge(ChatPolicy(temperature=0.0, max_tokens=120), retries=0)
-    graph = sotopia.build_graph(model=model, rules=SotopiaRules(max_turns=2), judge=judge)
-    (episode,), summary = run_episodes(graph, [sotopia.sample_input(0)], progress=False)
-    assert episode.status == "ok" and summary.failed == 0
-    player_turns = [t for t in episode.turns if t.role in ("agent_1", "agent_2")]
-    assert len(player_turns) == 2
-    failures = episode.metadata["metrics"].get("judge_failures", [])
-    # the judge either scored a role (reward = goal / 10 in [0, 1]) or recorded it as a failure: never invented
-    for role in ("agent_1", "agent_2"):
-        assert (role in episode.rewards and 0.0 <= episode.rewards[role] <= 1.0) or role in failures
+def test_full_sotopia_episode_with_its_judge_through_omar_rollout(tmp_path):
+    episode = rollout_one("sotopia", tmp_path / "sotopia.jsonl")
+    metrics = episode.metadata["metrics"]
+    assert_every_call_is_token_faithful(episode)
+
+    # The conversation: the agents alternate from agent_1 until a default rule ends it.
+    rules = SotopiaRules()
+    player_turns = [t for t in episode.turns if t.role in SOTOPIA_ROLES]
+    assert [t.role for t in player_turns] == [SOTOPIA_ROLES[i % 2] for i in range(len(player_turns))]
+    assert len(player_turns) == metrics["turns"] <= rules.max_turns
+    stop = metrics["stop_reason"]
+    assert stop in ("max_turns", "silence") or stop.startswith("left:"), stop
+    if stop == "max_turns":
+        assert len(player_turns) == rules.max_turns
+
+    # The judge: every call traced as the "judge" role, after the conversation; each agent scored on all
+    # seven dimensions within range (reward = goal / 10), or a recorded failure after every attempt, never both.
+    judge_turns = [t for t in episode.turns if t.role == "judge"]
+    assert {t.role for t in episode.turns} <= {*SOTOPIA_ROLES, "judge"}
+    assert episode.turns[-len(judge_turns) :] == judge_turns
+    assert len(judge_turns) == sum(metrics["judge_attempts"].values())
+    for role in SOTOPIA_ROLES:
+        if role in metrics["judge_failures"]:
+            assert role not in episode.rewards and role not in episode.reward_dimensions
+            assert metrics["judge_attempts"][role] == JUDGE_ATTEMPTS
+            assert metrics["judge_errors"][role].startswith("judge output unusable")
+        else:
+            scores = episode.reward_dimensions[role]
+            assert set(scores) == {d.name for d in SOTOPIA_DIMENSIONS}
+            assert all(d.low <= scores[d.name] <= d.high for d in SOTOPIA_DIMENSIONS)
+            assert episode.rewards[role] == pytest.approx(scores["goal"] / 10)
+            assert 1 <= metrics["judge_attempts"][role] <= JUDGE_ATTEMPTS
+
+    assert_fallbacks_match_turns(episode, "role")
+
+
+def test_full_werewolf_game_through_omar_rollout(tmp_path):
+    episode = rollout_one("werewolf", tmp_path / "werewolf.jsonl")
+    metrics = episode.metadata["metrics"]
+    game = load_werewolf_config()  # what `omar rollout werewolf` plays: the bundled classic_6 and its rules
+    assert_every_call_is_token_faithful(episode)
+
+    # Every decision is one traced model call of a player, under the player's name.
+    assert {t.role for t in episode.turns} <= set(game.players)
+    assert metrics["decisions"] == len(episode.turns) > 0
+
+    # The game ended: a team won, or the round cap made it a draw.
+    assert 1 <= metrics["rounds"] <= game.rules.max_rounds
+    winner = metrics["winner"]
+    assert winner in ("Villagers", "Werewolves") or (
+        winner == "draw" and metrics["rounds"] == game.rules.max_rounds
+    )
+    assert metrics["win_rate"] == {
+        "Villagers": float(winner == "Villagers"),
+        "Werewolves": float(winner == "Werewolves"),
+    }
+
+    # A reward for every player: the loss reward (-1) for the losing team; for the winners 0.9**n, n the
+    # rounds a player missed after elimination (1.0 for survivors); 0 for everyone in a draw.
+    assert set(episode.rewards) == set(game.players)
+    for player, reward in episode.rewards.items():
+        if winner == "draw":
+            assert reward == 0.0
+        elif team_of(game.roles[player]) != winner:
+            assert reward == -1.0
+        else:
+            assert any(reward == pytest.approx(0.9**n) for n in range(metrics["rounds"] + 1)), reward
+
+    assert sum(metrics["fallbacks_by_role"].values()) == metrics["fallbacks"]
+    assert_fallbacks_match_turns(episode, "player")
