@@ -32,6 +32,11 @@ DEMO_SETTINGS = {
     },
     "update": {"micro_batch_size": 8},
     "optimizer": {"learning_rate": 2e-4},
+    # The untrained model rarely closes a deal in 4 turns, so the outcome reward alone would leave nothing to
+    # learn from here; off-format and empty turns get a penalty (a dense signal), while cut-off replies are
+    # not penalised: 32 tokens cut most of them, and the parser reads an action line anywhere in the text.
+    "advantage": {"degenerate_penalty": 0.3},
+    "degenerate": {"over_length": False},
 }
 
 

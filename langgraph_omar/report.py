@@ -65,8 +65,13 @@ def _error_bar(interval: Interval | None) -> tuple[float, float, float]:
 
 
 def plot_training(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """Reward by iteration: the overall mean reward and each role's (keys `reward_<role>`)."""
-    figure, axis = plt.subplots(figsize=(7, 3.6))
+    """Reward by iteration: the overall mean reward and each role's (keys `reward_<role>`); beside it, when
+    the run counted them, the share of degenerate turns (empty, cut, off-format, repeated)."""
+    degenerate = [(r["iteration"], r["degenerate_fraction"]) for r in rows if "degenerate_fraction" in r]
+    figure, axes = plt.subplots(
+        1, 2 if degenerate else 1, figsize=(11 if degenerate else 7, 3.6), squeeze=False
+    )
+    axis = axes[0][0]
     keys = [k for k in REWARD_KEYS if any(k in row for row in rows)]
     keys += sorted({k for row in rows for k in row if k.startswith("reward_") and k not in REWARD_KEYS})
     for key in keys:
@@ -81,6 +86,14 @@ def plot_training(rows: Sequence[Mapping[str, Any]]) -> bytes:
     axis.grid(alpha=0.3)
     if keys:
         axis.legend(fontsize=8, loc="best")
+    if degenerate:
+        xs, ys = zip(*degenerate, strict=True)
+        side = axes[0][1]
+        side.plot(xs, ys, marker="o", markersize=3, color="tab:red")
+        side.set_ylim(0, 1.05)
+        side.set_xlabel("iteration")
+        side.set_title("share of degenerate turns")
+        side.grid(alpha=0.3)
     return _png(figure)
 
 
