@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from langgraph_omar.chat_model import ChatPolicy
 from langgraph_omar.envs import negotiation
 from langgraph_omar.envs.negotiation_rules import NegotiationRules
 from langgraph_omar.evaluation import evaluate
+from langgraph_omar.models import DEFAULT_MODEL
 from langgraph_omar.report import write_report
 from langgraph_omar.rl.config import RunConfig
 from langgraph_omar.rl.selfplay import run_selfplay
@@ -22,7 +24,7 @@ from langgraph_omar.trajectory import Episode
 from langgraph_omar.trajectory_io import write_episodes
 
 RULES = NegotiationRules(max_turns=4)  # short games: the demo runs on 2 CPU cores in a few minutes
-DEMO_SETTINGS = {
+DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "selfplay": {
         "iterations": 2,
         "episodes_per_iteration": 8,
@@ -46,14 +48,15 @@ def show(episode: Episode) -> None:
         print(f"[{turn.role}] {' '.join(turn.text.split())}")
 
 
-def run_demo(out: Path, episodes: int = 8, seed: int = 0) -> dict[str, Path]:
+def run_demo(out: Path, episodes: int = 8, seed: int = 0, model: str = DEFAULT_MODEL) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     artefacts: dict[str, Path] = {}
 
     print(f"1/4 self-play: {episodes} negotiation episodes in parallel on one shared model")
-    model = ChatPolicy(temperature=0.7, max_tokens=32)
-    graph = negotiation.build_graph(model=model, rules=RULES)
+    graph = negotiation.build_graph(
+        model=ChatPolicy(model=model, temperature=0.7, max_tokens=32), rules=RULES
+    )
     seeds = range(seed, seed + episodes)
     played, summary = run_episodes(
         graph,
@@ -68,7 +71,8 @@ def run_demo(out: Path, episodes: int = 8, seed: int = 0) -> dict[str, Path]:
 
     print("2/4 training: hierarchical-advantage PPO on a LoRA adapter of the served model")
     run_dir = out / "train"
-    config = RunConfig.from_dict(DEMO_SETTINGS, source="demo settings")
+    settings = {**DEMO_SETTINGS, "selfplay": {**DEMO_SETTINGS["selfplay"], "model": model}}
+    config = RunConfig.from_dict(settings, source="demo settings")
     history = run_selfplay(config, run_dir)
     for record in history:
         print(f"  iteration {record['iteration']}: mean reward {record['reward_mean']:.3f}")
@@ -83,6 +87,7 @@ def run_demo(out: Path, episodes: int = 8, seed: int = 0) -> dict[str, Path]:
         str(adapter),
         episodes=4,
         seed=1000,
+        model=model,
         max_tokens=32,
         arena_options={"graph_options": {"rules": RULES}},
         progress=True,

@@ -1,0 +1,24 @@
+"""The main job's whole loop (self-play, export, training, swap, evaluation, report) on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+from langgraph_omar.demo import run_demo
+from langgraph_omar.trajectory_io import read_episodes
+
+
+def test_demo_writes_every_artefact(policy, tmp_path, capsys):
+    artefacts = run_demo(tmp_path / "demo", episodes=2, model="tiny")
+    printed = capsys.readouterr().out
+    assert "1/4 self-play" in printed and "4/4 report" in printed
+    assert len(read_episodes(artefacts["trajectories"])) == 2
+    assert (artefacts["run folder"] / "adapter" / "adapter_model.safetensors").exists()
+    metrics = [
+        json.loads(line) for line in (artefacts["run folder"] / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [m["iteration"] for m in metrics] == [0, 1]
+    for name in ("report", "training plot", "seats plot"):
+        assert name in artefacts and artefacts[name].exists()
+    for name, path in artefacts.items():
+        assert str(path) in printed, name  # the command says where each artefact is
