@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration
 
 # 16 new tokens per model call instead of the CLI's 64: a speech of a dozen words, and room for any Werewolf
 # command (KILL NAME is 3-4 tokens). The model runs at batch 1 for most turns here, so the budget sets the
-# time: a full SOTOPIA episode (20 turns + 6 judge calls) or Werewolf game took about 40 s at 16 tokens on an
-# idle 2-core machine (up to 2.5 min with another job on the cores), against 3.5 to 6 min at 64 tokens. At 16
+# time. Measured on 2 CPU cores, a full SOTOPIA episode (20 turns + 6 judge calls) / Werewolf game took 45 s /
+# 35 s at 16 tokens and 74 s / 88 s at 64 when idle, but 3.7 / 6 min at 64 with another job on the cores. At 16
 # tokens the judge's 7-score JSON is cut short, so this run checks the recorded-failure path; the scored path
 # is covered with scripted judges in tests/test_judge.py. The rules themselves are the defaults.
 MAX_TOKENS = "16"
