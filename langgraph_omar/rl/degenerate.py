@@ -4,7 +4,9 @@ A turn is degenerate when it is
 - `empty`: no completion token, or only whitespace;
 - `over_length`: cut at max_tokens (`finish_reason == "length"`);
 - `off_format`: the environment replaced its action by a fallback (the final state's `fallbacks`, matched to
-  the turn by role and text, or `Turn.fallback` when the recorder set it);
+  the turn by speaker and text, or `Turn.fallback` when the recorder set it); the speaker is the record's
+  `player` when it has one (Werewolf: turns are named by player, and `role` is the game role, e.g.
+  "Werewolf"), else its `role` (conversation graphs);
 - `repeated`: the same text (of at least `min_repeat_chars` characters: saying "REJECT" twice is fine) as
   an earlier turn of the same role in the episode, or a completion whose n-grams repeat more than a set share
   (a loop).
@@ -39,15 +41,17 @@ def _normalized(text: str) -> str:
 
 
 def fallback_texts(episode: Episode) -> Counter[tuple[str, str]]:
-    """(role, normalized raw text) of each move the environment replaced by a fallback, with multiplicity."""
+    """(speaker, normalized raw text) of each move the environment replaced by a fallback, with multiplicity;
+    the speaker, as turns name it, is the record's `player` when present, else its `role`."""
     counts: Counter[tuple[str, str]] = Counter()
     for i, record in enumerate(episode.metadata.get("fallbacks") or []):
-        if not isinstance(record, dict) or "role" not in record or "raw" not in record:
+        if not isinstance(record, dict) or "raw" not in record or not ("player" in record or "role" in record):
             raise ValueError(
-                f"episode {episode.episode_id}: metadata.fallbacks[{i}] must be a dict with 'role' and 'raw', "
-                f"got {record!r}"
+                f"episode {episode.episode_id}: metadata.fallbacks[{i}] must be a dict with 'raw' and 'player' "
+                f"or 'role', got {record!r}"
             )
-        counts[(str(record["role"]), _normalized(str(record["raw"])))] += 1
+        speaker = record["player"] if "player" in record else record["role"]
+        counts[(str(speaker), _normalized(str(record["raw"])))] += 1
     return counts
 
 
