@@ -45,7 +45,11 @@ def fallback_texts(episode: Episode) -> Counter[tuple[str, str]]:
     the speaker, as turns name it, is the record's `player` when present, else its `role`."""
     counts: Counter[tuple[str, str]] = Counter()
     for i, record in enumerate(episode.metadata.get("fallbacks") or []):
-        if not isinstance(record, dict) or "raw" not in record or not ("player" in record or "role" in record):
+        if (
+            not isinstance(record, dict)
+            or "raw" not in record
+            or not ("player" in record or "role" in record)
+        ):
             raise ValueError(
                 f"episode {episode.episode_id}: metadata.fallbacks[{i}] must be a dict with 'raw' and 'player' "
                 f"or 'role', got {record!r}"
