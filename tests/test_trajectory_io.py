@@ -16,7 +16,6 @@ import pytest
 
 from langgraph_omar.trajectory import SCHEMA_VERSION, Episode, Turn
 from langgraph_omar.trajectory_io import (
-    _VALUE_CHECKS,
     PARQUET_SCHEMA,
     TornLineWarning,
     TrajectoryFileError,
@@ -25,6 +24,7 @@ from langgraph_omar.trajectory_io import (
     to_trl_records,
     write_episodes,
 )
+from langgraph_omar.trajectory_io.validation import _VALUE_CHECKS
 
 REPO = Path(__file__).parents[1]
 FORMATS = ["episodes.jsonl", "episodes.parquet"]
