@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage
 
 from langgraph_omar.conversation import ScriptedChatModel
+from langgraph_omar.envs.judge import SotopiaJudge
 from langgraph_omar.envs.sotopia import ROLES, build_graph, episode_input, sample_input, transcript_text
 from langgraph_omar.envs.sotopia_data import (
     SotopiaDataError,
@@ -33,10 +35,20 @@ SHARED_SOTOPIA = Path(__file__).parents[1].parent / "shared" / "data" / "sotopia
 needs_shared_data = pytest.mark.skipif(
     not SHARED_SOTOPIA.is_dir(), reason=f"SOTOPIA data not found at {SHARED_SOTOPIA} (../shared/data/sotopia)"
 )
-GOOD_JUDGE = json.dumps(
-    {"believability": 8, "relationship": 1, "knowledge": 3, "secret": 0, "social_rules": 0,
-     "financial_and_material_benefits": 0, "goal": 6}
-)  # fmt: skip
+GOOD_SCORES = {"believability": 8, "relationship": 1, "knowledge": 3, "secret": 0, "social_rules": 0,
+               "financial_and_material_benefits": 0, "goal": 6}  # fmt: skip
+GOOD_JUDGE = json.dumps(GOOD_SCORES)  # a JSON-mode judge's answer
+
+
+def per_dimension_judge(scores: dict[str, int]) -> ScriptedChatModel:
+    """Answers the default (per-dimension) judge's request about dimension d with scores[d]."""
+
+    def respond(messages: list[BaseMessage]) -> str:
+        found = re.match(r"Score .+? on (\w+), from", messages[-1].text)
+        assert found is not None
+        return f"Score: {scores[found.group(1)]}"
+
+    return ScriptedChatModel(respond=respond)
 
 
 def scripted(lines: list[str]) -> ScriptedChatModel:
@@ -258,17 +270,21 @@ def test_a_leave_ends_the_episode_and_both_agents_are_judged() -> None:
         ["[speak] Is this bike for sale?", "[action] checks the tyres", "[leave]", "[speak] again"]
     )
     agent_2 = scripted(["Yes, for $300.", "[none]", "[speak] more"])
-    judge = ScriptedChatModel(respond=lambda messages: GOOD_JUDGE)
+    judge = per_dimension_judge(GOOD_SCORES)
     # `model` is every role's model and the judge's; both roles are overridden here, so only the judge uses it.
     graph = build_graph(judge, models={"agent_1": agent_1, "agent_2": agent_2})
     final = graph.invoke(episode_input(episode))
     assert [u["action"]["type"] for u in final["transcript"]] == ["speak", "speak", "action", "none", "leave"]
     assert final["stop_reason"] == "left:agent_1"
     assert final["rewards"] == {"agent_1": 0.6, "agent_2": 0.6}  # goal 6 / 10
-    assert final["reward_dimensions"]["agent_2"]["believability"] == 8.0
+    assert final["reward_dimensions"]["agent_2"] == {
+        name: float(value) for name, value in GOOD_SCORES.items()
+    }
+    # the default judge: one call per dimension, so 7 per agent when every answer parses
+    assert final["metrics"]["judge_attempts"] == {"agent_1": 7, "agent_2": 7}
     assert [(f["role"], f["reason"]) for f in final["fallbacks"]] == [("agent_2", "no_action_tag")]
-    assert [metadata["role"] for metadata in judge.call_metadata] == ["judge", "judge"]  # not a player's turn
-    judged = judge.calls[0][-1].text
+    assert [metadata["role"] for metadata in judge.call_metadata] == ["judge"] * 14  # not a player's turn
+    judged = judge.calls[0][1].text  # the request that carries the context and the interaction
     assert (
         'Lena Okafor said: "Is this bike for sale?"' in judged
         and "Lena Okafor left the conversation" in judged
@@ -310,8 +326,19 @@ async def test_judge_failure_gives_no_reward_and_is_recorded() -> None:
     final = await graph.ainvoke(sample_input(1))
     assert final["rewards"] == {} and final["reward_dimensions"] == {}
     assert final["metrics"]["judge_failures"] == ["agent_1", "agent_2"]
-    assert final["metrics"]["judge_attempts"] == {"agent_1": 3, "agent_2": 3}  # 1 + 2 retries each
-    assert "no JSON object" in final["metrics"]["judge_errors"]["agent_1"]
+    # the default judge: 7 dimensions x (1 + DEFAULT_JUDGE_RETRIES = 4 retries) = 35 calls per agent
+    assert final["metrics"]["judge_attempts"] == {"agent_1": 35, "agent_2": 35}
+    assert "goal: no integer in the answer" in final["metrics"]["judge_errors"]["agent_1"]
+
+
+def test_a_json_judge_can_replace_the_default_one() -> None:
+    judge_model = ScriptedChatModel(respond=lambda messages: GOOD_JUDGE)
+    graph = build_graph(
+        models={r: scripted(["[leave]"]) for r in ROLES}, judge=SotopiaJudge(judge_model, retries=0)
+    )
+    final = graph.invoke(sample_input(0))
+    assert final["rewards"] == {"agent_1": 0.6, "agent_2": 0.6}  # goal 6 / 10
+    assert final["metrics"]["judge_attempts"] == {"agent_1": 1, "agent_2": 1} and len(judge_model.calls) == 2
 
 
 def test_transcript_text_and_bad_arguments() -> None:

@@ -1,12 +1,23 @@
-"""The SOTOPIA judge: parsing, range checks, retry-then-failure, reward aggregation, dimension files."""
+"""The SOTOPIA judge: parsing, range checks, retry-then-failure, reward aggregation, dimension files, and the
+per-dimension mode (one integer per call, calls issued together)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from langchain_core.messages import BaseMessage
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
 
 from langgraph_omar.conversation import ScriptedChatModel
 from langgraph_omar.envs.judge import (
@@ -16,6 +27,7 @@ from langgraph_omar.envs.judge import (
     SotopiaJudge,
     aggregate_reward,
     load_dimensions,
+    parse_dimension_score,
 )
 from langgraph_omar.errors import OmarError
 
@@ -138,3 +150,226 @@ def test_dimensions_from_a_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"SotopiaDimensions": {"goal": {"range": [0]}}}))
     with pytest.raises(OmarError, match=r"key SotopiaDimensions.goal.range: expected \[low, high\]"):
         load_dimensions(bad)
+
+
+# ---- per-dimension mode ---------------------------------------------------------------------------------------
+
+GOAL = next(d for d in SOTOPIA_DIMENSIONS if d.name == "goal")  # [0, 10]
+SECRET = next(d for d in SOTOPIA_DIMENSIONS if d.name == "secret")  # [-10, 0]
+RELATIONSHIP = next(d for d in SOTOPIA_DIMENSIONS if d.name == "relationship")  # [-5, 5]
+
+
+EARLIER = "\n(Earlier answers could not be used: "  # how a per-dimension retry adds the reasons
+
+
+def asked_dimension(messages: list[BaseMessage]) -> str:
+    """The dimension a per-dimension request asks about (its last message; retries included)."""
+    found = re.match(r"Score \S+ on (\w+), from", messages[-1].text)
+    assert found is not None, messages[-1].text
+    return found.group(1)
+
+
+def attempt_of(messages: list[BaseMessage]) -> int:
+    """0 for a first request; k for the k-th retry, whose note lists the k reasons so far."""
+    _, _, reasons = messages[-1].text.partition(EARLIER)
+    return reasons.count("; ") + 1 if reasons else 0
+
+
+def by_dimension(answers: dict[str, list[str]]) -> ScriptedChatModel:
+    """Answers a request about dimension d with answers[d][k] on its k-th attempt (the last one again after);
+    a dimension not in `answers` gets its SCORES value."""
+
+    def respond(messages: list[BaseMessage]) -> str:
+        name = asked_dimension(messages)
+        script = answers.get(name, [str(SCORES[name])])
+        return script[min(attempt_of(messages), len(script) - 1)]
+
+    return ScriptedChatModel(respond=respond)
+
+
+@pytest.mark.parametrize(
+    ("answer", "dimension", "score"),
+    [
+        ("7", GOAL, 7.0),
+        ("Score: 7", GOAL, 7.0),
+        ("I would rate it 3 out of 10.", GOAL, 3.0),  # the first number counts
+        ("Turn #12 shows it. Score: 8", GOAL, 8.0),  # ...unless one follows `score:`
+        ("SCORE:-3", SECRET, -3.0),
+        ("-2 (the relationship got worse)", RELATIONSHIP, -2.0),
+        ("6.5", GOAL, 6.5),  # a decimal is taken as is
+        ("0", SECRET, 0.0),  # both ends of the range are allowed
+    ],
+)
+def test_a_dimension_answer_is_read_leniently(answer: str, dimension: Dimension, score: float) -> None:
+    assert parse_dimension_score(answer, dimension) == score
+
+
+@pytest.mark.parametrize(
+    ("answer", "dimension", "problem"),
+    [
+        ("They did very well.", GOAL, "goal: no integer in the answer"),
+        ("", GOAL, "goal: no integer in the answer"),
+        ("11", GOAL, r"goal=11 is outside \[0, 10\]"),
+        ("Score: 12, I mean 7", GOAL, r"goal=12 is outside \[0, 10\]"),  # never a guess at another number
+        ("5", SECRET, r"secret=5 is outside \[-10, 0\]"),
+    ],
+)
+def test_a_dimension_answer_without_a_usable_number_is_an_error(
+    answer: str, dimension: Dimension, problem: str
+) -> None:
+    with pytest.raises(JudgeError, match=problem):
+        parse_dimension_score(answer, dimension)
+
+
+@given(text=st.text(max_size=80))
+@settings(max_examples=300, deadline=None)
+def test_dimension_parsing_never_crashes_and_never_leaves_the_range(text: str) -> None:
+    for dimension in (GOAL, SECRET, RELATIONSHIP):
+        try:
+            score = parse_dimension_score(text, dimension)
+        except JudgeError:
+            continue
+        assert dimension.low <= score <= dimension.high
+
+
+def test_per_dimension_scores_every_dimension_with_one_short_call_each() -> None:
+    model = by_dimension({})
+    judge = SotopiaJudge(model, per_dimension=True)
+    result = judge.score_agent("CONTEXT", "TRANSCRIPT", "Ann")
+    assert result.ok and result.scores == {name: float(value) for name, value in SCORES.items()}
+    assert result.attempts == len(model.calls) == 7  # one call per dimension, no retry
+    assert sorted(asked_dimension(call) for call in model.calls) == sorted(SCORES)
+    assert judge.reward(result) == pytest.approx(0.7)  # goal 7 / 10
+
+
+def test_per_dimension_retries_only_the_failed_dimension_with_the_reasons() -> None:
+    model = by_dimension({"goal": ["12", "no idea", "Score: 9"]})
+    result = SotopiaJudge(model, per_dimension=True).score_agent("context", "transcript", "Ann")
+    assert result.ok and result.scores is not None and result.scores["goal"] == 9.0
+    assert result.attempts == len(model.calls) == 9  # 7 first answers + 2 retries of goal
+    first, *retries = [call for call in model.calls if asked_dimension(call) == "goal"]
+    # A retry is the first request again (the bad answer is not shown: a small model repeats it), its question
+    # followed by every reason so far, so that each retry's prompt differs and a seeded sampler draws anew.
+    assert [len(call) for call in retries] == [len(first)] * 2 and retries[0][:-1] == first[:-1]
+    question = first[-1].text
+    assert retries[0][-1].text == question + EARLIER + "goal=12 is outside [0, 10].)"
+    assert (
+        retries[1][-1].text
+        == question + EARLIER + "goal=12 is outside [0, 10]; goal: no integer in the answer.)"
+    )
+
+
+def test_the_dimension_prompt_shows_the_format_in_the_dimensions_range() -> None:
+    judge = SotopiaJudge(answering("0"), per_dimension=True)
+    messages = judge.dimension_messages("CONTEXT", "TRANSCRIPT", "Ann", SECRET)
+    assert [type(m).__name__ for m in messages] == [
+        "SystemMessage", "HumanMessage", "AIMessage", "HumanMessage", "AIMessage", "HumanMessage"
+    ]  # fmt: skip
+    assert "CONTEXT" in messages[1].text and "TRANSCRIPT" in messages[1].text
+    # examples at 30% and 80% of [-10, 0]: -10 + round(0.3 * 10) = -7 and -10 + round(0.8 * 10) = -2
+    assert [messages[2].text, messages[4].text] == ["Score: -7", "Score: -2"]
+    assert messages[-1].text == (
+        "Score Ann on secret, from -10 to 0: Did the agent leak its secret or hidden intentions? "
+        "0 = kept, -10 = leaked.\nReply with only the score."
+    )
+    # The requests about one agent start alike up to the first example's range (prefix reuse in an engine).
+    goal = judge.dimension_messages("CONTEXT", "TRANSCRIPT", "Ann", GOAL)
+    shared = "CONTEXT\n\nThe interaction:\nTRANSCRIPT\n\nScore Ann on politeness, from "
+    assert goal[0] == messages[0] and goal[1].text.startswith(shared) and messages[1].text.startswith(shared)
+
+
+def test_a_dimension_that_keeps_failing_makes_a_recorded_failure_without_scores() -> None:
+    model = by_dimension({"goal": ["no idea"], "secret": ["3"]})
+    judge = SotopiaJudge(model, retries=2, per_dimension=True)
+    result = judge.score_agent("context", "transcript", "Ann")
+    # 5 dimensions answered once + goal and secret asked 1 + 2 times each = 5 + 6 = 11 calls
+    assert (result.ok, result.scores, result.attempts, len(model.calls)) == (False, None, 11, 11)
+    assert result.failure == (
+        "judge output unusable after 11 attempts: secret=3 is outside [-10, 0]; goal: no integer in the answer"
+    )
+    assert len(result.raw_outputs) == 11 and result.raw_outputs.count("no idea") == 3
+    assert judge.reward(result) is None
+
+
+async def test_async_per_dimension_follows_the_same_policy() -> None:
+    model = by_dimension({"knowledge": ["lots", "4"]})
+    judge = SotopiaJudge(model, per_dimension=True)
+    first, second = await judge.ascore_agents("context", "transcript", ["Ann", "Bo"])
+    assert [first.agent, second.agent] == ["Ann", "Bo"]
+    assert first.ok and second.ok and first.attempts == second.attempts == 8  # 7 + one knowledge retry each
+    assert model.async_calls == len(model.calls) == 16
+
+
+class InFlightChatModel(BaseChatModel):
+    """Answers SCORES[dimension] only once `expected` calls are in flight together, and records the peak number
+    of calls in flight and each call's keyword arguments. Calls issued one by one never reach `expected`: the
+    first waits 5 s, then the model stops waiting so that the test fails fast on its peak."""
+
+    expected: int
+    in_flight: int = 0
+    peak: int = 0
+    gave_up: bool = False
+    kwargs_seen: list[dict[str, Any]] = Field(default_factory=list)
+    lock: Any = Field(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "in-flight"
+
+    def _enter(self, kwargs: dict[str, Any]) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            self.kwargs_seen.append(kwargs)
+
+    def _waiting(self, deadline: float) -> bool:
+        self.gave_up = self.gave_up or time.monotonic() > deadline
+        return self.peak < self.expected and not self.gave_up
+
+    def _leave(self, messages: list[BaseMessage]) -> ChatResult:
+        with self.lock:
+            self.in_flight -= 1
+        answer = AIMessage(content=str(SCORES[asked_dimension(messages)]))
+        return ChatResult(generations=[ChatGeneration(message=answer)])
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ):
+        self._enter(kwargs)
+        deadline = time.monotonic() + 5
+        while self._waiting(deadline):
+            time.sleep(0.005)
+        return self._leave(messages)
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ):
+        self._enter(kwargs)
+        deadline = time.monotonic() + 5
+        while self._waiting(deadline):
+            await asyncio.sleep(0.005)
+        return self._leave(messages)
+
+
+async def test_async_issues_every_call_of_every_agent_before_any_returns() -> None:
+    model = InFlightChatModel(expected=14)
+    judge = SotopiaJudge(model, per_dimension=True, max_tokens=10)
+    results = await judge.ascore_agents("context", "transcript", ["Ann", "Bo"])
+    assert all(result.ok for result in results)
+    assert model.peak == 14  # 2 agents x 7 dimensions in flight at once: a shared engine batches them
+    assert (
+        all(kwargs.get("max_tokens") == 10 for kwargs in model.kwargs_seen) and len(model.kwargs_seen) == 14
+    )
+
+
+def test_sync_issues_every_call_of_every_agent_in_one_batch() -> None:
+    model = InFlightChatModel(expected=14)
+    results = SotopiaJudge(model, per_dimension=True).score_agents("context", "transcript", ["Ann", "Bo"])
+    assert all(result.ok for result in results)
+    assert model.peak == 14  # more than LangChain's default thread pool (a few workers) would run
+    assert all("max_tokens" not in kwargs for kwargs in model.kwargs_seen)  # None: the model's own limit
+
+
+def test_per_dimension_configuration_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_tokens must be >= 1 or None"):
+        SotopiaJudge(answering("{}"), per_dimension=True, max_tokens=0)

@@ -1,10 +1,18 @@
 """An LLM judge that scores each SOTOPIA agent on SOTOPIA's seven dimensions, over any LangChain chat model.
 
-One call per agent asks for a JSON object with one integer score per dimension. Accepted answers: a JSON object
-(in prose or a code fence, found anywhere in the output) mapping each dimension to a number, to
-`{"score": n, ...}` or to SOTOPIA's `[reasoning, n]`. An answer that does not parse, misses a dimension or has a
-score outside the dimension's range is retried (`retries` times, telling the model what was wrong); after that
-the agent's result is a recorded failure with no scores: a score is never invented.
+Two ways to ask:
+- JSON mode (default): one call per agent asks for a JSON object with one integer score per dimension.
+  Accepted answers: a JSON object (in prose or a code fence, found anywhere in the output) mapping each
+  dimension to a number, to `{"score": n, ...}` or to SOTOPIA's `[reasoning, n]`.
+- Per-dimension mode (`per_dimension=True`): one short call per (agent, dimension) asks for a single integer
+  in the dimension's range; the answer's first number counts (the one after `score:` when there is one). Small
+  local models, which cannot write the 7-score JSON, can answer this. All the calls are issued together (the
+  async path gathers them, the sync path batches them), so a shared engine serves them in one batch.
+In both modes an answer that does not parse, misses a dimension or has a score outside the dimension's range is
+retried (`retries` times per question, telling the model what was wrong: JSON mode goes on with the
+conversation, per-dimension mode asks the first question again with the reasons); after that the agent's
+result is a recorded failure with no scores (per dimension: when any dimension still fails): a score is never
+invented.
 
 Rewards from scores (`aggregate_reward`): "goal" (default) = goal / 10; "normalized_mean" = the mean of the
 min-max-normalised goal, relationship and knowledge scores; or any function of the scores.
@@ -12,10 +20,12 @@ min-max-normalised goal, relationship and knowledge scores; or any function of t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +102,11 @@ def load_dimensions(path: str | Path, key: str = "SotopiaDimensions") -> tuple[D
 
 @dataclass(frozen=True)
 class JudgeScore:
-    """One agent's evaluation: `scores` (dimension -> score) or, after every attempt failed, `failure`."""
+    """One agent's evaluation: `scores` (dimension -> score) or, after every attempt failed, `failure`.
+
+    attempts: the model calls made for this agent (per-dimension mode: summed over the dimensions);
+    raw_outputs: their answers, question by question.
+    """
 
     agent: str
     scores: dict[str, float] | None
@@ -122,8 +136,75 @@ def aggregate_reward(
     raise ValueError(f"unknown aggregation {aggregation!r}; expected 'goal', 'normalized_mean' or a function")
 
 
+def parse_dimension_score(text: str, dimension: Dimension) -> float:
+    """The score in a per-dimension answer: the number after `score:` when there is one, else the first number
+    (a decimal is taken as is); raises JudgeError when there is none or it is outside the dimension's range."""
+    found = _LABELLED_NUMBER.search(text) or _NUMBER.search(text)
+    if found is None:
+        raise JudgeError(f"{dimension.name}: no integer in the answer")
+    score = float(found.group("number"))
+    if not dimension.low <= score <= dimension.high:
+        raise JudgeError(f"{dimension.name}={score:g} is outside [{dimension.low}, {dimension.high}]")
+    return score
+
+
+_NUMBER_PATTERN = r"(?P<number>[-+]?[0-9]+(?:\.[0-9]+)?)"
+_NUMBER = re.compile(r"(?<![0-9.])" + _NUMBER_PATTERN)
+_LABELLED_NUMBER = re.compile(r"score\s*:\s*" + _NUMBER_PATTERN, re.IGNORECASE)
+
+
+Retry = Callable[[list[BaseMessage], str, list[str]], list[BaseMessage]]
+
+
+@dataclass
+class _Question:
+    """One request asked until its answer parses: the next request, the answers so far, the scores or errors.
+
+    retry: (the request just answered, its unusable answer, every error so far) -> the next request.
+    """
+
+    messages: list[BaseMessage]
+    parse: Callable[[str], dict[str, float]]
+    retry: Retry
+    outputs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    scores: dict[str, float] | None = None
+
+    def take(self, text: str) -> bool:
+        """Record an answer; True when it parsed, else the next request is the retry."""
+        self.outputs.append(text)
+        try:
+            self.scores = self.parse(text)
+            return True
+        except JudgeError as problem:
+            self.errors.append(str(problem))
+            self.messages = self.retry(self.messages, text, self.errors)
+            return False
+
+
+def _follow_up(request: list[BaseMessage], answer: str, errors: list[str]) -> list[BaseMessage]:
+    """JSON mode's retry: the conversation goes on with the bad answer and what was wrong with it."""
+    retry = f"That answer could not be used: {errors[-1]}. Answer again with only the JSON object."
+    return [*request, AIMessage(answer), HumanMessage(retry)]
+
+
+def _ask_again(
+    first: list[BaseMessage], request: list[BaseMessage], answer: str, errors: list[str]
+) -> list[BaseMessage]:
+    """Per-dimension retry: the first request again, its question followed by every reason so far. A small
+    model shown its bad answer repeats it; and each retry's text differs, so a seeded sampler draws anew."""
+    *head, question = first
+    note = f"\n(Earlier answers could not be used: {'; '.join(errors)}.)"
+    return [*head, HumanMessage(question.text + note)]
+
+
 class SotopiaJudge:
-    """Scores agents on `dimensions` with `model`; see the module docstring for the retry policy."""
+    """Scores agents on `dimensions` with `model`; see the module docstring for the two modes and the retries.
+
+    per_dimension: one call per (agent, dimension) asking for one integer, instead of one JSON call per agent.
+    max_tokens: passed to every call as `max_tokens` (None: the model's own limit); per-dimension answers need
+        only a few tokens.
+    """
 
     def __init__(
         self,
@@ -131,9 +212,14 @@ class SotopiaJudge:
         dimensions: Sequence[Dimension] = SOTOPIA_DIMENSIONS,
         retries: int = 2,
         aggregation: Aggregation = "goal",
+        *,
+        per_dimension: bool = False,
+        max_tokens: int | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError(f"SotopiaJudge.retries must be >= 0, got {retries}")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"SotopiaJudge.max_tokens must be >= 1 or None, got {max_tokens}")
         names = [dimension.name for dimension in dimensions]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"SotopiaJudge.dimensions must be non-empty with unique names, got {names}")
@@ -149,9 +235,11 @@ class SotopiaJudge:
         self.dimensions = tuple(dimensions)
         self.retries = retries
         self.aggregation = aggregation
+        self.per_dimension = per_dimension
+        self.max_tokens = max_tokens
 
     def messages(self, context: str, transcript: str, agent: str) -> list[BaseMessage]:
-        """The first request for `agent`'s scores."""
+        """The first request for `agent`'s scores (JSON mode)."""
         lines = [f"- {d.name} (integer from {d.low} to {d.high}): {d.instruction}" for d in self.dimensions]
         template = ", ".join(f'"{d.name}": <{d.low}..{d.high}>' for d in self.dimensions)
         return [
@@ -163,8 +251,35 @@ class SotopiaJudge:
             ),
         ]
 
+    def dimension_messages(
+        self, context: str, transcript: str, agent: str, dimension: Dimension
+    ) -> list[BaseMessage]:
+        """The first request for `agent`'s score on one dimension (per-dimension mode).
+
+        Two worked exchanges on dimensions that are not scored (politeness, clarity; answers at 30% and 80% of
+        the range) show the answer format in the dimension's own range: without them the 135M default model
+        answered in prose (measured: 6 of 42 answers held a usable number; with them 38 of 42). The shared
+        part comes first, so an engine with a prefix cache reuses it across an agent's dimensions.
+        """
+        span = f"from {dimension.low} to {dimension.high}"
+        example_low = dimension.low + round(0.3 * (dimension.high - dimension.low))
+        example_high = dimension.low + round(0.8 * (dimension.high - dimension.low))
+        return [
+            SystemMessage("You are an impartial judge of social interactions. You answer with one integer."),
+            HumanMessage(
+                f"{context}\n\nThe interaction:\n{transcript}\n\n"
+                f"Score {agent} on politeness, {span}. Reply with only the score."
+            ),
+            AIMessage(f"Score: {example_low}"),
+            HumanMessage(f"Score {agent} on clarity, {span}. Reply with only the score."),
+            AIMessage(f"Score: {example_high}"),
+            HumanMessage(
+                f"Score {agent} on {dimension.name}, {span}: {dimension.instruction}\nReply with only the score."
+            ),
+        ]
+
     def parse(self, text: str) -> dict[str, float]:
-        """The scores in `text`; raises JudgeError naming what is missing, malformed or out of range."""
+        """The scores in a JSON-mode answer; raises JudgeError naming what is missing, malformed or out of range."""
         found = _json_object(text)
         if found is None:
             raise JudgeError("no JSON object found in the answer")
@@ -190,35 +305,36 @@ class SotopiaJudge:
         self, context: str, transcript: str, agent: str, config: RunnableConfig | None = None
     ) -> JudgeScore:
         """Ask, check, and retry on bad output; a failure after `1 + retries` attempts has no scores."""
-        messages = self.messages(context, transcript, agent)
-        outputs: list[str] = []
-        error = ""
+        return self.score_agents(context, transcript, [agent], config)[0]
+
+    def score_agents(
+        self, context: str, transcript: str, agents: Sequence[str], config: RunnableConfig | None = None
+    ) -> list[JudgeScore]:
+        """`score_agent` for several agents, every pending question of every agent in one `model.batch`."""
+        questions = {agent: self._questions(context, transcript, agent) for agent in agents}
+        pending = [question for asked in questions.values() for question in asked]
         for _ in range(1 + self.retries):
-            text = self.model.invoke(messages, config=config).text
-            outputs.append(text)
-            try:
-                return JudgeScore(agent, self.parse(text), attempts=len(outputs), raw_outputs=tuple(outputs))
-            except JudgeError as problem:
-                error = str(problem)
-                messages = [*messages, AIMessage(text), HumanMessage(_retry_request(error))]
-        return self._failure(agent, outputs, error)
+            if not pending:
+                break
+            # One thread per question (LangChain's default pool has a few), so an engine batches them all.
+            batch_config: RunnableConfig = {"max_concurrency": len(pending), **(config or {})}
+            answers = self.model.batch([q.messages for q in pending], batch_config, **self._call_options())
+            pending = [q for q, answer in zip(pending, answers, strict=True) if not q.take(answer.text)]
+        return [self._result(agent, asked) for agent, asked in questions.items()]
 
     async def ascore_agent(
         self, context: str, transcript: str, agent: str, config: RunnableConfig | None = None
     ) -> JudgeScore:
-        """`score_agent` for async graphs (same prompts, same retry policy)."""
-        messages = self.messages(context, transcript, agent)
-        outputs: list[str] = []
-        error = ""
-        for _ in range(1 + self.retries):
-            text = (await self.model.ainvoke(messages, config=config)).text
-            outputs.append(text)
-            try:
-                return JudgeScore(agent, self.parse(text), attempts=len(outputs), raw_outputs=tuple(outputs))
-            except JudgeError as problem:
-                error = str(problem)
-                messages = [*messages, AIMessage(text), HumanMessage(_retry_request(error))]
-        return self._failure(agent, outputs, error)
+        """`score_agent` for async graphs (same prompts, same retry policy); the questions run concurrently."""
+        return (await self.ascore_agents(context, transcript, [agent], config))[0]
+
+    async def ascore_agents(
+        self, context: str, transcript: str, agents: Sequence[str], config: RunnableConfig | None = None
+    ) -> list[JudgeScore]:
+        """`ascore_agent` for several agents: every question of every agent is issued at once."""
+        questions = {agent: self._questions(context, transcript, agent) for agent in agents}
+        await asyncio.gather(*(self._aask(q, config) for asked in questions.values() for q in asked))
+        return [self._result(agent, asked) for agent, asked in questions.items()]
 
     def reward(self, score: JudgeScore) -> float | None:
         """The agent's scalar reward, or None when judging failed (no reward is made up)."""
@@ -226,13 +342,39 @@ class SotopiaJudge:
             return None
         return aggregate_reward(score.scores, self.aggregation, self.dimensions)
 
-    def _failure(self, agent: str, outputs: list[str], error: str) -> JudgeScore:
-        failure = f"judge output unusable after {len(outputs)} attempts: {error}"
-        return JudgeScore(agent, None, failure=failure, attempts=len(outputs), raw_outputs=tuple(outputs))
+    def _questions(self, context: str, transcript: str, agent: str) -> list[_Question]:
+        if not self.per_dimension:
+            return [_Question(self.messages(context, transcript, agent), self.parse, _follow_up)]
+        questions = []
+        for dimension in self.dimensions:
+            first = self.dimension_messages(context, transcript, agent, dimension)
+            questions.append(
+                _Question(first, partial(_dimension_scores, dimension), partial(_ask_again, first))
+            )
+        return questions
+
+    async def _aask(self, question: _Question, config: RunnableConfig | None) -> None:
+        for _ in range(1 + self.retries):
+            answer = await self.model.ainvoke(question.messages, config=config, **self._call_options())
+            if question.take(answer.text):
+                return
+
+    def _call_options(self) -> dict[str, Any]:
+        return {} if self.max_tokens is None else {"max_tokens": self.max_tokens}
+
+    def _result(self, agent: str, questions: Sequence[_Question]) -> JudgeScore:
+        """Scores when every question parsed; else a recorded failure naming every question's last error."""
+        outputs = tuple(output for question in questions for output in question.outputs)
+        errors = [question.errors[-1] for question in questions if question.scores is None]
+        if errors:
+            failure = f"judge output unusable after {len(outputs)} attempts: {'; '.join(errors)}"
+            return JudgeScore(agent, None, failure=failure, attempts=len(outputs), raw_outputs=outputs)
+        scores = {name: score for question in questions for name, score in (question.scores or {}).items()}
+        return JudgeScore(agent, scores, attempts=len(outputs), raw_outputs=outputs)
 
 
-def _retry_request(error: str) -> str:
-    return f"That answer could not be used: {error}. Answer again with only the JSON object."
+def _dimension_scores(dimension: Dimension, text: str) -> dict[str, float]:
+    return {dimension.name: parse_dimension_score(text, dimension)}
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

@@ -10,9 +10,10 @@ plays every episode and traces name roles consistently; `episode_input` carries 
 role's own view only), the characters' names and the judge's context. The rules, the visibility and the action
 parser are in `sotopia_rules`; the loader in `sotopia_data`; the judge in `judge`.
 
-The judge's calls carry `JUDGE_CONFIG` (role "judge", tag "omar:judge"). A role whose judge output stays
-unusable after the retries gets no entry in `rewards` and `reward_dimensions`; `metrics["judge_failures"]`
-names it and `metrics["judge_errors"]` says why.
+The default judge asks one integer per (agent, dimension) in one batch (see `DEFAULT_JUDGE_MAX_TOKENS`); its
+calls carry `JUDGE_CONFIG` (role "judge", tag "omar:judge"). A role whose judge output stays unusable after the
+retries gets no entry in `rewards` and `reward_dimensions`; `metrics["judge_failures"]` names it,
+`metrics["judge_errors"]` says why and `metrics["judge_attempts"]` counts the role's judge calls.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ SCENARIO_KEY = "sotopia"  # where the input state's `scenario` carries names and
 # The judge runs inside the graph's `score` node, so a trace recorder sees its calls: they are marked as the
 # "judge" role (and tagged) so that they are never mistaken for a player's turns.
 JUDGE_CONFIG: RunnableConfig = {"tags": ["omar:judge"], "metadata": {"role": "judge"}}
+# The default judge asks one integer per (agent, dimension): a small local model cannot write the 7-score JSON
+# (measured with the 135M default model: 0 of 6 attempts parsed), but it can answer with a number. A number
+# fits in a few tokens, so the cap keeps the 14 calls cheap without cutting an answer. Retries are short calls
+# too; with the 135M model on one transcript and 12 sampling seeds, 14 of 24 agents got all 7 scores with 2
+# retries, 20 of 24 with 4.
+DEFAULT_JUDGE_MAX_TOKENS = 10
+DEFAULT_JUDGE_RETRIES = 4
 
 
 def episode_input(episode: SotopiaEpisode, rules: SotopiaRules | None = None) -> dict[str, Any]:
@@ -136,6 +144,9 @@ def build_graph(
     """A compiled SOTOPIA graph: agent_1 and agent_2 alternate until a rule ends the episode, then the judge.
 
     model: every role's chat model, and the judge's unless `judge` is given (default: `ChatPolicy()`).
+    judge: the judge (default: a per-dimension `SotopiaJudge` over `model`, `DEFAULT_JUDGE_MAX_TOKENS` a call,
+        `DEFAULT_JUDGE_RETRIES` retries; pass `SotopiaJudge(model)` for SOTOPIA's one JSON answer per agent,
+        which a capable model writes).
     scenario: the episode played when the input has none (default: the first built-in episode).
     rules: turn limit, silence limit, hints (SOTOPIA's defaults: 20 turns, 2 silent turns); `hints` shapes the
         briefs, so pass the same rules to `episode_input` for the episodes you play.
@@ -168,7 +179,13 @@ def build_graph(
     scorer = None
     if score:
         assert judge is not None or model is not None
-        scorer = judge or SotopiaJudge(model)  # type: ignore[arg-type]
+        judge_model: BaseChatModel = model  # type: ignore[assignment]  # not None: checked above
+        scorer = judge or SotopiaJudge(
+            judge_model,
+            retries=DEFAULT_JUDGE_RETRIES,
+            per_dimension=True,
+            max_tokens=DEFAULT_JUDGE_MAX_TOKENS,
+        )
 
     def outcome(state: Mapping[str, Any]) -> Outcome:
         assert scorer is not None
@@ -179,10 +196,9 @@ def build_graph(
         failures: list[str] = []
         errors: dict[str, str] = {}
         attempts: dict[str, int] = {}
-        for role in ROLES:
-            result = scorer.score_agent(
-                info["judge_context"], transcript, info["names"][role], config=JUDGE_CONFIG
-            )
+        names = [info["names"][role] for role in ROLES]
+        results = scorer.score_agents(info["judge_context"], transcript, names, config=JUDGE_CONFIG)
+        for role, result in zip(ROLES, results, strict=True):
             attempts[role] = result.attempts
             reward = scorer.reward(result)
             if result.scores is None or reward is None:
