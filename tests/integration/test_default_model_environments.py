@@ -13,6 +13,7 @@ import pytest
 
 from langgraph_omar.cli import main
 from langgraph_omar.envs.judge import SOTOPIA_DIMENSIONS
+from langgraph_omar.envs.sotopia import DEFAULT_JUDGE_RETRIES
 from langgraph_omar.envs.sotopia_rules import SotopiaRules
 from langgraph_omar.envs.werewolf_config import load_werewolf_config, team_of
 from langgraph_omar.trajectory import Episode
@@ -23,12 +24,16 @@ pytestmark = pytest.mark.integration
 # 16 new tokens per model call instead of the CLI's 64: a speech of a dozen words, and room for any Werewolf
 # command (KILL NAME is 3-4 tokens). The model runs at batch 1 for most turns here, so the budget sets the
 # time. Measured on 2 CPU cores, a full SOTOPIA episode (20 turns + 6 judge calls) / Werewolf game took 45 s /
-# 35 s at 16 tokens and 74 s / 88 s at 64 when idle, but 3.7 / 6 min at 64 with another job on the cores. At 16
-# tokens the judge's 7-score JSON is cut short, so this run checks the recorded-failure path; the scored path
-# is covered with scripted judges in tests/test_judge.py. The rules themselves are the defaults.
+# 35 s at 16 tokens and 74 s / 88 s at 64 when idle, but 3.7 / 6 min at 64 with another job on the cores. The
+# SOTOPIA judge is the graph's default (one integer per agent and dimension, its own 10-token cap); with it the
+# SOTOPIA test took 66 s (21 judge calls). The 135M judge does not always give all 7 scores (seeded run here:
+# agent_1 scored, agent_2 a recorded failure, its `secret` answer out of range; on one transcript over 12 seeds,
+# 20 of 24 agents scored), so each agent is checked for a reward or a recorded failure. The rules are the
+# defaults.
 MAX_TOKENS = "16"
 SOTOPIA_ROLES = ("agent_1", "agent_2")
-JUDGE_ATTEMPTS = 3  # SotopiaJudge's default: one answer and 2 retries
+DIMENSIONS = len(SOTOPIA_DIMENSIONS)
+JUDGE_TRIES = 1 + DEFAULT_JUDGE_RETRIES  # per dimension: one answer and the retries
 
 
 def rollout_one(env: str, out) -> Episode:
@@ -89,14 +94,18 @@ def test_full_sotopia_episode_with_its_judge_through_omar_rollout(tmp_path):
     for role in SOTOPIA_ROLES:
         if role in metrics["judge_failures"]:
             assert role not in episode.rewards and role not in episode.reward_dimensions
-            assert metrics["judge_attempts"][role] == JUDGE_ATTEMPTS
+            # every dimension asked; a failing one asked JUDGE_TRIES times
+            assert DIMENSIONS + JUDGE_TRIES - 1 <= metrics["judge_attempts"][role] <= DIMENSIONS * JUDGE_TRIES
             assert metrics["judge_errors"][role].startswith("judge output unusable")
         else:
             scores = episode.reward_dimensions[role]
             assert set(scores) == {d.name for d in SOTOPIA_DIMENSIONS}
             assert all(d.low <= scores[d.name] <= d.high for d in SOTOPIA_DIMENSIONS)
-            assert episode.rewards[role] == pytest.approx(scores["goal"] / 10)
-            assert 1 <= metrics["judge_attempts"][role] <= JUDGE_ATTEMPTS
+            assert (
+                episode.rewards[role] == pytest.approx(scores["goal"] / 10)
+                and 0.0 <= episode.rewards[role] <= 1.0
+            )
+            assert DIMENSIONS <= metrics["judge_attempts"][role] <= DIMENSIONS * JUDGE_TRIES
 
     assert_fallbacks_match_turns(episode, "role")
 
