@@ -153,7 +153,7 @@ _NUMBER = re.compile(r"(?<![0-9.])" + _NUMBER_PATTERN)
 _LABELLED_NUMBER = re.compile(r"score\s*:\s*" + _NUMBER_PATTERN, re.IGNORECASE)
 
 
-Retry = Callable[[list[BaseMessage], str, list[str]], list[BaseMessage]]
+_Retry = Callable[[list[BaseMessage], str, list[str]], list[BaseMessage]]
 
 
 @dataclass
@@ -165,7 +165,7 @@ class _Question:
 
     messages: list[BaseMessage]
     parse: Callable[[str], dict[str, float]]
-    retry: Retry
+    retry: _Retry
     outputs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     scores: dict[str, float] | None = None
