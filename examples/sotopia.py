@@ -12,11 +12,11 @@ from langgraph_omar.envs import sotopia
 from langgraph_omar.tracing import TraceRecorder
 
 
-def main(
-    model: str = DEFAULT_MODEL, seed: int = 0, max_tokens: int = 64, judge_max_tokens: int = 256
-) -> None:
+def main(model: str = DEFAULT_MODEL, seed: int = 0, max_tokens: int = 64) -> None:
     players = ChatPolicy(model=model, temperature=0.7, max_tokens=max_tokens)
-    judge = ChatPolicy(model=model, temperature=0.0, max_tokens=judge_max_tokens)  # room for the JSON scores
+    judge = ChatPolicy(
+        model=model, temperature=0.0
+    )  # the default judge asks one short question per dimension
     graph = sotopia.build_graph(models={"agent_1": players, "agent_2": players}, model=judge)
     with TraceRecorder() as recorder:  # records every model call of the run, the graph is unchanged
         final = graph.invoke(sotopia.sample_input(seed))

@@ -37,7 +37,7 @@ def test_negotiation_example(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_sotopia_example(capsys: pytest.CaptureFixture[str]) -> None:
-    _example("sotopia").main(MODEL, max_tokens=3, judge_max_tokens=4)
+    _example("sotopia").main(MODEL, max_tokens=3)
     out = capsys.readouterr().out
     assert "Turn #0" in out and "judge failures" in out
 
