@@ -121,3 +121,15 @@ def test_write_report_writes_every_file_and_leaves_no_temporaries(tmp_path: Path
     # writing again replaces the files in place
     write_report(_result(with_judge=False), out)
     assert "Judge scores" not in (out / "report.html").read_text()
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    from langgraph_omar.atomic import write_atomic
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = write_atomic(tmp_path / "x.txt", "hello")
+    assert path.read_text() == "hello"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
