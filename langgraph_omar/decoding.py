@@ -87,7 +87,7 @@ def _finished_sequence(
     cache: DynamicCache, row: int, mask_row: torch.Tensor, ids: list[int]
 ) -> CachedSequence | None:
     """Row `row`'s keys and values for the tokens fed so far (`ids`, the mask's ones), for the prefix cache;
-    None when a layer keeps something other than full keys and values (sliding window, linear attention)."""
+    None when the model filled the cache with layers of its own kind instead of `GrowingLayer`s."""
     layers = [layer for layer in cache.layers if isinstance(layer, GrowingLayer)]
     if len(layers) != len(cache.layers):
         return None
@@ -131,22 +131,26 @@ def decode_batch(
     """Generate every request's completion in one batch. With a `prefix_cache`, each prompt starts from its
     longest stored prefix (per adapter), and each finished sequence is stored for later prompts."""
     device = next(model.parameters()).device
+    # identical prompts (a self-play group's first turn) are prefilled once, then their rows are copied
+    slot: dict[tuple[str | None, tuple[int, ...]], int] = {}
+    distinct: list[DecodeRequest] = []
+    copy_of = []  # each request's row among the distinct ones
+    for r in requests:
+        key = (r.adapter, tuple(r.prompt_ids))
+        if key not in slot:
+            slot[key] = len(distinct)
+            distinct.append(r)
+        copy_of.append(slot[key])
     prefixes = [
         prefix_cache.lookup(r.adapter, r.prompt_ids) if prefix_cache is not None else (None, 0)
-        for r in requests
+        for r in distinct
     ]
-    # identical prompts (a self-play group's first turn) are prefilled once, then their rows are copied
-    first_row: dict[tuple[str | None, tuple[int, ...]], int] = {}
-    source = [first_row.setdefault((r.adapter, tuple(r.prompt_ids)), i) for i, r in enumerate(requests)]
-    distinct = sorted(first_row.values())
-    ids, mask, cache = _prefill_inputs(
-        [requests[i] for i in distinct], [prefixes[i] for i in distinct], tokenizer.pad_token_id
-    )
+    ids, mask, cache = _prefill_inputs(distinct, prefixes, tokenizer.pad_token_id)
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - ids.shape[1] :]
-    logits = _next_logits(model, ids, mask, positions, cache, [requests[i].adapter for i in distinct])
+    logits = _next_logits(model, ids, mask, positions, cache, [r.adapter for r in distinct])
     if len(distinct) < len(requests):
-        copies = torch.tensor([distinct.index(i) for i in source], device=device)
+        copies = torch.tensor(copy_of, device=device)
         cache.batch_select_indices(copies)
         logits, mask, positions = logits[copies], mask[copies], positions[copies]
 
