@@ -75,6 +75,16 @@ def test_scenario_overrides_brief_and_adds_description_and_instructions() -> Non
     assert isinstance(messages[-1], HumanMessage) and messages[-1].text == "Your turn."
 
 
+def test_a_turn_prompt_can_be_a_function_of_the_state() -> None:
+    def prompt(state: dict) -> str | None:
+        return f"{len(state.get('transcript') or [])} moves so far." if state.get("transcript") else None
+
+    role = Role("alice", model=echo_model(), turn_prompt=prompt)
+    assert observe({}, role)[-1].type == "system"  # None: no last message
+    state = {"transcript": [make_utterance("bob", "hi", turn=0)]}
+    assert observe(state, role)[-1].text == "1 moves so far."
+
+
 @pytest.mark.parametrize(
     ("scenario", "message"),
     [

@@ -25,6 +25,7 @@ from langgraph_omar.envs.negotiation_rules import (
     NegotiationResult,
     NegotiationRules,
     NegotiationState,
+    Offer,
     episode_rewards,
     replay,
     result_of,
@@ -371,10 +372,15 @@ def test_the_turn_prompts_example_is_a_legal_offer_in_every_scenario(kind: str) 
         assert state.offer is not None and state.offer.legal and not state.fallbacks
 
 
-def test_every_call_ends_with_the_turn_prompt() -> None:
+def test_every_call_ends_with_the_turn_prompt_naming_the_standing_offer() -> None:
     buyer, seller = scripted(["OFFER 100", "ACCEPT"]), scripted(["OFFER 130"])
     build_graph(scenario=BIKE, models={"buyer": buyer, "seller": seller}).invoke({})
-    assert all(call[-1].text == default_turn_prompt(BIKE, "buyer") for call in buyer.calls)
+    opening, answer = (call[-1].text for call in buyer.calls)
+    assert opening == default_turn_prompt(BIKE, "buyer")
+    assert answer == default_turn_prompt(BIKE, "buyer", Offer("seller", 130.0))
+    assert answer.startswith("The seller offers $130.") and answer.endswith("\nACCEPT")
+    (seller_call,) = seller.calls
+    assert seller_call[-1].text.startswith("The buyer offers $100.")
     quiet = scripted(["OFFER 100", "ACCEPT"])
     graph = build_graph(scenario=BIKE, models={"buyer": quiet, "seller": seller}, turn_prompts={"buyer": ""})
     graph.invoke({})

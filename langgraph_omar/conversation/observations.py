@@ -49,8 +49,9 @@ def observe(state: Mapping[str, Any], role: Role) -> list[BaseMessage]:
             messages.append(AIMessage(content=utterance["text"]))
         else:
             messages.append(HumanMessage(content=utterance["text"], name=utterance["speaker"]))
-    if role.turn_prompt:
-        messages.append(HumanMessage(content=role.turn_prompt))
+    turn_prompt = role.turn_prompt_in(state)
+    if turn_prompt:
+        messages.append(HumanMessage(content=turn_prompt))
     return messages
 
 

@@ -17,6 +17,7 @@ RESERVED_NAMES = frozenset({"__start__", "__end__", "next_turn", "score"})
 _RESERVED_CHARACTERS = ("|", ":")
 
 Audience = Sequence[str] | Callable[[Mapping[str, Any]], Sequence[str] | None] | None
+TurnPrompt = str | Callable[[Mapping[str, Any]], str | None] | None
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class Role:
     action_format: ActionFormat = field(default_factory=FreeText)  # how its text becomes an action
     human: bool = False  # a person plays it: the node interrupts the graph and waits for Command(resume=...)
     audience: Audience = None  # who sees its moves: None = everyone; a list or a function of the state
-    turn_prompt: str | None = None  # a last user message on every call (e.g. "Your turn."); None: nothing
+    # a last user message on every call (e.g. "Your turn."), or a function of the state giving it; None: nothing
+    turn_prompt: TurnPrompt = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -56,6 +58,11 @@ class Role:
         if isinstance(audience, str) or not all(isinstance(name, str) for name in audience):
             raise ValueError(f"role {self.name!r} audience: expected a list of role names, got {audience!r}")
         return list(audience)
+
+    def turn_prompt_in(self, state: Mapping[str, Any]) -> str | None:
+        """The last user message of this role's call in `state` (None or "": no message)."""
+        prompt = self.turn_prompt(state) if callable(self.turn_prompt) else self.turn_prompt
+        return prompt or None
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,14 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_omar.conversation import ActionContext, Outcome, ParsedAction, Role, build_conversation_graph
+from langgraph_omar.conversation.roles import TurnPrompt
 from langgraph_omar.conversation.state import scenario_of
 from langgraph_omar.envs.negotiation_actions import NegotiationAction, parse_action
 from langgraph_omar.envs.negotiation_rules import (
     NegotiationResult,
     NegotiationRules,
     NegotiationState,
+    Offer,
     episode_rewards,
     step,
 )
@@ -81,10 +83,30 @@ def role_briefs(scenario: NegotiationScenario) -> dict[str, dict[str, Any]]:
     raise TypeError(f"unsupported scenario type {type(scenario).__name__}")
 
 
-def default_turn_prompt(scenario: NegotiationScenario, role: str) -> str:
+def default_turn_prompt(scenario: NegotiationScenario, role: str, standing: Offer | None = None) -> str:
     """The last user message of every call: small models follow a worked example there far better than the
     format rules in the system prompt (with SmolLM2-135M, "Your turn." gave almost no legal actions). The
-    example's offer is legal in every scenario of the kind (a positive price; one unit of an item)."""
+    example's offer is legal in every scenario of the kind (a positive price; one unit of an item).
+
+    `standing`: the other side's legal offer on the table, which the message then names, with an accept
+    example. With the offer example alone, the default model almost never accepted a standing offer, so
+    episodes nearly never ended in a deal and the outcome reward gave self-play nothing to learn from
+    (training/README has the figures).
+    """
+    price_kind = isinstance(scenario, PriceScenario)
+    reply = (
+        f"Reply as {'the ' if price_kind else ''}{role} in one or two sentences, "
+        "then write your action on the last line.\n"
+    )
+    if standing is not None:
+        other = f"the {standing.role}" if price_kind else standing.role
+        offer = _offer_text(scenario, standing)
+        return (
+            f"{other[0].upper()}{other[1:]} offers {offer}. {reply}"
+            f"To agree{f' to {offer}' if price_kind else ''}, end with ACCEPT; to ask for another "
+            f"{'price, end with OFFER and your price' if price_kind else 'split, end with OFFER and what you keep'}"
+            ".\nExample reply:\nThat works for me.\nACCEPT"
+        )
     if isinstance(scenario, SplitScenario):
         singular = [item[:-1] if item.endswith("s") else item for item in scenario.items]
         example = f"I would like the {scenario.items[0]}.\nOFFER 1 {singular[0]}" + "".join(
@@ -92,10 +114,22 @@ def default_turn_prompt(scenario: NegotiationScenario, role: str) -> str:
         )
     else:
         example = "That price is too high for me.\nOFFER 150"
-    return (
-        f"Reply as {'the ' if isinstance(scenario, PriceScenario) else ''}{role} in one or two sentences, "
-        f"then write your action on the last line.\nExample reply:\n{example}"
-    )
+    return reply + f"Example reply:\n{example}"
+
+
+def _offer_text(scenario: NegotiationScenario, offer: Offer) -> str:
+    if isinstance(scenario, SplitScenario) and offer.split is not None:
+        kept = ", ".join(f"{n} {item}" for n, item in zip(offer.split, scenario.items, strict=True))
+        return f"to keep {kept}, you get the rest"
+    return f"${offer.price:g}"
+
+
+def standing_offer(
+    state: Mapping[str, Any], role: str, scenario: NegotiationScenario, rules: NegotiationRules
+) -> Offer | None:
+    """The other side's legal offer that `role` could accept now, or None."""
+    offer = game_state(state, scenario, rules).offer
+    return offer if offer is not None and offer.role != role and offer.legal else None
 
 
 def public_description(scenario: NegotiationScenario) -> str:
@@ -232,7 +266,7 @@ def build_graph(
     kind: str = "price",
     rules: NegotiationRules | None = None,
     models: Mapping[str, BaseChatModel] | None = None,
-    turn_prompts: Mapping[str, str] | None = None,
+    turn_prompts: Mapping[str, TurnPrompt] | None = None,
     checkpointer: BaseCheckpointSaver | None = None,
 ) -> CompiledStateGraph:
     """A compiled negotiation graph: the scenario's two roles take turns (first role first).
@@ -240,7 +274,8 @@ def build_graph(
     model: the chat model of every role (default: `ChatPolicy()`, the shared default model).
     scenario: played when the input has no scenario (default: `sample_scenario(0, kind)`).
     models: per-role overrides, e.g. {"buyer": trained, "seller": base} for arena evaluation.
-    turn_prompts: per-role last user message of every call (default: `default_turn_prompt`; "" for none).
+    turn_prompts: per-role last user message of every call, a text or a function of the state (default:
+        `default_turn_prompt`, naming the other side's standing offer; "" for none).
     The final state holds `rewards` (role -> surplus share), `metrics` (outcome, negotiation_turns, deal,
     illegal_offers, ...) and the parser's `fallbacks`.
     """
@@ -258,7 +293,15 @@ def build_graph(
         model = ChatPolicy()
     action_format = NegotiationActionFormat(default)
     briefs = role_briefs(default)
-    prompts = {name: default_turn_prompt(default, name) for name in default.roles} | dict(turn_prompts or {})
+
+    def default_prompt(role: str) -> TurnPrompt:
+        def prompt(state: Mapping[str, Any]) -> str:
+            played = scenario_in(state, default)
+            return default_turn_prompt(played, role, standing_offer(state, role, played, rules))
+
+        return prompt
+
+    prompts = {name: default_prompt(name) for name in default.roles} | dict(turn_prompts or {})
     roles = [
         Role(
             name,
@@ -267,7 +310,7 @@ def build_graph(
             private_info=briefs[name]["private_info"],
             model=models.get(name, model),
             action_format=action_format,
-            turn_prompt=prompts[name] or None,
+            turn_prompt=prompts[name],
         )
         for name in default.roles
     ]
