@@ -132,3 +132,15 @@ def test_kill_9_during_training_then_resume_gives_the_same_adapter(tmp_path):
     ]
     assert iterations == [0, 1, 2]  # lines written after the checkpoint were dropped and rewritten
     assert len(read_episodes(killed / "trajectories.jsonl")) == 12
+
+
+def test_warm_start_iterations_clone_well_formed_turns_then_ppo_takes_over(tmp_path):
+    config = small_config(2, update={"warm_start_iterations": 1})
+    history = run_selfplay(
+        config, tmp_path / "run", policy=toy_policy(), target_factory=toy_target, progress=False
+    )
+    warm, ppo = history
+    assert warm["warm_start"] == 1.0 and ppo["warm_start"] == 0.0
+    assert "bc_loss" in warm and "pg_loss" not in warm and warm["trained_tokens"] > 0
+    assert warm["bc_kept_turns"] == warm["turns"] - warm["degenerate_turns"]  # every well-formed turn
+    assert "pg_loss" in ppo and "bc_loss" not in ppo

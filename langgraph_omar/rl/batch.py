@@ -72,6 +72,7 @@ class TrainingBatch:
     samples: list[TurnSample]
     returns: Tensor | None = None  # (N, T) value targets (critic mode)
     old_values: Tensor | None = None  # (N, T) values before the update (critic mode)
+    behaviour_cloning: bool = False  # train on -logprob of the rows (filtered BC, warm start), not PPO
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -352,6 +353,7 @@ def build_batch(
     batch.metrics.update({k: float(v) for k, v in metrics.items()})
     if bc_filter is not None:
         batch.advantages = batch.completion_mask.float()
+        batch.behaviour_cloning = True
         return batch
     if settings.mode != "hierarchical-critic":
         turn_adv = critic_free_turn_advantages(episodes, samples, settings, ema)

@@ -122,10 +122,23 @@ class UpdateSettings:
             "a mean over the trained turns' tokens"
         ),
     )
+    warm_start_iterations: int = field(
+        default=0,
+        metadata=_help(
+            "OMAR's short SFT warm start: the first N iterations clone every well-formed (non-degenerate) turn "
+            "of the policy's own episodes (behaviour cloning); `algo` takes over after them"
+        ),
+    )
     seed: int = field(default=0, metadata=_help("seed of python, numpy and torch RNGs at the start"))
 
     def __post_init__(self) -> None:
         _require(self.algo in ALGORITHMS, "update.algo", f"one of {ALGORITHMS}", self.algo)
+        _require(
+            self.warm_start_iterations >= 0,
+            "update.warm_start_iterations",
+            ">= 0",
+            self.warm_start_iterations,
+        )
         _require(self.epochs >= 1, "update.epochs", ">= 1", self.epochs)
         _require(self.micro_batch_size >= 1, "update.micro_batch_size", ">= 1", self.micro_batch_size)
         _require(

@@ -41,7 +41,7 @@ from langgraph_omar.rl.checkpoint import (
     saved_config,
     seed_everything,
 )
-from langgraph_omar.rl.config import ADVANTAGE_MODES, ALGORITHMS, RunConfig
+from langgraph_omar.rl.config import ADVANTAGE_MODES, ALGORITHMS, FilterSettings, RunConfig
 from langgraph_omar.rl.degenerate import mark_degenerate
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.rollout import GraphTarget, load_target, run_episodes
@@ -198,6 +198,14 @@ def export_adapter(trainer: PPOTrainer, run_dir: Path) -> Path:
     return target
 
 
+def behaviour_cloning_filter(config: RunConfig, iteration: int) -> FilterSettings | None:
+    """Which turns iteration `iteration` clones: all well-formed ones during the warm start, the
+    `filter` section's with `algo: filtered-bc`; None: a PPO update."""
+    if iteration < config.update.warm_start_iterations:
+        return FilterSettings(top_fraction=1.0)  # every episode of every group; degenerate turns are dropped
+    return config.filter if config.update.algo == "filtered-bc" else None
+
+
 def _this_process(
     inputs: list[dict[str, Any]], metadata: list[dict[str, Any]], process: PartialState
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -273,7 +281,6 @@ def run_selfplay(
         max_tokens=s.max_tokens,
     )
     target = (target_factory or default_target_factory(config))(chat)
-    bc_filter = config.filter if config.update.algo == "filtered-bc" else None
     history, started = [], time.monotonic()
     for iteration in tqdm(
         range(start, s.iterations), desc="iterations", disable=not progress, initial=start, total=s.iterations
@@ -288,6 +295,8 @@ def run_selfplay(
         record.update(rollout_metrics(episodes))
         record.update(mark_degenerate(episodes, config.degenerate))
         write_episodes(run_dir / "trajectories.jsonl", episodes)
+        bc_filter = behaviour_cloning_filter(config, iteration)
+        record["warm_start"] = float(iteration < config.update.warm_start_iterations)
         batch = build_batch(episodes, config.advantage, ema, policy.tokenizer.pad_token_id, bc_filter)
         if batch is None:  # nothing to learn from this time; the adapter stays as it is
             record["skipped_update"] = 1.0
@@ -327,6 +336,7 @@ _OVERRIDES = {  # argparse dest -> config key
     "advantage": "advantage.mode",
     "algo": "update.algo",
     "epochs": "update.epochs",
+    "warm_start_iterations": "update.warm_start_iterations",
     "kl_coef": "update.kl_coef",
     "learning_rate": "optimizer.learning_rate",
     "max_minutes": "selfplay.max_minutes",
@@ -349,6 +359,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrency", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument(
+        "--warm-start-iterations", type=int, default=None, help="first iterations clone well-formed turns"
+    )
     parser.add_argument("--kl-coef", type=float, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--model", default=None, help="served model (default: smollm2-135m-instruct)")

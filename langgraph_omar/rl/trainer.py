@@ -302,7 +302,7 @@ class PPOTrainer:
         weights = part.weights[:, 1:].to(device)
         tokens = float(mask.sum())
         terms: dict[str, Tensor] = {}
-        if update.algo == "filtered-bc":
+        if part.behaviour_cloning:
             loss = -masked_mean(logprobs * weights, mask)
             terms["bc_loss"] = loss.detach()
         else:
