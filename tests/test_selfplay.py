@@ -144,3 +144,12 @@ def test_warm_start_iterations_clone_well_formed_turns_then_ppo_takes_over(tmp_p
     assert "bc_loss" in warm and "pg_loss" not in warm and warm["trained_tokens"] > 0
     assert warm["bc_kept_turns"] == warm["turns"] - warm["degenerate_turns"]  # every well-formed turn
     assert "pg_loss" in ppo and "bc_loss" not in ppo
+
+
+def test_max_minutes_stops_before_an_iteration_that_would_pass_the_budget(tmp_path):
+    config = small_config(5, selfplay={"max_minutes": 1e-6})  # every iteration takes longer than this
+    history = run_selfplay(
+        config, tmp_path / "run", policy=toy_policy(), target_factory=toy_target, progress=False
+    )
+    assert len(history) == 1  # the first always runs: nothing tells its length before it
+    assert latest_checkpoint(tmp_path / "run") is not None and (tmp_path / "run" / "adapter").exists()

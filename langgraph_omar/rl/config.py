@@ -279,7 +279,11 @@ class SelfPlaySettings:
     model: str = field(default="smollm2-135m-instruct", metadata=_help("the served model"))
     seed: int = field(default=0, metadata=_help("first scenario seed; iteration i uses later seeds"))
     max_minutes: float | None = field(
-        default=None, metadata=_help("stop after the iteration that passes this wall time (None: no limit)")
+        default=None,
+        metadata=_help(
+            "wall-time budget: stop before an iteration that would end past it (judged by the longest "
+            "iteration so far); None: no limit"
+        ),
     )
     checkpoint_every: int = field(default=1, metadata=_help("save a checkpoint every N iterations"))
     keep_checkpoints: int = field(default=2, metadata=_help("checkpoints kept on disk (newest)"))

@@ -281,10 +281,11 @@ def run_selfplay(
         max_tokens=s.max_tokens,
     )
     target = (target_factory or default_target_factory(config))(chat)
-    history, started = [], time.monotonic()
+    history, started, longest = [], time.monotonic(), 0.0
     for iteration in tqdm(
         range(start, s.iterations), desc="iterations", disable=not progress, initial=start, total=s.iterations
     ):
+        iteration_started = time.monotonic()
         inputs, metadata = _this_process(*episode_plan(config, iteration, target.sample_input), process)
         with trainer.serving():
             episodes, rollout_seconds = _rollout(target, inputs, metadata, s.max_concurrency, progress)
@@ -306,7 +307,9 @@ def run_selfplay(
             log.append(record)
         history.append(record)
         done = iteration + 1
-        out_of_time = s.max_minutes is not None and time.monotonic() - started > 60 * s.max_minutes
+        now = time.monotonic()
+        longest = max(longest, now - iteration_started)
+        out_of_time = s.max_minutes is not None and now + longest - started > 60 * s.max_minutes
         if done % s.checkpoint_every == 0 or done == s.iterations or out_of_time:
             process.wait_for_everyone()
             if main:  # DDP keeps the adapters equal on every process
