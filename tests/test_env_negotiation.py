@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from langgraph_omar.conversation import ScriptedChatModel
 from langgraph_omar.envs.negotiation import (
+    action_to_dict,
     build_graph,
     default_turn_prompt,
     episode_input,
@@ -19,6 +20,7 @@ from langgraph_omar.envs.negotiation import (
     result_from_state,
     role_briefs,
     sample_input,
+    standing_offer,
 )
 from langgraph_omar.envs.negotiation_actions import parse_action
 from langgraph_omar.envs.negotiation_rules import (
@@ -385,6 +387,23 @@ def test_every_call_ends_with_the_turn_prompt_naming_the_standing_offer() -> Non
     graph = build_graph(scenario=BIKE, models={"buyer": quiet, "seller": seller}, turn_prompts={"buyer": ""})
     graph.invoke({})
     assert quiet.calls[0][-1].type == "system"  # no turn prompt: the opener sees only its system prompt
+
+
+def test_only_the_other_sides_legal_offer_is_standing() -> None:
+    def after(*moves: tuple[str, str]) -> dict:
+        return {
+            "transcript": [
+                {"speaker": r, "text": t, "action": action_to_dict(parse_action(t))} for r, t in moves
+            ]
+        }
+
+    assert standing_offer(after(), "buyer", BIKE, RULES) is None
+    assert standing_offer(after(("buyer", "OFFER 100")), "buyer", BIKE, RULES) is None  # its own
+    assert standing_offer(after(("seller", "OFFER -5")), "buyer", BIKE, RULES) is None  # illegal
+    assert standing_offer(after(("seller", "OFFER 140"), ("buyer", "REJECT")), "buyer", BIKE, RULES) is None
+    assert standing_offer(after(("seller", "OFFER 140")), "buyer", BIKE, RULES) == Offer("seller", 140.0)
+    split = default_turn_prompt(POOL, "bob", Offer("alice", split=(2, 0, 1)))
+    assert split.startswith("Alice offers to keep 2 books, 0 hats, 1 balls, you get the rest.")
 
 
 def test_briefs_sample_input_and_bad_arguments() -> None:
