@@ -153,3 +153,11 @@ def test_max_minutes_stops_before_an_iteration_that_would_pass_the_budget(tmp_pa
     )
     assert len(history) == 1  # the first always runs: nothing tells its length before it
     assert latest_checkpoint(tmp_path / "run") is not None and (tmp_path / "run" / "adapter").exists()
+
+
+def test_the_warm_start_keeps_only_episodes_at_or_above_filter_min_reward(tmp_path):
+    config = small_config(1, update={"warm_start_iterations": 1}, filter={"min_reward": 1e9})
+    (warm,) = run_selfplay(
+        config, tmp_path / "run", policy=toy_policy(), target_factory=toy_target, progress=False
+    )
+    assert warm["skipped_update"] == 1.0 and "bc_loss" not in warm  # no episode reached the bar

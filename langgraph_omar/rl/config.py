@@ -255,7 +255,8 @@ class FilterSettings:
         default=0.2, metadata=_help("filtered-bc: keep this top share of episodes per group and role")
     )
     min_reward: float | None = field(
-        default=None, metadata=_help("filtered-bc: keep only a role's episodes with reward >= this")
+        default=None,
+        metadata=_help("filtered-bc and the warm start: keep only a role's episodes with reward >= this"),
     )
 
     def __post_init__(self) -> None:

@@ -199,10 +199,13 @@ def export_adapter(trainer: PPOTrainer, run_dir: Path) -> Path:
 
 
 def behaviour_cloning_filter(config: RunConfig, iteration: int) -> FilterSettings | None:
-    """Which turns iteration `iteration` clones: all well-formed ones during the warm start, the
-    `filter` section's with `algo: filtered-bc`; None: a PPO update."""
-    if iteration < config.update.warm_start_iterations:
-        return FilterSettings(top_fraction=1.0)  # every episode of every group; degenerate turns are dropped
+    """Which turns iteration `iteration` clones: during the warm start every well-formed one (of a role's
+    episodes with reward >= `filter.min_reward`, when set), with `algo: filtered-bc` the `filter` section's;
+    None: a PPO update."""
+    if (
+        iteration < config.update.warm_start_iterations
+    ):  # every episode of every group, degenerate turns dropped
+        return FilterSettings(top_fraction=1.0, min_reward=config.filter.min_reward)
     return config.filter if config.update.algo == "filtered-bc" else None
 
 
