@@ -139,8 +139,11 @@ class ChatPolicy(BaseChatModel):
     ) -> tuple[SharedPolicy, list[int], SamplingParams, str | None, int]:
         """Render the prompt and build the request. Without a seed of its own, a call inside a run whose
         metadata has `sampling_seed` (one per episode, set by the rollout) is seeded from that and its prompt
-        tokens, so concurrent episodes sample the same tokens whatever the batch they land in."""
+        tokens, so concurrent episodes sample the same tokens whatever the batch they land in. A run whose
+        metadata has `adapter_by_role` ({role: adapter or None}) seats that adapter in that role's calls: one
+        graph serves a self-play episode and an episode against the base model alike."""
         engine = self.engine
+        run_metadata = getattr(run_manager, "metadata", None) or {}
         options: dict[str, Any] = {
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -155,6 +158,9 @@ class ChatPolicy(BaseChatModel):
                 f"ChatPolicy got unsupported arguments {sorted(unknown)}; accepted: {sorted(options)}"
             )
         options.update({k: v for k, v in kwargs.items() if k in options})
+        seats = run_metadata.get("adapter_by_role") or {}
+        if run_metadata.get("role") in seats:
+            options["adapter"] = seats[run_metadata["role"]]
         chat = to_chat_dicts(messages)
         if kwargs.get("response_format") is not None:
             chat.append({"role": "system", "content": _format_instruction(kwargs["response_format"])})
@@ -167,7 +173,7 @@ class ChatPolicy(BaseChatModel):
             seed=options["seed"],
         )
         prompt_ids, dropped = engine.render(chat, params.max_new_tokens)
-        episode_seed = (getattr(run_manager, "metadata", None) or {}).get("sampling_seed")
+        episode_seed = run_metadata.get("sampling_seed")
         if params.seed is None and episode_seed is not None:
             params = replace(params, seed=derive_seed(episode_seed, *prompt_ids))
         adapter = engine.ensure_adapter(options["adapter"]) if options["adapter"] else None

@@ -161,3 +161,35 @@ def test_the_warm_start_keeps_only_episodes_at_or_above_filter_min_reward(tmp_pa
         config, tmp_path / "run", policy=toy_policy(), target_factory=toy_target, progress=False
     )
     assert warm["skipped_update"] == 1.0 and "bc_loss" not in warm  # no episode reached the bar
+
+
+def test_base_opponent_groups_seat_the_base_model_in_one_role_taken_in_turn():
+    config = small_config(
+        selfplay={
+            "episodes_per_iteration": 8,
+            "group_size": 2,
+            "base_opponent_fraction": 0.5,
+            "base_opponent_roles": ["buyer", "seller"],
+        }
+    )
+    seats = [
+        [m.get("adapter_by_role") for m in episode_plan(config, it, lambda seed: {})[1]] for it in (0, 1)
+    ]
+    base_groups = [{"buyer": None}] * 2 + [{"seller": None}] * 2 + [None] * 4
+    assert seats == [base_groups, base_groups]  # 2 of 4 groups, the two roles in turn
+
+
+def test_turns_the_base_model_played_are_recorded_as_such_and_not_trained_on(tmp_path):
+    config = small_config(2, selfplay={"base_opponent_fraction": 0.5, "base_opponent_roles": ["speaker"]})
+    history = run_selfplay(
+        config, tmp_path / "run", policy=toy_policy(), target_factory=toy_target, progress=False
+    )
+    episodes = read_episodes(tmp_path / "run" / "trajectories.jsonl")
+    seated = [e for e in episodes if e.metadata.get("adapter_by_role")]
+    assert len(seated) == 8  # one of the two groups of each iteration
+    assert {t.adapter for e in seated for t in e.turns} == {None}
+    assert {t.adapter for e in episodes if e not in seated for t in e.turns} == {"policy"}
+    for record in history:
+        assert record["other_seat_turns"] == 4 and record["trained_turns"] == 4
+    with pytest.raises(ConfigError, match="base_opponent_roles"):
+        small_config(selfplay={"base_opponent_fraction": 0.5})

@@ -111,9 +111,10 @@ class TrainingBatch:
 
 
 def collect_samples(episodes: Sequence[Episode]) -> tuple[list[TurnSample], dict[str, float]]:
-    """The trained turns of `episodes` in order, and counts of what was left out."""
+    """The trained turns of `episodes` in order, and counts of what was left out. Turns of a role that
+    `adapter_by_role` seated another adapter in (the base model as an opponent) are not the policy's."""
     samples: list[TurnSample] = []
-    failed = unrewarded = 0
+    failed = unrewarded = other_seat = 0
     for e, episode in enumerate(episodes):
         if episode.status != "ok":
             failed += 1
@@ -121,7 +122,11 @@ def collect_samples(episodes: Sequence[Episode]) -> tuple[list[TurnSample], dict
         group = str(episode.metadata.get("group_id", episode.episode_id))
         meta = episode.metadata
         scenario = str(meta.get("baseline_key", meta.get("scenario_id", group)))
+        other_seats = meta.get("adapter_by_role") or {}
         for t, turn in enumerate(episode.turns):
+            if turn.role in other_seats:
+                other_seat += 1
+                continue
             if turn.role not in episode.rewards:
                 unrewarded += 1
                 continue
@@ -141,7 +146,11 @@ def collect_samples(episodes: Sequence[Episode]) -> tuple[list[TurnSample], dict
                     turn.degenerate,
                 )
             )
-    return samples, {"failed_episodes": failed, "unrewarded_turns": unrewarded}
+    return samples, {
+        "failed_episodes": failed,
+        "unrewarded_turns": unrewarded,
+        "other_seat_turns": other_seat,
+    }
 
 
 def pad_samples(samples: Sequence[TurnSample], pad_id: int) -> TrainingBatch:

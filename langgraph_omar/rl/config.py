@@ -286,11 +286,34 @@ class SelfPlaySettings:
             "iteration so far); None: no limit"
         ),
     )
+    base_opponent_fraction: float = field(
+        default=0.0,
+        metadata=_help(
+            "share of each iteration's groups in which one role (taken in turn from base_opponent_roles) is "
+            "played by the base model, adapter disabled: the opponent an arena evaluation measures against. "
+            "Only the other roles' turns train"
+        ),
+    )
+    base_opponent_roles: list[str] = field(
+        default_factory=list, metadata=_help("the roles the base model takes in turn (e.g. [buyer, seller])")
+    )
     checkpoint_every: int = field(default=1, metadata=_help("save a checkpoint every N iterations"))
     keep_checkpoints: int = field(default=2, metadata=_help("checkpoints kept on disk (newest)"))
 
     def __post_init__(self) -> None:
         _require(self.max_turns is None or self.max_turns >= 1, "selfplay.max_turns", ">= 1", self.max_turns)
+        _require(
+            0.0 <= self.base_opponent_fraction <= 1.0,
+            "selfplay.base_opponent_fraction",
+            "in [0, 1]",
+            self.base_opponent_fraction,
+        )
+        _require(
+            self.base_opponent_fraction == 0.0 or bool(self.base_opponent_roles),
+            "selfplay.base_opponent_roles",
+            "a non-empty list of role names when base_opponent_fraction > 0",
+            self.base_opponent_roles,
+        )
         for name in ("iterations", "episodes_per_iteration", "group_size", "max_concurrency", "max_tokens"):
             _require(getattr(self, name) >= 1, f"selfplay.{name}", ">= 1", getattr(self, name))
         _require(

@@ -76,18 +76,25 @@ def default_target_factory(config: RunConfig) -> TargetFactory:
 def episode_plan(
     config: RunConfig, iteration: int, sample_input: Callable[[int], dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Inputs and metadata of one iteration's episodes: groups of `group_size` on one scenario seed each."""
+    """Inputs and metadata of one iteration's episodes: groups of `group_size` on one scenario seed each.
+    The first `base_opponent_fraction` of the groups seat the base model in one role (`adapter_by_role`)."""
     s = config.selfplay
     groups = s.episodes_per_iteration // s.group_size
+    base_groups = round(s.base_opponent_fraction * groups)
     inputs, metadata = [], []
     for g in range(groups):
         seed = s.seed + iteration * groups + g
         scenario_input = sample_input(seed)
         scenario_id = str((scenario_input.get("scenario") or {}).get("id", seed))
+        seats: dict[str, Any] = {}
+        if g < base_groups:  # the base role rotates over the groups and the iterations
+            roles = s.base_opponent_roles
+            seats = {"adapter_by_role": {roles[(iteration * base_groups + g) % len(roles)]: None}}
         for j in range(s.group_size):
             inputs.append(scenario_input)
             metadata.append(
-                {
+                seats
+                | {
                     "episode_id": f"it{iteration:05d}-g{g:04d}-e{j:03d}",
                     "group_id": f"it{iteration:05d}-g{g:04d}",
                     "scenario_id": scenario_id,
@@ -105,8 +112,10 @@ def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     rewards: dict[str, list[float]] = defaultdict(list)
     env_metrics: dict[str, list[float]] = defaultdict(list)
     for episode in ok:
+        other_seats = episode.metadata.get("adapter_by_role") or {}
         for role, reward in episode.rewards.items():
-            rewards[role].append(reward)
+            if role not in other_seats:  # the policy's own rewards
+                rewards[role].append(reward)
         for name, value in (episode.metadata.get("metrics") or {}).items():
             if isinstance(value, (bool, int, float)) and math.isfinite(float(value)):
                 env_metrics[name].append(float(value))
@@ -346,6 +355,7 @@ _OVERRIDES = {  # argparse dest -> config key
     "kl_coef": "update.kl_coef",
     "learning_rate": "optimizer.learning_rate",
     "max_minutes": "selfplay.max_minutes",
+    "base_opponent_fraction": "selfplay.base_opponent_fraction",
 }
 
 
@@ -372,7 +382,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--model", default=None, help="served model (default: smollm2-135m-instruct)")
     parser.add_argument("--seed", type=int, default=None, help="first scenario seed")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="wall-time budget: no iteration starts that would pass it",
+    )
+    parser.add_argument(
+        "--base-opponent-fraction",
+        type=float,
+        default=None,
+        help="share of groups with the base model in one role (roles: selfplay.base_opponent_roles)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
