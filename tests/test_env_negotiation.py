@@ -369,9 +369,20 @@ def test_split_graph_and_metrics_over_final_states() -> None:
 def test_the_turn_prompts_example_is_a_legal_offer_in_every_scenario(kind: str) -> None:
     for seed in range(50):
         scenario = sample_scenario(seed, kind)
-        example = default_turn_prompt(scenario, scenario.roles[0]).split("Example reply:\n")[1]
-        state = replay(scenario, [(scenario.roles[0], example)], RULES)
-        assert state.offer is not None and state.offer.legal and not state.fallbacks
+        for role in scenario.roles:
+            example = default_turn_prompt(scenario, role).split("Example reply:\n")[1]
+            state = replay(scenario, [(role, example)], RULES)
+            assert state.offer is not None and state.offer.legal and not state.fallbacks
+
+
+def test_the_price_examples_follow_the_public_list_price_seller_above_buyer() -> None:
+    for seed in range(20):
+        scenario = sample_scenario(seed, "price")
+        assert isinstance(scenario, PriceScenario)
+        prices = {
+            role: float(default_turn_prompt(scenario, role).rsplit("OFFER ", 1)[1]) for role in scenario.roles
+        }
+        assert prices["seller"] == scenario.list_price > prices["buyer"] > 0
 
 
 def test_every_call_ends_with_the_turn_prompt_naming_the_standing_offer() -> None:

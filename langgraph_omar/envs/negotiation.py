@@ -86,7 +86,8 @@ def role_briefs(scenario: NegotiationScenario) -> dict[str, dict[str, Any]]:
 def default_turn_prompt(scenario: NegotiationScenario, role: str, standing: Offer | None = None) -> str:
     """The last user message of every call: small models follow a worked example there far better than the
     format rules in the system prompt (with SmolLM2-135M, "Your turn." gave almost no legal actions). The
-    example's offer is legal in every scenario of the kind (a positive price; one unit of an item).
+    example's offer is legal in every scenario of the kind and reveals nothing private: the seller asks the
+    public list price, the buyer offers 60% of it; in the split kind one unit of an item.
 
     `standing`: the other side's legal offer on the table, which the message then names, with an accept
     example. With the offer example alone, the default model almost never accepted a standing offer, so
@@ -112,8 +113,10 @@ def default_turn_prompt(scenario: NegotiationScenario, role: str, standing: Offe
         example = f"I would like the {scenario.items[0]}.\nOFFER 1 {singular[0]}" + "".join(
             f" 0 {item}" for item in scenario.items[1:]
         )
+    elif role == "seller":  # a fixed example price was parroted: sellers of $600 laptops offered $150
+        example = f"It is worth the asking price.\nOFFER {scenario.list_price:g}"
     else:
-        example = "That price is too high for me.\nOFFER 150"
+        example = f"That price is too high for me.\nOFFER {round(scenario.list_price * 0.6)}"
     return reply + f"Example reply:\n{example}"
 
 
