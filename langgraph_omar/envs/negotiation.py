@@ -113,10 +113,13 @@ def default_turn_prompt(scenario: NegotiationScenario, role: str, standing: Offe
         example = f"I would like the {scenario.items[0]}.\nOFFER 1 {singular[0]}" + "".join(
             f" 0 {item}" for item in scenario.items[1:]
         )
-    elif role == "seller":  # a fixed example price was parroted: sellers of $600 laptops offered $150
-        example = f"It is worth the asking price.\nOFFER {scenario.list_price:g}"
+    elif isinstance(scenario, PriceScenario):  # a fixed price ($150) was parroted by sellers of $600 laptops
+        if role == "seller":
+            example = f"It is worth the asking price.\nOFFER {scenario.list_price:g}"
+        else:
+            example = f"That price is too high for me.\nOFFER {round(scenario.list_price * 0.6)}"
     else:
-        example = f"That price is too high for me.\nOFFER {round(scenario.list_price * 0.6)}"
+        raise TypeError(f"unsupported scenario type {type(scenario).__name__}")
     return reply + f"Example reply:\n{example}"
 
 
