@@ -4,6 +4,8 @@ Each iteration builds the environment graph with `ChatPolicy(adapter="policy")` 
 engine and tensors the trainer updates: no weight copy), runs `episodes_per_iteration` episodes (each group
 of `group_size` episodes plays one sampled scenario seed and shares a `group_id`), marks degenerate turns,
 computes advantages, updates, and bumps the adapter version so the next iteration's records carry it.
+With `base_opponent_fraction`, some groups seat the base model (adapter disabled) in one role instead; only
+the other seats' turns train.
 
 Everything a run produces lives in one folder:
     RUN/config.yaml  RUN/metrics.jsonl  RUN/trajectories.jsonl  RUN/checkpoints/step-N/  RUN/adapter/
