@@ -37,6 +37,7 @@ from langgraph_omar.engine import SharedPolicy
 from langgraph_omar.models import DEFAULT_MODEL
 from langgraph_omar.records import TokenRecord, token_records
 from langgraph_omar.sampling import SamplingParams, derive_seed
+from langgraph_omar.trajectory import ADAPTER_BY_ROLE
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user", "function": "user"}
 
@@ -158,7 +159,7 @@ class ChatPolicy(BaseChatModel):
                 f"ChatPolicy got unsupported arguments {sorted(unknown)}; accepted: {sorted(options)}"
             )
         options.update({k: v for k, v in kwargs.items() if k in options})
-        seats = run_metadata.get("adapter_by_role") or {}
+        seats = run_metadata.get(ADAPTER_BY_ROLE) or {}
         if run_metadata.get("role") in seats:
             options["adapter"] = seats[run_metadata["role"]]
         chat = to_chat_dicts(messages)

@@ -40,6 +40,11 @@ class Turn:
             )
 
 
+# Run and episode metadata key: {role: adapter name or None (the base model)} seated in place of the graph's
+# own model for that role (ChatPolicy reads it per call; the trainer skips those roles' turns).
+ADAPTER_BY_ROLE = "adapter_by_role"
+
+
 @dataclass
 class Episode:
     episode_id: str
@@ -54,6 +59,11 @@ class Episode:
     @property
     def roles(self) -> list[str]:
         return list(dict.fromkeys(t.role for t in self.turns))
+
+    @property
+    def other_seats(self) -> dict[str, str | None]:
+        """The roles this episode seated another adapter in (`ADAPTER_BY_ROLE`), and that adapter."""
+        return self.metadata.get(ADAPTER_BY_ROLE) or {}
 
     def turns_of(self, role: str) -> list[Turn]:
         return [t for t in self.turns if t.role == role]

@@ -122,9 +122,8 @@ def collect_samples(episodes: Sequence[Episode]) -> tuple[list[TurnSample], dict
         group = str(episode.metadata.get("group_id", episode.episode_id))
         meta = episode.metadata
         scenario = str(meta.get("baseline_key", meta.get("scenario_id", group)))
-        other_seats = meta.get("adapter_by_role") or {}
         for t, turn in enumerate(episode.turns):
-            if turn.role in other_seats:
+            if turn.role in episode.other_seats:
                 other_seat += 1
                 continue
             if turn.role not in episode.rewards:

@@ -48,7 +48,7 @@ from langgraph_omar.rl.degenerate import mark_degenerate
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.rollout import GraphTarget, load_target, run_episodes
 from langgraph_omar.sampling import derive_seed
-from langgraph_omar.trajectory import Episode
+from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode
 from langgraph_omar.trajectory_io import write_episodes
 
 ADAPTER = "policy"
@@ -91,7 +91,7 @@ def episode_plan(
         seats: dict[str, Any] = {}
         if g < base_groups:  # the base role rotates over the groups and the iterations
             roles = s.base_opponent_roles
-            seats = {"adapter_by_role": {roles[(iteration * base_groups + g) % len(roles)]: None}}
+            seats = {ADAPTER_BY_ROLE: {roles[(iteration * base_groups + g) % len(roles)]: None}}
         for j in range(s.group_size):
             inputs.append(scenario_input)
             metadata.append(
@@ -114,9 +114,8 @@ def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     rewards: dict[str, list[float]] = defaultdict(list)
     env_metrics: dict[str, list[float]] = defaultdict(list)
     for episode in ok:
-        other_seats = episode.metadata.get("adapter_by_role") or {}
         for role, reward in episode.rewards.items():
-            if role not in other_seats:  # the policy's own rewards
+            if role not in episode.other_seats:  # the policy's own rewards
                 rewards[role].append(reward)
         for name, value in (episode.metadata.get("metrics") or {}).items():
             if isinstance(value, (bool, int, float)) and math.isfinite(float(value)):
