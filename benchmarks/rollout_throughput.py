@@ -20,7 +20,7 @@ from transformers import pipeline
 
 from langgraph_omar import ChatPolicy, SharedPolicy
 from langgraph_omar.conversation import Role, build_conversation_graph
-from langgraph_omar.models import DEFAULT_MODEL
+from langgraph_omar.serving.models import DEFAULT_MODEL
 
 PERSONAS = {
     "seller": "You are Sam, selling a used bicycle. You want a high price.",

@@ -35,10 +35,10 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from langgraph_omar.engine import SharedPolicy
 from langgraph_omar.rl.batch import TrainingBatch, TurnSample
 from langgraph_omar.rl.config import RunConfig, UpdateSettings
 from langgraph_omar.rl.trainer import PPOTrainer
+from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.testing import tiny_tokenizer
 
 # SmolLM2-135M-Instruct's architecture.

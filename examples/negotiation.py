@@ -11,7 +11,7 @@ import sys
 from langgraph_omar import DEFAULT_MODEL, ChatPolicy
 from langgraph_omar.envs import negotiation
 from langgraph_omar.rollout import run_episodes
-from langgraph_omar.trajectory_io import write_episodes
+from langgraph_omar.trajectory import write_episodes
 
 
 def main(model: str = DEFAULT_MODEL, episodes: int = 4, max_tokens: int = 48) -> None:

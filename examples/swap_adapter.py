@@ -15,7 +15,7 @@ import sys
 
 from langgraph_omar import DEFAULT_MODEL, ChatPolicy, SharedPolicy
 from langgraph_omar.envs import negotiation
-from langgraph_omar.evaluation import evaluate
+from langgraph_omar.eval.arena import evaluate
 from langgraph_omar.rollout import run_episodes
 
 

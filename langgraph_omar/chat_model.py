@@ -33,11 +33,11 @@ from langchain_core.utils.function_calling import convert_to_json_schema
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field
 
-from langgraph_omar.engine import SharedPolicy
-from langgraph_omar.models import DEFAULT_MODEL
-from langgraph_omar.records import TokenRecord, token_records
-from langgraph_omar.sampling import SamplingParams, derive_seed
-from langgraph_omar.trajectory import ADAPTER_BY_ROLE
+from langgraph_omar.serving.engine import SharedPolicy
+from langgraph_omar.serving.models import DEFAULT_MODEL
+from langgraph_omar.serving.records import TokenRecord, token_records
+from langgraph_omar.serving.sampling import SamplingParams, derive_seed
+from langgraph_omar.trajectory import ADAPTER_BY_ROLE, role_of
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user", "function": "user"}
 
@@ -160,8 +160,8 @@ class ChatPolicy(BaseChatModel):
             )
         options.update({k: v for k, v in kwargs.items() if k in options})
         seats = run_metadata.get(ADAPTER_BY_ROLE) or {}
-        if run_metadata.get("role") in seats:
-            options["adapter"] = seats[run_metadata["role"]]
+        if role_of(run_metadata) in seats:
+            options["adapter"] = seats[role_of(run_metadata)]
         chat = to_chat_dicts(messages)
         if kwargs.get("response_format") is not None:
             chat.append({"role": "system", "content": _format_instruction(kwargs["response_format"])})

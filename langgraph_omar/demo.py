@@ -12,25 +12,24 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_omar.chat_model import ChatPolicy
-from langgraph_omar.envs import negotiation
-from langgraph_omar.envs.negotiation_rules import NegotiationRules
-from langgraph_omar.evaluation import evaluate
-from langgraph_omar.models import DEFAULT_MODEL
-from langgraph_omar.report import write_report
+from langgraph_omar.envs.registry import DEFAULT_ENVIRONMENT, load_environment
+from langgraph_omar.eval.arena import evaluate
+from langgraph_omar.eval.report import write_report
 from langgraph_omar.rl.config import RunConfig
 from langgraph_omar.rl.selfplay import run_selfplay
 from langgraph_omar.rollout import run_episodes
-from langgraph_omar.trajectory import Episode
-from langgraph_omar.trajectory_io import write_episodes
+from langgraph_omar.serving.models import DEFAULT_MODEL
+from langgraph_omar.trajectory import Episode, write_episodes
 
-RULES = NegotiationRules(max_turns=4)  # short games: the demo runs on 2 CPU cores in a few minutes
+ENV = DEFAULT_ENVIRONMENT
+ENV_OPTIONS = {"max_turns": 4}  # short games: the demo runs on 2 CPU cores in a few minutes
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {
+    "env": {"name": ENV, "options": ENV_OPTIONS},
     "selfplay": {
         "iterations": 2,
         "episodes_per_iteration": 8,
         "group_size": 2,
         "max_tokens": 32,
-        "max_turns": 4,
     },
     "update": {"micro_batch_size": 8},
     "optimizer": {"learning_rate": 2e-4},
@@ -53,15 +52,14 @@ def run_demo(out: Path, episodes: int = 8, seed: int = 0, model: str = DEFAULT_M
     started = time.perf_counter()
     artefacts: dict[str, Path] = {}
 
-    print(f"1/4 self-play: {episodes} negotiation episodes in parallel on one shared model")
-    graph = negotiation.build_graph(
-        model=ChatPolicy(model=model, temperature=0.7, max_tokens=32), rules=RULES
-    )
+    print(f"1/4 self-play: {episodes} {ENV} episodes in parallel on one shared model")
+    env = load_environment(ENV, ENV_OPTIONS)
+    graph = env.build_graph(ChatPolicy(model=model, temperature=0.7, max_tokens=32))
     seeds = range(seed, seed + episodes)
     played, summary = run_episodes(
         graph,
-        [negotiation.sample_input(s) for s in seeds],
-        [{"seed": s, "sampling_seed": s, "scenario_id": f"negotiation-{s}"} for s in seeds],
+        [env.sample_input(s) for s in seeds],
+        [{"seed": s, "sampling_seed": s, "scenario_id": f"{ENV}-{s}"} for s in seeds],
     )
     for episode in played[:2]:
         show(episode)
@@ -73,7 +71,7 @@ def run_demo(out: Path, episodes: int = 8, seed: int = 0, model: str = DEFAULT_M
     run_dir = out / "train"
     settings = {**DEMO_SETTINGS, "selfplay": {**DEMO_SETTINGS["selfplay"], "model": model}}
     config = RunConfig.from_dict(settings, source="demo settings")
-    history = run_selfplay(config, run_dir)
+    history = run_selfplay(config, run_dir, env)
     for record in history:
         print(f"  iteration {record['iteration']}: mean reward {record['reward_mean']:.3f}")
     artefacts["run folder"] = run_dir
@@ -83,13 +81,13 @@ def run_demo(out: Path, episodes: int = 8, seed: int = 0, model: str = DEFAULT_M
         "3/4 swap + evaluation: the trained adapter in one seat, the base model in the other, seats rotated"
     )
     result = evaluate(
-        "negotiation",
+        ENV,
         str(adapter),
         episodes=4,
         seed=1000,
         model=model,
         max_tokens=32,
-        arena_options={"graph_options": {"rules": RULES}},
+        env_options=ENV_OPTIONS,
         progress=True,
     )
     print(result.headline())

@@ -10,7 +10,6 @@ and renamed into place: a crash leaves either the old DIR or the new one, never 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -25,9 +24,8 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
 from langgraph_omar.errors import OmarError
-from langgraph_omar.models import load_model
+from langgraph_omar.serving.models import load_model
 
-COMMAND_HELP = "merge a LoRA adapter into its base: a standalone transformers model directory"
 EXPORT_INFO = "omar_export.json"  # provenance written beside the weights
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -162,31 +160,3 @@ def export_merged(
 
 
 # ---- command line -----------------------------------------------------------------------------------------
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "adapter", help="LoRA adapter directory (adapter_config.json + adapter_model.safetensors)"
-    )
-    parser.add_argument(
-        "--merge", action="store_true", help="merge the adapter into the base weights (the only export kind)"
-    )
-    parser.add_argument("--out", required=True, help="directory for the standalone model")
-    parser.add_argument(
-        "--model", default=None, help="base model (default: base_model_name_or_path of the adapter config)"
-    )
-    parser.add_argument(
-        "--dtype", default="float32", choices=sorted(DTYPES), help="dtype of the saved weights"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
-
-
-def run_export(args: argparse.Namespace) -> None:
-    if not args.merge:
-        raise OmarError(
-            "export writes a merged model: pass --merge (to share the adapter alone, copy its folder)"
-        )
-    out = export_merged(args.adapter, args.out, args.model, dtype=args.dtype, overwrite=args.overwrite)
-    print(
-        f"merged model: {out} (load with AutoModelForCausalLM.from_pretrained or ChatPolicy(model='{out}'))"
-    )

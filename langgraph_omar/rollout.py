@@ -7,63 +7,19 @@ and are served in batches; one failing episode is recorded as failed and the oth
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from tqdm.auto import tqdm
 
 from langgraph_omar.errors import OmarError
 from langgraph_omar.tracing import TraceRecorder
 from langgraph_omar.trajectory import Episode
-
-# Built-in environment name -> module with `build_graph(model=..., models=...)` and `sample_input(seed)`.
-ENVIRONMENTS = {
-    "negotiation": "langgraph_omar.envs.negotiation",
-    "sotopia": "langgraph_omar.envs.sotopia",
-    "werewolf": "langgraph_omar.envs.werewolf",
-}
-
-
-@dataclass
-class GraphTarget:
-    graph: Any  # a compiled LangGraph graph (any Runnable with abatch_as_completed)
-    sample_input: Callable[[int], dict[str, Any]]
-
-
-def load_target(target: str, model: BaseChatModel | None = None, **graph_kwargs: Any) -> GraphTarget:
-    """A built-in environment name, or `module:attribute` naming a compiled graph or a factory of one.
-
-    A factory is called with `model=` when it takes that argument. Inputs come from the environment's (or the
-    user module's) `sample_input(seed)` when there is one, else every episode starts from `{}`.
-    """
-    if target in ENVIRONMENTS:
-        module = importlib.import_module(ENVIRONMENTS[target])
-        return GraphTarget(module.build_graph(model=model, **graph_kwargs), module.sample_input)
-    if ":" not in target:
-        raise OmarError(
-            f"unknown graph {target!r}: expected one of {sorted(ENVIRONMENTS)} or 'module:attribute'"
-        )
-    module_name, attribute = target.split(":", 1)
-    try:
-        module = importlib.import_module(module_name)
-        obj = getattr(module, attribute)
-    except (ImportError, AttributeError) as exc:
-        raise OmarError(f"cannot load graph {target!r}: {exc}") from None
-    if callable(obj) and not hasattr(obj, "abatch_as_completed"):
-        takes_model = "model" in inspect.signature(obj).parameters
-        obj = obj(model=model, **graph_kwargs) if takes_model else obj(**graph_kwargs)
-    if not hasattr(obj, "abatch_as_completed"):
-        raise OmarError(f"{target!r} is neither a compiled graph nor a factory returning one")
-    sample: Callable[[int], dict[str, Any]] = getattr(module, "sample_input", None) or (lambda seed: {})
-    return GraphTarget(obj, sample)
 
 
 @dataclass
@@ -93,6 +49,7 @@ async def arun_episodes(
     max_concurrency: int = 64,
     progress: bool = True,
     recursion_limit: int = 500,
+    description: str = "episodes",
 ) -> tuple[list[Episode], RolloutSummary]:
     """Run one episode per input concurrently; returns the episodes in input order and a summary.
 
@@ -118,7 +75,7 @@ async def arun_episodes(
     ]
     start = time.perf_counter()
     errors: dict[int, BaseException] = {}
-    with tqdm(total=len(inputs), desc="episodes", unit="ep", disable=not progress) as bar:
+    with tqdm(total=len(inputs), desc=description, unit="ep", disable=not progress) as bar:
         async for index, output in graph.abatch_as_completed(list(inputs), configs, return_exceptions=True):
             if isinstance(output, BaseException):
                 errors[index] = output

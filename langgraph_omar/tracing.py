@@ -21,8 +21,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
-from langgraph_omar.records import token_records
-from langgraph_omar.trajectory import Episode, Turn
+from langgraph_omar.serving.records import token_records
+from langgraph_omar.trajectory import Episode, Turn, role_of
 
 _active_recorder: ContextVar[TraceRecorder | None] = ContextVar("omar_trace_recorder", default=None)
 register_configure_hook(_active_recorder, inheritable=True)
@@ -155,7 +155,7 @@ class TraceRecorder(BaseCallbackHandler):
                 order=self._order,
                 episode_id=self._episode_for(run_id, metadata),
                 node=node,
-                role=str(metadata.get("role") or node),
+                role=role_of(metadata),
                 step=int(metadata.get("langgraph_step", 0)),
             )
             self._order += 1
@@ -206,6 +206,6 @@ class TraceRecorder(BaseCallbackHandler):
 
     def export(self, path: str | Path) -> int:
         """Append the episodes to a JSONL or Parquet file (episode-atomic, no duplicates); returns how many."""
-        from langgraph_omar.trajectory_io import write_episodes
+        from langgraph_omar.trajectory import write_episodes
 
         return write_episodes(path, self.trajectories())

@@ -1,4 +1,5 @@
-"""A one-role toy environment for the trainer tests (tiny model, reward = share of upper-case letters), and
+"""A one-role toy graph for the trainer tests (tiny model, reward = share of upper-case letters), written to
+the minimal contract (a factory taking `model=`, a module-level `sample_input`), and
 `python tests/selfplay_toy.py RUN_DIR ITERATIONS`: a deterministic toy run for the kill -9 resume test."""
 
 from __future__ import annotations
@@ -7,8 +8,6 @@ import os
 from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
-
-from langgraph_omar.rollout import GraphTarget
 
 
 class ToyState(TypedDict, total=False):
@@ -26,7 +25,7 @@ def upper_share(text: str) -> float:
     return sum(c.isupper() for c in text) / len(text) if text else 0.0
 
 
-def toy_target(model: Any) -> GraphTarget:
+def toy_graph(model: Any) -> Any:
     async def speaker(state: ToyState) -> dict[str, Any]:
         reply = await model.ainvoke(state["prompt"])
         return {"reply": reply.text, "rewards": {"speaker": upper_share(reply.text)}}
@@ -35,7 +34,17 @@ def toy_target(model: Any) -> GraphTarget:
     graph.add_node("speaker", speaker, metadata={"role": "speaker"})
     graph.add_edge(START, "speaker")
     graph.add_edge("speaker", END)
-    return GraphTarget(graph.compile(), lambda seed: {"prompt": PROMPTS[seed % len(PROMPTS)]})
+    return graph.compile()
+
+
+def sample_input(seed: int) -> dict[str, Any]:
+    return {"prompt": PROMPTS[seed % len(PROMPTS)]}
+
+
+def toy_env() -> Any:
+    from langgraph_omar.envs.registry import load_environment
+
+    return load_environment("selfplay_toy:toy_graph")
 
 
 def toy_policy(name: str = "tiny", seed: int = 0, sharpness: float = 12.0) -> Any:
@@ -43,7 +52,7 @@ def toy_policy(name: str = "tiny", seed: int = 0, sharpness: float = 12.0) -> An
     enough (entropy well below log V) for a LoRA on a 32-wide model to move it in a few updates."""
     import torch
 
-    from langgraph_omar.engine import SharedPolicy
+    from langgraph_omar.serving.engine import SharedPolicy
     from langgraph_omar.testing import tiny_model, tiny_tokenizer
 
     model: Any = tiny_model(seed)
@@ -62,9 +71,8 @@ def toy_config(seed: int, iterations: int, **sections: dict[str, Any]) -> Any:
     from langgraph_omar.rl.config import RunConfig
 
     data: dict[str, dict[str, Any]] = {
+        "env": {"name": "selfplay_toy:toy_graph"},
         "selfplay": {
-            "env": "toy",
-            "env_kind": "word",
             "model": "tiny",
             "iterations": iterations,
             "episodes_per_iteration": 32,
@@ -95,7 +103,7 @@ def main(argv: list[str]) -> None:
         selfplay={"episodes_per_iteration": 4, "group_size": 2, "max_concurrency": 1},
         update={"micro_batch_size": 2, "gradient_accumulation_steps": 2},
     )
-    run_selfplay(config, run_dir, policy=policy, target_factory=toy_target, progress=False)
+    run_selfplay(config, run_dir, toy_env(), policy=policy, progress=False)
 
 
 if __name__ == "__main__":

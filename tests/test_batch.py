@@ -68,10 +68,12 @@ def test_failed_episodes_unrewarded_roles_and_other_adapters_seats_are_not_train
     ok = episode("ok", [turn("a", [1]), turn("judge", [2])], {"a": 1.0})
     failed = episode("bad", [turn("a", [1])], {"a": 1.0})
     failed.status = "failed"
-    against_base = episode(
-        "vs", [turn("a", [1]), turn("b", [2])], {"a": 1.0, "b": 0.0}, adapter_by_role={"b": None}
-    )
-    samples, counts = collect_samples([ok, failed, against_base])
+    against_base = episode("vs", [turn("a", [1]), turn("b", [2])], {"a": 1.0, "b": 0.0})
+    for e in (ok, failed, against_base):
+        for t in e.turns:
+            t.adapter = "policy"
+    against_base.turns[1].adapter = None  # recorded as the base model's turn
+    samples, counts = collect_samples([ok, failed, against_base], trained_adapter="policy")
     assert [(s.episode_index, s.role) for s in samples] == [(0, "a"), (2, "a")]
     assert counts == {"failed_episodes": 1, "unrewarded_turns": 1, "other_seat_turns": 1}
 

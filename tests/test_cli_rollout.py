@@ -6,7 +6,7 @@ from langgraph.graph import END, START, StateGraph
 
 from langgraph_omar import ChatPolicy
 from langgraph_omar.cli import main
-from langgraph_omar.trajectory_io import read_episodes
+from langgraph_omar.trajectory import read_episodes
 
 
 class FlakyState(TypedDict, total=False):
@@ -75,4 +75,4 @@ def test_one_failing_episode_does_not_stop_the_others(policy, tmp_path, capsys):
 def test_bad_graph_name_is_one_line(capsys, tmp_path):
     assert main(["rollout", "no_such_env", "--out", str(tmp_path / "x.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("omar rollout: error: unknown graph") and "\n" not in err
+    assert err.startswith("omar rollout: error: unknown environment") and "\n" not in err

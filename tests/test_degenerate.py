@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
-from langgraph_omar.envs.werewolf_graph import build_graph
+from langgraph_omar.envs.werewolf.graph import build_graph
 from langgraph_omar.rl.config import DegenerateSettings
 from langgraph_omar.rl.degenerate import fallback_texts, mark_degenerate
 from langgraph_omar.trajectory import Episode, Turn

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from langgraph_omar.demo import run_demo
-from langgraph_omar.trajectory_io import read_episodes
+from langgraph_omar.trajectory import read_episodes
 
 
 def test_demo_writes_every_artefact(policy, tmp_path, capsys):

@@ -6,10 +6,10 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from langgraph_omar import engine as engine_module
 from langgraph_omar.errors import OmarError
-from langgraph_omar.models import resolve_model_path
-from langgraph_omar.sampling import SamplingParams, truncate
+from langgraph_omar.serving import engine as engine_module
+from langgraph_omar.serving.models import resolve_model_path
+from langgraph_omar.serving.sampling import SamplingParams, truncate
 from langgraph_omar.testing import tiny_model, tiny_policy
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)

@@ -22,8 +22,8 @@ from langgraph_omar.envs.negotiation import (
     sample_input,
     standing_offer,
 )
-from langgraph_omar.envs.negotiation_actions import parse_action
-from langgraph_omar.envs.negotiation_rules import (
+from langgraph_omar.envs.negotiation.actions import parse_action
+from langgraph_omar.envs.negotiation.rules import (
     NegotiationResult,
     NegotiationRules,
     NegotiationState,
@@ -33,7 +33,7 @@ from langgraph_omar.envs.negotiation_rules import (
     result_of,
     step,
 )
-from langgraph_omar.envs.negotiation_scenario import (
+from langgraph_omar.envs.negotiation.scenario import (
     PriceScenario,
     ScenarioConfig,
     SplitScenario,

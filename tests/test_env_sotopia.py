@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage
 
 from langgraph_omar.conversation import ScriptedChatModel
-from langgraph_omar.envs.judge import SotopiaJudge
 from langgraph_omar.envs.sotopia import ROLES, build_graph, episode_input, sample_input, transcript_text
-from langgraph_omar.envs.sotopia_data import (
+from langgraph_omar.envs.sotopia.data import (
     SotopiaDataError,
     SotopiaEpisode,
     builtin_sotopia_dir,
@@ -23,7 +22,8 @@ from langgraph_omar.envs.sotopia_data import (
     load_sotopia,
     render_for_viewer,
 )
-from langgraph_omar.envs.sotopia_rules import (
+from langgraph_omar.envs.sotopia.judge import SotopiaJudge
+from langgraph_omar.envs.sotopia.rules import (
     ACTION_TYPES,
     SotopiaRules,
     agent_view,

@@ -15,17 +15,17 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from langgraph_omar.envs.werewolf_config import (
+from langgraph_omar.envs.werewolf.config import (
     WerewolfConfig,
     WerewolfConfigError,
     WerewolfRules,
     bundled_config_path,
     load_werewolf_config,
 )
-from langgraph_omar.envs.werewolf_graph import build_graph
-from langgraph_omar.envs.werewolf_rewards import aggregate_metrics, elimination_factor, player_rewards
-from langgraph_omar.envs.werewolf_rules import play_game
-from langgraph_omar.envs.werewolf_state import Observation
+from langgraph_omar.envs.werewolf.graph import build_graph
+from langgraph_omar.envs.werewolf.rewards import aggregate_metrics, elimination_factor, player_rewards
+from langgraph_omar.envs.werewolf.rules import play_game
+from langgraph_omar.envs.werewolf.state import Observation
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "werewolf"
 REFERENCE = SHARED / "games_werewolves_config.json"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from langgraph_omar.envs.werewolf_actions import (
+from langgraph_omar.envs.werewolf.actions import (
     KIND_MAIN_VERB,
     KIND_VERBS,
     NO_TARGET_VERBS,
@@ -16,9 +16,9 @@ from langgraph_omar.envs.werewolf_actions import (
     parse_action,
     parse_speech,
 )
-from langgraph_omar.envs.werewolf_config import load_werewolf_config
-from langgraph_omar.envs.werewolf_rules import take_action
-from langgraph_omar.envs.werewolf_state import Observation
+from langgraph_omar.envs.werewolf.config import load_werewolf_config
+from langgraph_omar.envs.werewolf.rules import take_action
+from langgraph_omar.envs.werewolf.state import Observation
 
 PLAYERS = ["Aurora", "Bram", "Celeste", "Dorian", "Elise", "Finn"]
 VOTE_LEGAL = {"VOTE": ["Aurora", "Bram", "Celeste"], "ABSTAIN": []}

@@ -7,7 +7,7 @@ from types import ModuleType
 import pytest
 from adapter_helpers import save_random_adapter
 
-from langgraph_omar.engine import SharedPolicy
+from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.testing import tiny_model, tiny_tokenizer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langgraph_omar.chat_model import ChatPolicy
 from langgraph_omar.cli import main
-from langgraph_omar.engine import SharedPolicy
 from langgraph_omar.errors import OmarError
 from langgraph_omar.export import EXPORT_INFO, export_merged
+from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.testing import tiny_model
 
 

@@ -20,7 +20,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
 from langgraph_omar.conversation import ScriptedChatModel
-from langgraph_omar.envs.judge import (
+from langgraph_omar.envs.sotopia.judge import (
     SOTOPIA_DIMENSIONS,
     Dimension,
     JudgeError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicLayer
 
-from langgraph_omar.kv_cache import GrowingLayer, growing_cache
+from langgraph_omar.serving.kv_cache import GrowingLayer, growing_cache
 
 
 def test_growing_layer_matches_dynamic_layer():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from langgraph_omar.decoding import DecodeRequest, decode_batch
-from langgraph_omar.prefix_cache import CachedSequence, PrefixCache, common_prefix_length
-from langgraph_omar.sampling import SamplingParams
+from langgraph_omar.serving.decoding import DecodeRequest, decode_batch
+from langgraph_omar.serving.prefix_cache import CachedSequence, PrefixCache, common_prefix_length
+from langgraph_omar.serving.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=6)
 SAMPLED = SamplingParams(temperature=1.0, max_new_tokens=6, seed=11)

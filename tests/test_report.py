@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from langgraph_omar.arena import JUDGE, OUTCOME
-from langgraph_omar.evaluation import OPPONENT, TESTED, EvalResult
-from langgraph_omar.report import plot_seats, plot_training, read_run_metrics, render_html, write_report
-from langgraph_omar.stats import ALL_SEATS, Comparison, Game, GameMetric, Interval
+from langgraph_omar.envs.environment import JUDGE, OUTCOME
+from langgraph_omar.eval.arena import OPPONENT, TESTED, EvalResult
+from langgraph_omar.eval.report import plot_seats, plot_training, read_run_metrics, render_html, write_report
+from langgraph_omar.eval.stats import ALL_SEATS, Comparison, Game, GameMetric, Interval
 from langgraph_omar.trajectory import Episode, Turn
 
 

@@ -7,8 +7,8 @@ from typing import TypedDict
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langgraph.graph import END, START, StateGraph
 
-from langgraph_omar.envs.werewolf_config import bundled_config_path, load_werewolf_config
-from langgraph_omar.envs.werewolf_graph import build_graph, recursion_limit
+from langgraph_omar.envs.werewolf.config import bundled_config_path, load_werewolf_config
+from langgraph_omar.envs.werewolf.graph import build_graph, recursion_limit
 from langgraph_omar.rollout import bound_recursion_limit, run_episodes
 
 STEPS = 520  # more supersteps than run_episodes' default limit of 500

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -15,12 +14,13 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from selfplay_toy import toy_config, toy_policy, toy_target
+from selfplay_toy import toy_config, toy_env, toy_policy
 
+from langgraph_omar.cli import build_parser, train_config
 from langgraph_omar.rl.checkpoint import CheckpointError, latest_checkpoint
 from langgraph_omar.rl.config import ConfigError
-from langgraph_omar.rl.selfplay import add_train_arguments, config_from_args, episode_plan, run_selfplay
-from langgraph_omar.trajectory_io import read_episodes
+from langgraph_omar.rl.selfplay import episode_plan, run_selfplay
+from langgraph_omar.trajectory import read_episodes
 
 TESTS = Path(__file__).resolve().parent
 
@@ -37,9 +37,7 @@ def small_config(iterations: int = 2, **sections):
 
 def test_a_run_writes_config_metrics_trajectories_checkpoints_and_adapter(tmp_path):
     run = tmp_path / "run"
-    history = run_selfplay(
-        small_config(2), run, policy=toy_policy(), target_factory=toy_target, progress=False
-    )
+    history = run_selfplay(small_config(2), run, toy_env(), policy=toy_policy(), progress=False)
     assert [h["iteration"] for h in history] == [0, 1]
     assert yaml.safe_load((run / "config.yaml").read_text())["selfplay"]["iterations"] == 2
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -69,28 +67,41 @@ def test_groups_of_episodes_share_a_scenario_seed_and_iterations_use_new_ones():
 
 def test_resume_refuses_a_run_folder_trained_with_another_config(tmp_path):
     run = tmp_path / "run"
-    run_selfplay(small_config(1), run, policy=toy_policy(), target_factory=toy_target, progress=False)
+    run_selfplay(small_config(1), run, toy_env(), policy=toy_policy(), progress=False)
     other = small_config(2, optimizer={"learning_rate": 1e-3})
     with pytest.raises(CheckpointError, match="optimizer.learning_rate"):
-        run_selfplay(other, run, policy=toy_policy(), target_factory=toy_target, progress=False)
+        run_selfplay(other, run, toy_env(), policy=toy_policy(), progress=False)
 
 
 def test_command_line_flags_override_the_yaml_config(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("selfplay:\n  iterations: 7\n  group_size: 2\noptimizer:\n  learning_rate: 1e-4\n")
-    parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
+    parser = build_parser("negotiation")
     args = parser.parse_args(
-        ["negotiation", "--out", "x", "--config", str(path), "--group-size", "4", "--advantage", "grpo"]
+        [
+            "train",
+            "negotiation",
+            "--out",
+            "x",
+            "--config",
+            str(path),
+            "--group-size",
+            "4",
+            "--advantage",
+            "grpo",
+        ]
+        + ["--kind", "split", "--selfplay.max-tokens", "12"]
     )
-    config = config_from_args(args)
+    config = train_config(args)
     assert config.selfplay.iterations == 7  # from the file
     assert config.selfplay.group_size == 4  # the flag wins
     assert config.advantage.mode == "grpo"
     assert config.optimizer.learning_rate == 1e-4  # PyYAML's "1e-4" string read as a float
+    assert config.selfplay.max_tokens == 12  # the dotted spelling of a key
+    assert config.env.name == "negotiation" and config.env.options == {"kind": "split"}  # the env's own flag
     path.write_text("selfplay:\n  iteratons: 7\n")
     with pytest.raises(ConfigError, match=r"c.yaml: selfplay: unknown key\(s\) \['iteratons'\]"):
-        config_from_args(parser.parse_args(["negotiation", "--out", "x", "--config", str(path)]))
+        train_config(parser.parse_args(["train", "negotiation", "--out", "x", "--config", str(path)]))
 
 
 def _toy_run(run: Path) -> subprocess.Popen:
@@ -136,9 +147,7 @@ def test_kill_9_during_training_then_resume_gives_the_same_adapter(tmp_path):
 
 def test_warm_start_iterations_clone_well_formed_turns_then_ppo_takes_over(tmp_path):
     config = small_config(2, update={"warm_start_iterations": 1})
-    history = run_selfplay(
-        config, tmp_path / "run", policy=toy_policy(), target_factory=toy_target, progress=False
-    )
+    history = run_selfplay(config, tmp_path / "run", toy_env(), policy=toy_policy(), progress=False)
     warm, ppo = history
     assert warm["warm_start"] == 1.0 and ppo["warm_start"] == 0.0
     assert "bc_loss" in warm and "pg_loss" not in warm and warm["trained_tokens"] > 0
@@ -148,18 +157,14 @@ def test_warm_start_iterations_clone_well_formed_turns_then_ppo_takes_over(tmp_p
 
 def test_max_minutes_stops_before_an_iteration_that_would_pass_the_budget(tmp_path):
     config = small_config(5, selfplay={"max_minutes": 1e-6})  # every iteration takes longer than this
-    history = run_selfplay(
-        config, tmp_path / "run", policy=toy_policy(), target_factory=toy_target, progress=False
-    )
+    history = run_selfplay(config, tmp_path / "run", toy_env(), policy=toy_policy(), progress=False)
     assert len(history) == 1  # the first always runs: nothing tells its length before it
     assert latest_checkpoint(tmp_path / "run") is not None and (tmp_path / "run" / "adapter").exists()
 
 
 def test_the_warm_start_keeps_only_episodes_at_or_above_filter_min_reward(tmp_path):
     config = small_config(1, update={"warm_start_iterations": 1}, filter={"min_reward": 1e9})
-    (warm,) = run_selfplay(
-        config, tmp_path / "run", policy=toy_policy(), target_factory=toy_target, progress=False
-    )
+    (warm,) = run_selfplay(config, tmp_path / "run", toy_env(), policy=toy_policy(), progress=False)
     assert warm["skipped_update"] == 1.0 and "bc_loss" not in warm  # no episode reached the bar
 
 
@@ -181,9 +186,7 @@ def test_base_opponent_groups_seat_the_base_model_in_one_role_taken_in_turn():
 
 def test_turns_the_base_model_played_are_recorded_as_such_and_not_trained_on(tmp_path):
     config = small_config(2, selfplay={"base_opponent_fraction": 0.5, "base_opponent_roles": ["speaker"]})
-    history = run_selfplay(
-        config, tmp_path / "run", policy=toy_policy(), target_factory=toy_target, progress=False
-    )
+    history = run_selfplay(config, tmp_path / "run", toy_env(), policy=toy_policy(), progress=False)
     episodes = read_episodes(tmp_path / "run" / "trajectories.jsonl")
     seated = [e for e in episodes if e.metadata.get("adapter_by_role")]
     assert len(seated) == 8  # one of the two groups of each iteration

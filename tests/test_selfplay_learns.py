@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from selfplay_toy import toy_config, toy_policy, toy_target
+from selfplay_toy import toy_config, toy_env, toy_policy
 
 from langgraph_omar.rl.selfplay import run_selfplay
 
@@ -15,8 +15,8 @@ def test_ppo_updates_raise_the_mean_reward(seed, tmp_path):
     history = run_selfplay(
         toy_config(seed, iterations=16, optimizer={"learning_rate": 1.5e-2}),
         tmp_path / "run",
+        toy_env(),
         policy=toy_policy(seed=seed),
-        target_factory=toy_target,
         progress=False,
     )
     rewards = [h["reward_mean"] for h in history]

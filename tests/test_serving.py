@@ -20,10 +20,10 @@ import pytest
 from adapter_helpers import save_random_adapter
 from langgraph.pregel import Pregel
 
-from langgraph_omar.engine import SharedPolicy
+from langgraph_omar.dev_server import TINY_MODEL, ServingSettings, serving_chat_model, serving_settings
 from langgraph_omar.envs import negotiation
 from langgraph_omar.errors import OmarError
-from langgraph_omar.serving import TINY_MODEL, ServingSettings, serving_chat_model, serving_settings
+from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.testing import tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +63,12 @@ def test_serving_chat_model_loads_the_adapter_once(tmp_path: Path) -> None:
     engine = SharedPolicy.get(TINY_MODEL)
     assert chat.adapter in engine.adapter_versions  # the loaded name, so calls touch no file
     assert chat.invoke("hello").response_metadata["adapter"] == chat.adapter
+
+
+def test_langgraph_json_serves_every_registered_environment() -> None:
+    from langgraph_omar.envs.registry import registered
+
+    assert _config_graphs() == {name: f"./graphs/served.py:{name}" for name in registered()}
 
 
 @pytest.mark.parametrize("name", sorted(_config_graphs()))

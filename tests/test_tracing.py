@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from langgraph_omar import ChatPolicy
 from langgraph_omar.tracing import TraceRecorder
-from langgraph_omar.trajectory_io import read_episodes
+from langgraph_omar.trajectory import read_episodes
 
 
 class Verdict(BaseModel):

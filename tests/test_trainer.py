@@ -13,7 +13,7 @@ from langgraph_omar.rl.checkpoint import latest_checkpoint, load_checkpoint, sav
 from langgraph_omar.rl.config import ConfigError, DegenerateSettings, RunConfig, field_help
 from langgraph_omar.rl.degenerate import mark_degenerate, repeated_ngram_fraction
 from langgraph_omar.rl.trainer import PPOTrainer
-from langgraph_omar.sampling import SamplingParams
+from langgraph_omar.serving.sampling import SamplingParams
 from langgraph_omar.trajectory import Episode, Turn
 
 PROMPTS = ["Say hello.", "Offer a price.", "Walk away now."]

@@ -14,17 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from langgraph_omar.trajectory import SCHEMA_VERSION, Episode, Turn
-from langgraph_omar.trajectory_io import (
+from langgraph_omar.trajectory import (
     PARQUET_SCHEMA,
+    SCHEMA_VERSION,
+    Episode,
     TornLineWarning,
     TrajectoryFileError,
+    Turn,
     iter_episodes,
     read_episodes,
     to_trl_records,
     write_episodes,
 )
-from langgraph_omar.trajectory_io.validation import _VALUE_CHECKS
+from langgraph_omar.trajectory.validation import _VALUE_CHECKS
 
 REPO = Path(__file__).parents[1]
 FORMATS = ["episodes.jsonl", "episodes.parquet"]
@@ -233,7 +235,7 @@ sys.modules["langgraph_omar"] = package
 WRITER_SCRIPT = f"""
 {BARE_PACKAGE}
 {WRITER_FACTORY}
-from langgraph_omar.trajectory_io import write_episodes
+from langgraph_omar.trajectory import write_episodes
 path, total = sys.argv[1], int(sys.argv[2])
 for i in range(total):
     write_episodes(path, [make_big_episode(i)])  # one call per episode, as a rollout loop does
@@ -280,7 +282,7 @@ def test_kill_9_mid_export_leaves_whole_episodes_and_rerun_completes(tmp_path: P
 ONE_BIG_WRITE_SCRIPT = f"""
 {BARE_PACKAGE}
 from langgraph_omar.trajectory import Episode, Turn
-from langgraph_omar.trajectory_io import write_episodes
+from langgraph_omar.trajectory import write_episodes
 def episode(name, text):
     return Episode(name, turns=[Turn("a", "a", text, [1], [2], [-0.1])], rewards={{"a": 1.0}})
 write_episodes(sys.argv[1], [episode("small", "x")])

@@ -1,18 +1,9 @@
-"""Social environments: rules, scenario loaders and rewards, each with a graph factory `build_graph`.
+"""Social environments behind one interface (`environment.Environment`) and one registry (`registry`).
 
-- `langgraph_omar.envs.negotiation`: buyer/seller bargaining and Deal-or-No-Deal item splits (judge-free).
-- `langgraph_omar.envs.sotopia`: SOTOPIA's social scenarios, scored by an LLM judge (`envs.judge`).
-- `langgraph_omar.envs.werewolf`: the social-deduction game, roster and rules from a config file.
+- `negotiation/`: buyer/seller bargaining and Deal-or-No-Deal item splits (judge-free).
+- `sotopia/`: SOTOPIA's social scenarios, scored by an LLM judge.
+- `werewolf/`: the social-deduction game, roster and rules from a config file.
 
-Modules are imported on demand (`from langgraph_omar.envs.negotiation import build_graph`): this package
-imports nothing, so loading one environment never pulls in another's dependencies.
+Subpackages are imported on demand (`load_environment("werewolf")`): this package imports nothing, so loading
+one environment never pulls in another's dependencies. docs/environments.md documents the interface.
 """
-
-from __future__ import annotations
-
-# Environment name -> "module:factory" of its graph factory, for command lines and langgraph.json.
-GRAPH_FACTORIES: dict[str, str] = {
-    "negotiation": "langgraph_omar.envs.negotiation:build_graph",
-    "sotopia": "langgraph_omar.envs.sotopia:build_graph",
-    "werewolf": "langgraph_omar.envs.werewolf:build_graph",
-}

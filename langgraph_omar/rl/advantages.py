@@ -1,4 +1,4 @@
-"""Advantage estimators: pure functions over tensors (DESIGN section 4).
+"""Advantage estimators: pure functions over tensors (docs/design.md §4).
 
 Critic mode (OMAR): `hierarchical_gae` for one role in one episode, `hierarchical_gae_batched` for padded
 batches. Critic-free mode: `discounted_returns` + `group_turn_advantages` (group baseline) or `EmaBaseline`
@@ -223,7 +223,7 @@ def group_turn_advantages(returns_per_episode: Sequence[Tensor], eps: float = 1e
     The baseline b and scale sigma pool the G_k of every turn of every episode in the group (GRPO-style):
     A_k = (G_k - b) / (sigma + eps). Returns one (K_i,) tensor per episode.
     A group of one episode only compares that episode's turns with each other: callers with single-episode
-    groups should use `EmaBaseline` instead (DESIGN section 4).
+    groups should use `EmaBaseline` instead (docs/design.md §4).
     """
     if not returns_per_episode:
         return []

@@ -6,7 +6,7 @@ recorded sampling log-probability, its advantage, ...), and `completion_mask` is
 turn's completion tokens. The trainer predicts the token at p from the hidden state at p - 1.
 
 Which turns are trained: turns of the roles that have a terminal reward in `episode.rewards` (a narrator or a
-judge model call has none), of episodes whose status is "ok". Advantages by mode (DESIGN section 4):
+judge model call has none), of episodes whose status is "ok". Advantages by mode (docs/design.md §4):
 - `hierarchical`: per role, G_k = sum_{j>=k} gamma^(j-k) r_k; group baseline over the episodes sharing
   `metadata["group_id"]` (`group_turn_advantages`), or SPIRAL's EMA baseline keyed by
   `metadata["baseline_key"]` (the game; else `scenario_id`) when the group has one episode; spread over the
@@ -110,9 +110,11 @@ class TrainingBatch:
         )
 
 
-def collect_samples(episodes: Sequence[Episode]) -> tuple[list[TurnSample], dict[str, float]]:
-    """The trained turns of `episodes` in order, and counts of what was left out. Turns of a role that
-    `adapter_by_role` seated another adapter in (the base model as an opponent) are not the policy's."""
+def collect_samples(
+    episodes: Sequence[Episode], trained_adapter: str | None = None
+) -> tuple[list[TurnSample], dict[str, float]]:
+    """The trained turns of `episodes` in order, and counts of what was left out. With `trained_adapter`,
+    a turn recorded as played by another adapter (the base model as an opponent) is not the policy's."""
     samples: list[TurnSample] = []
     failed = unrewarded = other_seat = 0
     for e, episode in enumerate(episodes):
@@ -123,7 +125,7 @@ def collect_samples(episodes: Sequence[Episode]) -> tuple[list[TurnSample], dict
         meta = episode.metadata
         scenario = str(meta.get("baseline_key", meta.get("scenario_id", group)))
         for t, turn in enumerate(episode.turns):
-            if turn.role in episode.other_seats:
+            if trained_adapter is not None and turn.adapter != trained_adapter:
                 other_seat += 1
                 continue
             if turn.role not in episode.rewards:
@@ -345,12 +347,14 @@ def build_batch(
     ema: EmaBaseline,
     pad_id: int,
     bc_filter: FilterSettings | None = None,
+    trained_adapter: str | None = None,
 ) -> TrainingBatch | None:
     """Episodes (degenerate turns already marked) -> a batch with advantages, for the critic-free modes and,
     with `bc_filter`, for filtered behaviour cloning (kept turns: advantage 1; the loss is -mean logprob).
     In critic mode the advantages are left at 0 for `assign_critic_advantages` + `finish_advantages`.
-    None when no turn is left to train on (every episode failed, or the filter kept nothing)."""
-    samples, metrics = collect_samples(episodes)
+    None when no turn is left to train on (every episode failed, or the filter kept nothing). With
+    `trained_adapter`, only the turns that adapter played are trained (see `collect_samples`)."""
+    samples, metrics = collect_samples(episodes, trained_adapter)
     if bc_filter is not None:
         rows = filtered_bc_rows(episodes, samples, bc_filter)
         metrics["bc_kept_turns"] = len(rows)

@@ -1,6 +1,6 @@
 """Training configuration: dataclasses whose fields carry help text, validated in `__post_init__`.
 
-A YAML file mirrors `RunConfig`: one mapping per section (`lora`, `optimizer`, `update`, `advantage`,
+A YAML file mirrors `RunConfig`: one mapping per section (`env`, `lora`, `optimizer`, `update`, `advantage`,
 `degenerate`, `filter`, `selfplay`), each holding that section's fields. Unknown sections or keys and bad
 values raise `ConfigError` naming the file, the key and what was expected.
 
@@ -264,12 +264,19 @@ class FilterSettings:
 
 
 @dataclass
-class SelfPlaySettings:
-    env: str = field(default="negotiation", metadata=_help("environment name"))
-    env_kind: str = field(
-        default="price", metadata=_help("environment variant (negotiation: price or split)")
+class EnvSettings:
+    name: str = field(
+        default="",
+        metadata=_help("the environment: a registered name (`omar envs` lists them) or module:attribute"),
     )
-    max_turns: int | None = field(default=None, metadata=_help("messages per episode (env default if None)"))
+    options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_help("the environment's own options, e.g. {kind: split, max_turns: 6} (`omar envs NAME`)"),
+    )
+
+
+@dataclass
+class SelfPlaySettings:
     iterations: int = field(default=10, metadata=_help("rollout + update rounds"))
     episodes_per_iteration: int = field(default=16, metadata=_help("episodes per iteration (M)"))
     group_size: int = field(default=4, metadata=_help("episodes per sampled scenario seed, one group (G)"))
@@ -301,7 +308,6 @@ class SelfPlaySettings:
     keep_checkpoints: int = field(default=2, metadata=_help("checkpoints kept on disk (newest)"))
 
     def __post_init__(self) -> None:
-        _require(self.max_turns is None or self.max_turns >= 1, "selfplay.max_turns", ">= 1", self.max_turns)
         _require(
             0.0 <= self.base_opponent_fraction <= 1.0,
             "selfplay.base_opponent_fraction",
@@ -331,7 +337,8 @@ class SelfPlaySettings:
         _require(self.keep_checkpoints >= 1, "selfplay.keep_checkpoints", ">= 1", self.keep_checkpoints)
 
 
-_SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type] = {
+    "env": EnvSettings,
     "lora": LoraSettings,
     "optimizer": OptimizerSettings,
     "update": UpdateSettings,
@@ -344,6 +351,7 @@ _SECTIONS: dict[str, type] = {
 
 @dataclass
 class RunConfig:
+    env: EnvSettings = field(default_factory=EnvSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     update: UpdateSettings = field(default_factory=UpdateSettings)
@@ -362,12 +370,12 @@ class RunConfig:
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> RunConfig:
         """Build from nested mappings; unknown sections/keys and bad values raise ConfigError."""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping of sections {sorted(_SECTIONS)}, got {data!r}")
-        unknown = sorted(set(data) - set(_SECTIONS))
+            raise ConfigError(f"{source}: expected a mapping of sections {sorted(SECTIONS)}, got {data!r}")
+        unknown = sorted(set(data) - set(SECTIONS))
         if unknown:
-            raise ConfigError(f"{source}: unknown section(s) {unknown}; expected some of {sorted(_SECTIONS)}")
+            raise ConfigError(f"{source}: unknown section(s) {unknown}; expected some of {sorted(SECTIONS)}")
         sections = {}
-        for name, section_cls in _SECTIONS.items():
+        for name, section_cls in SECTIONS.items():
             values = data.get(name) or {}
             if not isinstance(values, Mapping):
                 raise ConfigError(f"{source}: section {name!r} must be a mapping, got {values!r}")
@@ -444,6 +452,10 @@ def _check_type(annotation: str, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a string, got {value!r}")
     elif base == "list[str]" and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
         raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+    elif base == "dict[str, Any]" and (
+        not isinstance(value, dict) or not all(isinstance(k, str) for k in value)
+    ):
+        raise ConfigError(f"{key} must be a mapping of names to values, got {value!r}")
     return value
 
 

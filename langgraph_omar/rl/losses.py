@@ -1,4 +1,4 @@
-"""PPO losses: pure functions over (B, T) token tensors (DESIGN section 4).
+"""PPO losses: pure functions over (B, T) token tensors (docs/design.md §4).
 
 Every loss is a token-level mean: the sum over real tokens (mask True) divided by the number of real tokens,
 so a long turn weighs more than a short one unless per-token `weights` (role balancing, whose mean over

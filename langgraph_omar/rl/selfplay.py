@@ -16,25 +16,25 @@ Scenario seeds: iteration i, group g plays seed `selfplay.seed + i * groups + g`
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from langgraph_omar.atomic import write_atomic
-from langgraph_omar.engine import SharedPolicy
+from langgraph_omar.errors import OmarError
 from langgraph_omar.rl.advantages import EmaBaseline
-from langgraph_omar.rl.batch import build_batch
+from langgraph_omar.rl.batch import TrainingBatch, build_batch
 from langgraph_omar.rl.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -43,36 +43,32 @@ from langgraph_omar.rl.checkpoint import (
     saved_config,
     seed_everything,
 )
-from langgraph_omar.rl.config import ADVANTAGE_MODES, ALGORITHMS, FilterSettings, RunConfig
+from langgraph_omar.rl.config import FilterSettings, RunConfig
 from langgraph_omar.rl.degenerate import mark_degenerate
 from langgraph_omar.rl.trainer import PPOTrainer
-from langgraph_omar.rollout import GraphTarget, load_target, run_episodes
-from langgraph_omar.sampling import derive_seed
-from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode
-from langgraph_omar.trajectory_io import write_episodes
+from langgraph_omar.rollout import run_episodes
+from langgraph_omar.serving.engine import SharedPolicy
+from langgraph_omar.serving.sampling import derive_seed
+from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode, write_episodes
 
 ADAPTER = "policy"
-TargetFactory = Callable[[Any], GraphTarget]  # chat model -> graph + sample_input
 
 
-def default_target_factory(config: RunConfig) -> TargetFactory:
-    """The environment named by `selfplay.env` (built-in or `module:attribute`), every role on `model`."""
-    settings = config.selfplay
+class SelfPlayEnvironment(Protocol):
+    """What the loop needs of an environment (`langgraph_omar.envs.Environment` has it; `rl` imports none)."""
 
-    def factory(model: Any) -> GraphTarget:
-        kwargs: dict[str, Any] = {}
-        if settings.env == "negotiation":
-            from langgraph_omar.envs.negotiation import sample_input
-            from langgraph_omar.envs.negotiation_rules import NegotiationRules
+    name: str
 
-            kwargs["kind"] = settings.env_kind
-            if settings.max_turns is not None:
-                kwargs["rules"] = NegotiationRules(max_turns=settings.max_turns)
-            target = load_target(settings.env, model=model, **kwargs)
-            return GraphTarget(target.graph, lambda seed: sample_input(seed, settings.env_kind))
-        return load_target(settings.env, model=model)
+    @property
+    def recursion_limit(self) -> int: ...
 
-    return factory
+    def build_graph(self, model: Any, *, judge: Any = None) -> Any: ...
+
+    def sample_input(self, seed: int) -> dict[str, Any]: ...
+
+
+class TrainingWarning(UserWarning):
+    """An iteration that trained nothing, or a graph that leaves roles unrewarded: said once, with the reason."""
 
 
 def episode_plan(
@@ -102,20 +98,22 @@ def episode_plan(
                     "scenario_id": scenario_id,
                     "seed": seed,
                     "sampling_seed": derive_seed(s.seed, iteration, g, j),
-                    "baseline_key": f"{s.env}:{s.env_kind}",  # SPIRAL's EMA baseline: per game and role
+                    "baseline_key": config.env.name,  # SPIRAL's EMA baseline: per game and role
                 }
             )
     return inputs, metadata
 
 
 def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
-    """Mean reward (overall and per role), episode and token counts, and the env's numeric metrics."""
+    """Mean reward (overall and per role, of the roles the trained adapter played), episode and token
+    counts, and the env's numeric metrics."""
     ok = [e for e in episodes if e.status == "ok"]
     rewards: dict[str, list[float]] = defaultdict(list)
     env_metrics: dict[str, list[float]] = defaultdict(list)
     for episode in ok:
+        policy_roles = episode.roles_played_by(ADAPTER)
         for role, reward in episode.rewards.items():
-            if role not in episode.other_seats:  # the policy's own rewards
+            if role in policy_roles:  # the policy's own rewards
                 rewards[role].append(reward)
         for name, value in (episode.metadata.get("metrics") or {}).items():
             if isinstance(value, (bool, int, float)) and math.isfinite(float(value)):
@@ -232,39 +230,93 @@ def _this_process(
 
 
 def _rollout(
-    target: GraphTarget,
+    graph: Any,
     inputs: list[dict[str, Any]],
     metadata: list[dict[str, Any]],
     max_concurrency: int,
+    recursion_limit: int,
     progress: bool,
 ) -> tuple[list[Episode], float]:
     """Run the episodes. Every call samples from its episode's `sampling_seed`, whatever the batch; with
     max_concurrency 1 the batches themselves are fixed too (bit-exact logits, hence an exact resume)."""
     if max_concurrency > 1:
         episodes, summary = run_episodes(
-            target.graph, inputs, metadata, max_concurrency=max_concurrency, progress=progress
+            graph,
+            inputs,
+            metadata,
+            max_concurrency=max_concurrency,
+            recursion_limit=recursion_limit,
+            progress=progress,
         )
         return episodes, summary.seconds
     episodes, seconds = [], 0.0
     for one_input, meta in tqdm(
         list(zip(inputs, metadata, strict=True)), desc="episodes", disable=not progress, leave=False
     ):
-        ran, summary = run_episodes(target.graph, [one_input], [meta], max_concurrency=1, progress=False)
+        ran, summary = run_episodes(
+            graph, [one_input], [meta], max_concurrency=1, recursion_limit=recursion_limit, progress=False
+        )
         episodes.extend(ran)
         seconds += summary.seconds
     return episodes, seconds
 
 
+def check_rollout(
+    environment: SelfPlayEnvironment, iteration: int, episodes: Sequence[Episode], first: bool
+) -> None:
+    """Fail loud: every episode failed (raise, naming the first error); on the first iteration, a graph whose
+    final state has no `rewards` (raise) or roles that act but are never rewarded (warn once)."""
+    ok = [e for e in episodes if e.status == "ok"]
+    if episodes and not ok:
+        raise OmarError(
+            f"iteration {iteration}: all {len(episodes)} episodes of {environment.name} failed; "
+            f"the first: {episodes[0].error}"
+        )
+    if not first or not ok:
+        return
+    if not any(e.rewards for e in ok):
+        raise OmarError(
+            f"{environment.name}: no episode's final state has `rewards` ({{role: float}}): nothing to train on"
+        )
+    acted = {t.role for e in ok for t in e.turns if t.adapter == ADAPTER}
+    unrewarded = sorted(acted - {role for e in ok for role in e.rewards})
+    if unrewarded:
+        warnings.warn(
+            f"{environment.name}: role(s) {unrewarded} acted but never got a reward in the final state's "
+            "`rewards`; their turns do not train",
+            TrainingWarning,
+            stacklevel=2,
+        )
+
+
+def untrained_reason(batch: TrainingBatch | None, record: dict[str, Any]) -> str | None:
+    """Why an iteration's update trains no turn (None when some turn carries a signal)."""
+    if batch is None:
+        if record.get("bc_kept_turns") == 0 or record.get("warm_start"):
+            return "behaviour cloning kept no turn (all degenerate, or below filter.min_reward)"
+        return "no turn of the policy had a reward (the final state's `rewards` names no role it played)"
+    if batch.behaviour_cloning:
+        return None
+    if all(s.degenerate for s in batch.samples):
+        return "every turn was degenerate (empty, off-format, repeated or cut off): no signal"
+    if not bool(batch.advantages.abs().sum() > 0):
+        return "every advantage is zero (equal rewards within each group and role)"
+    return None
+
+
 def run_selfplay(
     config: RunConfig,
     run_dir: str | Path,
+    environment: SelfPlayEnvironment,
     *,
     policy: SharedPolicy | None = None,
-    target_factory: TargetFactory | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Train `config.selfplay.iterations` iterations (resuming from RUN's newest checkpoint); returns the
-    metrics of the iterations run now."""
+    """Train `config.selfplay.iterations` iterations of `environment` (resuming from RUN's newest
+    checkpoint); returns the metrics of the iterations run now. Every role plays on the trained adapter; a
+    judge, if the environment has one, on the base model (adapter disabled), never on the policy it scores.
+    Raises OmarError when every episode of an iteration failed; warns (`TrainingWarning`) with the reason when
+    an iteration trained no turn."""
     from langgraph_omar.chat_model import ChatPolicy
 
     s = config.selfplay
@@ -293,15 +345,19 @@ def run_selfplay(
         top_p=s.top_p,
         max_tokens=s.max_tokens,
     )
-    target = (target_factory or default_target_factory(config))(chat)
+    judge = ChatPolicy(model=policy.model_name, temperature=0.0, max_tokens=s.max_tokens)
+    graph = environment.build_graph(chat, judge=judge)
     history, started, longest = [], time.monotonic(), 0.0
     for iteration in tqdm(
         range(start, s.iterations), desc="iterations", disable=not progress, initial=start, total=s.iterations
     ):
         iteration_started = time.monotonic()
-        inputs, metadata = _this_process(*episode_plan(config, iteration, target.sample_input), process)
+        inputs, metadata = _this_process(*episode_plan(config, iteration, environment.sample_input), process)
         with trainer.serving():
-            episodes, rollout_seconds = _rollout(target, inputs, metadata, s.max_concurrency, progress)
+            episodes, rollout_seconds = _rollout(
+                graph, inputs, metadata, s.max_concurrency, environment.recursion_limit, progress
+            )
+        check_rollout(environment, iteration, episodes, first=iteration == start)
         for episode, meta in zip(episodes, metadata, strict=True):
             episode.metadata.update(meta)
             episode.metadata["iteration"] = iteration
@@ -311,7 +367,13 @@ def run_selfplay(
         write_episodes(run_dir / "trajectories.jsonl", episodes)
         bc_filter = behaviour_cloning_filter(config, iteration)
         record["warm_start"] = float(iteration < config.update.warm_start_iterations)
-        batch = build_batch(episodes, config.advantage, ema, policy.tokenizer.pad_token_id, bc_filter)
+        batch = build_batch(
+            episodes, config.advantage, ema, policy.tokenizer.pad_token_id, bc_filter, trained_adapter=ADAPTER
+        )
+        reason = untrained_reason(batch, record | (batch.metrics if batch is not None else {}))
+        if reason is not None:
+            warnings.warn(f"iteration {iteration} trained no turn: {reason}", TrainingWarning, stacklevel=2)
+            record["untrained"] = 1.0
         if batch is None:  # nothing to learn from this time; the adapter stays as it is
             record["skipped_update"] = 1.0
         else:
@@ -333,84 +395,3 @@ def run_selfplay(
     if main:
         export_adapter(trainer, run_dir)
     return history
-
-
-# ---- the command line ---------------------------------------------------------------------------------------
-
-_OVERRIDES = {  # argparse dest -> config key
-    "env": "selfplay.env",
-    "env_kind": "selfplay.env_kind",
-    "iterations": "selfplay.iterations",
-    "episodes_per_iteration": "selfplay.episodes_per_iteration",
-    "group_size": "selfplay.group_size",
-    "max_concurrency": "selfplay.max_concurrency",
-    "max_turns": "selfplay.max_turns",
-    "max_tokens": "selfplay.max_tokens",
-    "temperature": "selfplay.temperature",
-    "model": "selfplay.model",
-    "seed": "selfplay.seed",
-    "advantage": "advantage.mode",
-    "algo": "update.algo",
-    "epochs": "update.epochs",
-    "warm_start_iterations": "update.warm_start_iterations",
-    "kl_coef": "update.kl_coef",
-    "learning_rate": "optimizer.learning_rate",
-    "max_minutes": "selfplay.max_minutes",
-    "base_opponent_fraction": "selfplay.base_opponent_fraction",
-}
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """`omar train ENV ...`: flags override the --config YAML, which overrides the defaults."""
-    parser.add_argument("env", help="negotiation | sotopia | werewolf | module:attribute")
-    parser.add_argument("--out", required=True, help="run folder (config, metrics, trajectories, adapters)")
-    parser.add_argument("--config", default=None, help="YAML config (see training/negotiation.yaml)")
-    parser.add_argument("--iterations", type=int, default=None)
-    parser.add_argument("--episodes-per-iteration", type=int, default=None)
-    parser.add_argument("--group-size", type=int, default=None, help="episodes per scenario seed (one group)")
-    parser.add_argument("--advantage", choices=ADVANTAGE_MODES, default=None)
-    parser.add_argument("--algo", choices=ALGORITHMS, default=None)
-    parser.add_argument("--env-kind", default=None, help="negotiation: price or split")
-    parser.add_argument("--max-turns", type=int, default=None, help="messages per episode")
-    parser.add_argument("--max-tokens", type=int, default=None, help="new tokens per turn")
-    parser.add_argument("--max-concurrency", type=int, default=None)
-    parser.add_argument("--temperature", type=float, default=None)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument(
-        "--warm-start-iterations", type=int, default=None, help="first iterations clone well-formed turns"
-    )
-    parser.add_argument("--kl-coef", type=float, default=None)
-    parser.add_argument("--learning-rate", type=float, default=None)
-    parser.add_argument("--model", default=None, help="served model (default: smollm2-135m-instruct)")
-    parser.add_argument("--seed", type=int, default=None, help="first scenario seed")
-    parser.add_argument(
-        "--max-minutes",
-        type=float,
-        default=None,
-        help="wall-time budget: no iteration starts that would pass it",
-    )
-    parser.add_argument(
-        "--base-opponent-fraction",
-        type=float,
-        default=None,
-        help="share of groups with the base model in one role (roles: selfplay.base_opponent_roles)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    base = RunConfig.from_yaml(args.config) if args.config else RunConfig()
-    return base.with_overrides({key: getattr(args, dest, None) for dest, key in _OVERRIDES.items()})
-
-
-def run_train(args: argparse.Namespace) -> None:
-    config = config_from_args(args)
-    history = run_selfplay(config, args.out, progress=not args.no_progress)
-    if history:
-        last = history[-1]
-        print(
-            f"trained {len(history)} iteration(s); last: reward_mean {last['reward_mean']:.3f}, "
-            f"degenerate {last['degenerate_fraction']:.2f}, "
-            f"logprob_mismatch {last.get('logprob_mismatch', float('nan')):.4f}"
-        )
-    print(f"adapter: {Path(args.out) / 'adapter'}")

@@ -25,11 +25,11 @@ from accelerate import Accelerator
 from peft import LoraConfig, PeftModel
 from torch import Tensor, nn
 
-from langgraph_omar.engine import SharedPolicy
 from langgraph_omar.rl.batch import TrainingBatch, assign_critic_advantages, finish_advantages
 from langgraph_omar.rl.config import RunConfig
 from langgraph_omar.rl.logprobs import token_logprobs_and_entropy_from_hidden
 from langgraph_omar.rl.losses import kl_penalty, masked_mean, masked_sum, ppo_clip_loss, value_loss
+from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.trajectory import Episode
 
 

@@ -12,12 +12,11 @@ import math
 import pytest
 
 from langgraph_omar.cli import main
-from langgraph_omar.envs.judge import SOTOPIA_DIMENSIONS
 from langgraph_omar.envs.sotopia import DEFAULT_JUDGE_RETRIES
-from langgraph_omar.envs.sotopia_rules import SotopiaRules
-from langgraph_omar.envs.werewolf_config import load_werewolf_config, team_of
-from langgraph_omar.trajectory import Episode
-from langgraph_omar.trajectory_io import read_episodes
+from langgraph_omar.envs.sotopia.judge import SOTOPIA_DIMENSIONS
+from langgraph_omar.envs.sotopia.rules import SotopiaRules
+from langgraph_omar.envs.werewolf.config import load_werewolf_config, team_of
+from langgraph_omar.trajectory import Episode, read_episodes
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,86 @@
+"""The Werewolf `Environment`: the variant file, seats by team, win rates and vote metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from langgraph_omar.envs.environment import DEFAULT_RECURSION_LIMIT, Environment, Metric, option
+from langgraph_omar.envs.werewolf.config import (
+    BUNDLED_DIR,
+    TEAMS,
+    WerewolfConfig,
+    bundled_config_path,
+    load_werewolf_config,
+    team_of,
+)
+from langgraph_omar.envs.werewolf.graph import build_graph, recursion_limit
+from langgraph_omar.envs.werewolf.rules import new_game
+from langgraph_omar.trajectory import Episode
+
+BUNDLED = tuple(sorted(p.stem for p in BUNDLED_DIR.glob("*.json")))
+
+
+@dataclass
+class Werewolf(Environment):
+    """The social-deduction game; roster, phases and rules from a config file. In an evaluation the seats
+    are the two teams: the tested model plays every player dealt a role of one team."""
+
+    name = "werewolf"
+    description = "the social-deduction game (villagers against werewolves), roster and rules from a file"
+    seat_metrics = {
+        "win": Metric("the seat's team won", rate=True),
+        "reward": Metric("the team's players' mean reward (win discounted for early elimination, loss -1)"),
+    }
+    game_metrics = {
+        "draw": Metric("the round limit ended the game", rate=True),
+        "rounds": Metric("rounds played"),
+        "vote_accuracy": Metric("village-team votes cast against werewolves"),
+        "fallbacks": Metric("unparsable or illegal moves replaced by a fallback"),
+    }
+
+    werewolf_config: str = option(
+        "classic_6", f"a bundled variant ({', '.join(BUNDLED)}) or a JSON/YAML file"
+    )
+    max_rounds: int | None = option(None, "round limit (default: the config's)")
+    game: WerewolfConfig = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_rounds is not None and self.max_rounds < 1:
+            raise ValueError(f"max_rounds must be >= 1, got {self.max_rounds}")
+        name = self.werewolf_config
+        path = bundled_config_path(name) if name in BUNDLED else Path(name)
+        rules = {"max_rounds": self.max_rounds} if self.max_rounds is not None else None
+        self.game = load_werewolf_config(path, rules=rules)  # checked now, not at the first episode
+
+    def build_graph(self, model: BaseChatModel, *, judge: BaseChatModel | None = None) -> Any:
+        return build_graph(model=model, config_path=self.game)
+
+    def sample_input(self, seed: int) -> dict[str, Any]:
+        return {"seed": seed}  # the seed deals the roles and drives fallbacks and tie-breaks
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.game.players)
+
+    @property
+    def recursion_limit(self) -> int:
+        return max(DEFAULT_RECURSION_LIMIT, recursion_limit(self.game))
+
+    def seating(self, seed: int, roles: tuple[str, ...]) -> dict[str, str]:
+        return {player: team_of(role) for player, role in new_game(self.game, seed)["roles"].items()}
+
+    def seats(self, roles: tuple[str, ...]) -> tuple[str, ...]:
+        return TEAMS
+
+    def seat_values(self, episode: Episode, seating: Mapping[str, str]) -> dict[str, dict[str, float]]:
+        values = super().seat_values(episode, seating)
+        won = (episode.metadata.get("metrics") or {}).get("win_rate") or {}
+        for seat in TEAMS:
+            if seat in won:
+                values.setdefault(seat, {})["win"] = float(won[seat])
+        return values

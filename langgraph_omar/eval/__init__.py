@@ -1,0 +1,2 @@
+"""Evaluation: the arena protocol (`arena`: the tested adapter against an opponent, seat by seat, on the same
+scenario seeds), its statistics (`stats`: paired intervals) and the report (`report`: JSON, PNG plots, HTML)."""

@@ -1,0 +1,309 @@
+"""The shared policy: one model per (model, device), serving every role, episode and thread in batches.
+
+Callers `submit` a request and get a `concurrent.futures.Future`; a single worker thread coalesces requests
+that arrive together (up to `max_batch_size`, waiting at most `max_wait_ms` for more) into one batched
+generation. Async callers await the same future through `asyncio.wrap_future`: no thread per call.
+The worker thread is the only one that runs the model for generation; a trainer takes `exclusive()` to
+update the same tensors in place, so the next batch serves the new weights with no copy or sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from langgraph_omar.errors import OmarError
+from langgraph_omar.serving.decoding import DecodeRequest, DecodeResult, decode_batch
+from langgraph_omar.serving.models import DEFAULT_MODEL, load_model
+from langgraph_omar.serving.prefix_cache import PrefixCache
+from langgraph_omar.serving.records import TokenRecord
+from langgraph_omar.serving.sampling import SamplingParams
+
+
+@dataclass
+class _Pending:
+    request: DecodeRequest
+    future: Future[TokenRecord]
+    truncated_messages: int = 0
+    submitted: float = field(default_factory=time.monotonic)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def _device_key(device: str | torch.device | None) -> str:
+    target = torch.device(device) if device is not None else default_device()
+    if target.type == "cuda" and target.index is None:
+        target = torch.device("cuda", torch.cuda.current_device())
+    return str(target)
+
+
+class SharedPolicy:
+    """One causal LM (+ peft LoRA adapters) serving batched generation requests."""
+
+    _registry: dict[tuple[str, str], SharedPolicy] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(
+        self,
+        name: str,
+        model: Any,
+        tokenizer: Any,
+        max_batch_size: int = 64,
+        max_wait_ms: float = 30.0,
+        prefix_cache_mb: int = 1024,
+    ) -> None:
+        """An engine over a loaded model and tokenizer; `SharedPolicy.get` loads by name and shares.
+
+        prefix_cache_mb: memory for the keys and values of finished sequences that later prompts reuse
+        (see `prefix_cache`); 0 turns the reuse off.
+        """
+        self.model_name = name
+        self.model, self.tokenizer = model.eval(), tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.device = next(model.parameters()).device
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self.adapter_versions: dict[str, int] = {}
+        self.prefix_cache = PrefixCache(prefix_cache_mb * 2**20) if prefix_cache_mb > 0 else None
+        self._path_names: dict[str, str] = {}
+        self.context_window = int(getattr(model.config, "max_position_embeddings", 2048))
+        self.eos_ids = self._eos_ids()
+        self._lock = threading.RLock()
+        self._queue: queue.Queue[_Pending] = queue.Queue()
+        self._worker = threading.Thread(target=self._serve, name=f"omar-engine-{name}", daemon=True)
+        self._worker.start()
+
+    @classmethod
+    def load(
+        cls,
+        model: str = DEFAULT_MODEL,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> SharedPolicy:
+        """Load `model` (an embedded name, a local directory or a hub id); bf16 on a GPU, float32 on a CPU."""
+        target = torch.device(device) if device is not None else default_device()
+        dtype = dtype or (torch.bfloat16 if target.type == "cuda" else torch.float32)
+        loaded, tokenizer = load_model(model, target, dtype)
+        return cls(model, loaded, tokenizer, **kwargs)
+
+    # ---- registry -------------------------------------------------------------------------------
+    @classmethod
+    def get(
+        cls, model: str = DEFAULT_MODEL, device: str | torch.device | None = None, **kwargs: Any
+    ) -> SharedPolicy:
+        """The engine for (model, device), loaded on first use and shared by every caller after."""
+        key = (model, _device_key(device))
+        with cls._registry_lock:
+            if key not in cls._registry:
+                cls._registry[key] = cls.load(model, device=key[1], **kwargs)
+            return cls._registry[key]
+
+    @classmethod
+    def register(cls, policy: SharedPolicy) -> None:
+        """Make an engine built by hand (a test's tiny model, say) the shared one for its name."""
+        with cls._registry_lock:
+            cls._registry[(policy.model_name, _device_key(policy.device))] = policy
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(configured if isinstance(configured, list) else [configured])
+        return {i for i in ids if i is not None}
+
+    # ---- prompts ----------------------------------------------------------------------------------
+    def render(self, messages: Sequence[dict[str, str]], max_new_tokens: int) -> tuple[list[int], int]:
+        """Chat-template token ids for `messages` (role/content dicts), and how many were dropped.
+
+        Context policy: when prompt + max_new_tokens exceed the context window, the oldest non-system
+        messages are dropped one by one (the count goes into the token record); if the last message alone
+        does not fit, an OmarError is raised.
+        """
+        messages = list(messages)
+        dropped = 0
+        while True:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
+                ids = list(ids["input_ids"])
+            if len(ids) + max_new_tokens <= self.context_window:
+                return ids, dropped
+            droppable = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
+            if not droppable:
+                raise OmarError(
+                    f"prompt of {len(ids)} tokens + max_new_tokens {max_new_tokens} exceeds the context window "
+                    f"({self.context_window}) of {self.model_name!r}, even with all earlier messages dropped"
+                )
+            del messages[droppable[0]]
+            dropped += 1
+
+    # ---- adapters ---------------------------------------------------------------------------------
+    def load_adapter(self, path: str | Path, name: str | None = None) -> str:
+        """Load a LoRA adapter (safetensors) under `name` (default: the folder name); reload bumps its version."""
+        path = Path(path).expanduser()
+        if not (path / "adapter_config.json").exists():
+            raise OmarError(f"adapter not found: {path} has no adapter_config.json")
+        if not (path / "adapter_model.safetensors").exists():
+            raise OmarError(f"{path} has no adapter_model.safetensors (only safetensors adapters are loaded)")
+        name = name or path.name
+        with self._lock:
+            try:
+                if isinstance(self.model, PeftModel):
+                    if name in self.model.peft_config:
+                        self.model.delete_adapter(name)
+                    self.model.load_adapter(str(path), adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+            except (RuntimeError, KeyError, ValueError) as exc:
+                detail = str(exc).strip().splitlines()[0][:200]
+                raise OmarError(f"adapter {path} does not fit model {self.model_name!r}: {detail}") from None
+            self.model.eval()
+            self._weights_changed()
+            self.adapter_versions[name] = self.adapter_versions.get(name, 0) + 1
+        return name
+
+    def ensure_adapter(self, spec: str) -> str:
+        """A loaded adapter's name for `spec`: a name already loaded, or a path, loaded on first use."""
+        if spec in self.adapter_versions:
+            return spec
+        path = Path(spec).expanduser()
+        name = self._path_names.get(str(path.resolve()))
+        if name is None:
+            if not path.exists():
+                raise OmarError(
+                    f"adapter {spec!r} is neither a loaded adapter "
+                    f"({', '.join(sorted(self.adapter_versions)) or 'none loaded'}) nor an existing path"
+                )
+            name = self.load_adapter(path, name=f"path-{len(self._path_names)}-{path.name}".replace(".", "_"))
+            self._path_names[str(path.resolve())] = name
+        return name
+
+    def add_trainable_adapter(self, name: str, config: LoraConfig) -> None:
+        """A fresh LoRA adapter on the served model itself: training it changes what is served."""
+        with self._lock:
+            if isinstance(self.model, PeftModel):
+                self.model.add_adapter(name, config)
+            else:
+                self.model = get_peft_model(self.model, config, adapter_name=name)
+            self._weights_changed()
+            self.adapter_versions[name] = 1
+
+    def bump_adapter_version(self, name: str) -> int:
+        with self._lock:
+            self._weights_changed()
+            self.adapter_versions[name] += 1
+            return self.adapter_versions[name]
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[Any]:
+        """Hold the model alone (generation waits): for training steps on the served tensors."""
+        with self._lock:
+            try:
+                yield self.model
+            finally:
+                self._weights_changed()
+
+    def _weights_changed(self) -> None:
+        """Stored keys and values were computed with the old weights: drop them."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
+
+    # ---- generation -------------------------------------------------------------------------------
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: str | None = None,
+        on_token: Callable[[int], object] | None = None,
+        truncated_messages: int = 0,
+    ) -> Future[TokenRecord]:
+        if adapter is not None and adapter not in self.adapter_versions:
+            raise OmarError(
+                f"adapter {adapter!r} is not loaded; loaded: {sorted(self.adapter_versions) or 'none'}"
+            )
+        future: Future[TokenRecord] = Future()
+        self._queue.put(
+            _Pending(DecodeRequest(prompt_ids, params, adapter, on_token), future, truncated_messages)
+        )
+        return future
+
+    def generate(
+        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
+    ) -> TokenRecord:
+        return self.submit(prompt_ids, params, adapter).result()
+
+    async def agenerate(
+        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
+    ) -> TokenRecord:
+        return await asyncio.wrap_future(self.submit(prompt_ids, params, adapter))
+
+    def _serve(self) -> None:
+        """Collect a batch: after the first request, keep taking requests while they keep coming (each within
+        `max_wait_ms` of the previous one), up to `max_batch_size` or 20 waits in all. Episodes that reach
+        their model call a few milliseconds apart (graph overhead) then still share one batch."""
+        while True:
+            batch = [self._queue.get()]
+            cap = time.monotonic() + 20 * self.max_wait_s
+            while len(batch) < self.max_batch_size:
+                timeout = min(self.max_wait_s, cap - time.monotonic())
+                try:
+                    batch.append(self._queue.get(timeout=max(0.0, timeout)))
+                except queue.Empty:
+                    break
+            self._run(batch)
+
+    def _run(self, batch: list[_Pending]) -> None:
+        try:
+            with self._lock:
+                results = decode_batch(
+                    self.model,
+                    self.tokenizer,
+                    [p.request for p in batch],
+                    self.eos_ids,
+                    prefix_cache=self.prefix_cache,
+                )
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                batch[0].future.set_exception(OmarError("out of memory for a single request"))
+                return
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = len(batch) // 2
+            self._run(batch[:half])
+            self._run(batch[half:])
+            return
+        except Exception as exc:  # the callers, not this thread, decide what a failure means
+            for p in batch:
+                p.future.set_exception(exc)
+            return
+        for pending, result in zip(batch, results, strict=True):
+            pending.future.set_result(self._record(pending, result))
+
+    def _record(self, pending: _Pending, result: DecodeResult) -> TokenRecord:
+        request = pending.request
+        return TokenRecord(
+            prompt_ids=list(request.prompt_ids),
+            completion_ids=result.completion_ids,
+            logprobs=result.logprobs,
+            text=result.text,
+            finish_reason=result.finish_reason,
+            model=self.model_name,
+            adapter=request.adapter,
+            adapter_version=self.adapter_versions.get(request.adapter, 0) if request.adapter else 0,
+            temperature=request.params.temperature,
+            top_p=request.params.top_p,
+            truncated_messages=pending.truncated_messages,
+        )

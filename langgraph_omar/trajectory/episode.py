@@ -1,0 +1,96 @@
+"""Trajectories: episode -> roles -> turns -> tokens, plus rewards.
+
+One `Turn` is one recorded model call. An `Episode` holds the turns in call order and the rewards: a
+terminal reward per role, optional per-turn rewards (`Turn.reward`) and named reward dimensions per role
+(judges). Serialization lives beside it (`langgraph_omar.trajectory`: JSONL, Parquet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Turn:
+    role: str
+    node: str
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    step: int = 0  # the LangGraph superstep of the call
+    finish_reason: str = "stop"
+    temperature: float = 1.0
+    adapter: str | None = None
+    adapter_version: int = 0
+    reward: float = 0.0  # per-turn reward added by an environment or a judge
+    degenerate: str | None = None  # why the turn earns no pseudo-reward ("empty", "repeated", ...)
+    fallback: str | None = None  # what replaced an illegal action, when one was replaced
+    run_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.logprobs) != len(self.completion_ids):
+            raise ValueError(
+                f"turn of role {self.role!r}: {len(self.logprobs)} logprobs for "
+                f"{len(self.completion_ids)} completion ids"
+            )
+
+
+# Run metadata key: {role: adapter name or None (the base model)} seated in place of the graph's own model
+# for that role (ChatPolicy reads it per call). Which adapter played a turn is then recorded in `Turn.adapter`.
+ADAPTER_BY_ROLE = "adapter_by_role"
+
+
+def role_of(metadata: Mapping[str, Any]) -> str:
+    """The role of a model call from its run metadata: the node's `metadata={"role": ...}` when a node plays a
+    role under another name (or several nodes play one role), else the LangGraph node's name."""
+    return str(metadata.get("role") or metadata.get("langgraph_node") or "model")
+
+
+@dataclass
+class Episode:
+    episode_id: str
+    turns: list[Turn] = field(default_factory=list)
+    rewards: dict[str, float] = field(default_factory=dict)  # role -> terminal reward
+    reward_dimensions: dict[str, dict[str, float]] = field(default_factory=dict)  # role -> name -> score
+    metadata: dict[str, Any] = field(default_factory=dict)  # scenario_id, group_id, seed, model, adapter...
+    status: str = "ok"  # "ok" or "failed"
+    error: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def roles(self) -> list[str]:
+        return list(dict.fromkeys(t.role for t in self.turns))
+
+    def roles_played_by(self, adapter: str | None) -> set[str]:
+        """The roles whose every recorded turn `adapter` played (None: the base model)."""
+        played: dict[str, bool] = {}
+        for turn in self.turns:
+            played[turn.role] = played.get(turn.role, True) and turn.adapter == adapter
+        return {role for role, only in played.items() if only}
+
+    def turns_of(self, role: str) -> list[Turn]:
+        return [t for t in self.turns if t.role == role]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Episode:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown episode keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+        turn_keys = {f.name for f in fields(Turn)}
+        turns = []
+        for i, t in enumerate(data.get("turns", [])):
+            extra = set(t) - turn_keys
+            if extra:
+                raise ValueError(f"turn {i}: unknown keys {sorted(extra)}")
+            turns.append(Turn(**t))
+        return cls(**{**data, "turns": turns})
