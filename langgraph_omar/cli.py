@@ -129,7 +129,7 @@ def _envs(args: argparse.Namespace) -> None:
         print("or module:attribute: a graph of one's own (docs/environments.md)")
         return
     env = _load_environment(argparse.Namespace(env=args.name))
-    print(f"{args.name}: {env.description or type(env).__doc__ or ''}".strip())
+    print(f"{args.name}: {env.description}")
     for f in env.option_fields():
         print(
             f"  --{f.name.replace('_', '-'):<18} {f.metadata.get('help', '')} (now: {getattr(env, f.name)!r})"
@@ -384,7 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an environment's import warnings are said again when it loads
             parser = build_parser(_env_spec(argv))
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse has printed the usage and the error (or the help)
+            return exc.code if isinstance(exc.code, int) else 2
         run: Callable[[argparse.Namespace], None] = args.run
         run(args)
     except (OmarError, ValueError, FileNotFoundError) as exc:

@@ -76,3 +76,22 @@ def test_bad_graph_name_is_one_line(capsys, tmp_path):
     assert main(["rollout", "no_such_env", "--out", str(tmp_path / "x.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("omar rollout: error: unknown environment") and "\n" not in err
+
+
+def test_envs_lists_the_registry_and_an_environments_options(capsys):
+    assert main(["envs"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("negotiation", "sotopia", "werewolf"))
+    assert main(["envs", "negotiation"]) == 0
+    shown = capsys.readouterr().out
+    assert "--kind" in shown and "--max-turns" in shown and "evaluation seats: buyer, seller" in shown
+    assert main(["envs", "test_cli_rollout:flaky_graph"]) == 0
+    assert "roles: learnt from the first episode" in capsys.readouterr().out
+
+
+def test_an_environment_option_of_another_environment_is_refused(capsys, tmp_path):
+    assert (
+        main(["rollout", "negotiation", "--werewolf-config", "guard_8", "--out", str(tmp_path / "x.jsonl")])
+        == 2
+    )
+    assert "unrecognized arguments: --werewolf-config" in capsys.readouterr().err

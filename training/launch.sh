@@ -17,5 +17,5 @@ if [[ -n "$accelerate_config" ]]; then
 else
   "$python" "${train[@]}" "${extra[@]}"
 fi
-"$python" training/arena_eval.py --adapter "$run_dir/adapter" --config training/negotiation.yaml \
-  --out "$run_dir/arena.json"
+"$python" -m langgraph_omar.cli eval negotiation --max-turns 6 --max-tokens 32 --adapter "$run_dir/adapter" \
+  --episodes 64 --seed 1000000 --run "$run_dir" --out "$run_dir/eval"

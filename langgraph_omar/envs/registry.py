@@ -131,6 +131,7 @@ class GraphEnvironment(Environment):
 
     def __post_init__(self) -> None:
         self.name = self.target
+        self.description = (inspect.getdoc(self.module) or "graph of one's own").splitlines()[0]
         self._sample: Callable[[int], dict[str, Any]] | None = getattr(self.module, "sample_input", None)
         if self._sample is None:
             warnings.warn(
