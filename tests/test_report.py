@@ -133,3 +133,32 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
     path = write_atomic(tmp_path / "x.txt", "hello")
     assert path.read_text() == "hello"
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_the_report_leads_with_the_answer_then_the_curve_then_before_and_after() -> None:
+    result = _result()
+    assert result.verdict() == (
+        "Yes: runs/a/adapter beat base, by +0.500 reward per game (95% interval [+0.250, +0.750]) over 4 "
+        "scenario seeds, 3 games."
+    )
+    before = Episode("b", turns=[_turn("buyer", "hello there", None)], metadata={"scenario_id": "neg-7"})
+    after = Episode("a", turns=[_turn("buyer", "OFFER 90", "a")], metadata={"scenario_id": "neg-7"})
+    curve = plot_training([{"iteration": i, "reward_mean": i / 10} for i in range(3)])
+    page = render_html(
+        result,
+        {"the learning curve: reward by iteration": curve, "seats": b"png"},
+        before_after=[(before, after)],
+    )
+    answer = page.index("Yes: runs/a/adapter beat base")
+    assert answer < page.index("the learning curve") < page.index("before training (base model)")
+    assert page.index("hello there") < page.index("OFFER 90") < page.index("<h2>Outcome metrics</h2>")
+
+
+@pytest.mark.parametrize(
+    ("interval", "start"),
+    [(Interval(-0.3, -0.5, -0.1, 8, "t"), "No: "), (Interval(0.1, -0.2, 0.4, 8, "t"), "Not shown: ")],
+)
+def test_the_verdict_says_no_or_not_shown(interval: Interval, start: str) -> None:
+    result = _result()
+    result.comparisons = [Comparison("reward", OUTCOME, ALL_SEATS, interval, interval, interval, 8)]
+    assert result.verdict().startswith(start)

@@ -106,6 +106,25 @@ class EvalResult:
         kind = "" if overall.kind == OUTCOME else f" ({overall.kind})"
         return f"reward{kind}, tested - opponent: {overall.difference.text()}; {games}"
 
+    def verdict(self) -> str:
+        """The answer first: did the tested side beat the opponent on reward, by how much, over how many games."""
+        overall = self.comparison("reward")
+        tested, opponent = self.config.get("adapter"), self.config.get("opponent_label")
+        if overall is None or overall.difference is None:
+            return f"No paired games finished: no answer ({self.failed_games} of {len(self.games)} games failed)."
+        d = overall.difference
+        level = f"{self.config.get('confidence', 0.95):.0%}"
+        if d.method != "none" and d.low > 0:
+            answer = f"Yes: {tested} beat {opponent}"
+        elif d.method != "none" and d.high < 0:
+            answer = f"No: {tested} lost to {opponent}"
+        else:
+            answer = f"Not shown: {tested} and {opponent} are not told apart"
+        return (
+            f"{answer}, by {d.mean:+.3f} reward per game ({level} interval [{d.low:+.3f}, {d.high:+.3f}]) over "
+            f"{d.n} scenario seeds, {len(self.games)} games."
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(replace(self, episodes=[]))
         del data["episodes"]

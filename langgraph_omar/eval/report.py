@@ -153,6 +153,7 @@ def plot_seats(result: EvalResult) -> bytes:
 
 # ---- HTML ---------------------------------------------------------------------------------------------------
 
+TRAINING_PLOT = "the learning curve: reward by iteration"
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.4em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
@@ -160,6 +161,7 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .turn{margin:.2em 0;padding:.3em .6em;border-left:4px solid #999;white-space:pre-wrap}
 .tested{border-color:#1f77b4;background:#eef5fb}.opponent{border-color:#ff7f0e;background:#fff4ea}
 .judge{border-color:#888;background:#f6f6f6}img{max-width:100%}details{margin:.5em 0}
+.answer{font-size:1.25em}.pair{display:grid;grid-template-columns:1fr 1fr;gap:1em}
 """
 
 
@@ -209,7 +211,36 @@ def _sample_games(result: EvalResult, count: int) -> list[tuple[Game, Episode]]:
     return sorted(pairs, key=lambda pair: (pair[0].seed, result.seats.index(pair[0].tested_seat)))[:count]
 
 
-def render_html(result: EvalResult, images: Mapping[str, bytes], transcripts: int = 6) -> str:
+def _turns(episode: Episode) -> str:
+    rows = [f'<div class="turn"><b>{_e(t.role)}</b>: {_e(t.text.strip())}</div>' for t in episode.turns]
+    rewards = ", ".join(f"{_e(role)} {value:.3f}" for role, value in episode.rewards.items())
+    return "".join(rows) + f'<p class="note">rewards: {rewards or "none"}</p>'
+
+
+def _before_after(pairs: Sequence[tuple[Episode, Episode]]) -> str:
+    """Transcripts of one scenario played by the base model and by the trained adapter, side by side."""
+    blocks = [
+        f"<h3>scenario {_e(before.metadata.get('scenario_id', before.episode_id))}</h3>"
+        f'<div class="pair"><div><h4>before training (base model)</h4>{_turns(before)}</div>'
+        f"<div><h4>after training (the trained adapter in every role)</h4>{_turns(after)}</div></div>"
+        for before, after in pairs
+    ]
+    return "<h2>The same scenario before and after training</h2>" + "".join(blocks)
+
+
+def _image(name: str, data: bytes) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<h2>{_e(name)}</h2><img alt="{_e(name)}" src="data:image/png;base64,{encoded}">'
+
+
+def render_html(
+    result: EvalResult,
+    images: Mapping[str, bytes],
+    transcripts: int = 6,
+    before_after: Sequence[tuple[Episode, Episode]] = (),
+) -> str:
+    """The answer first (`EvalResult.verdict`), then the learning curve, the before/after transcripts, and
+    the details: settings, outcome tables, per-game metrics, judge scores, seat plot, sample games."""
     config = result.config
     labels = {
         TESTED: f"tested: {config.get('adapter')}",
@@ -221,10 +252,14 @@ def render_html(result: EvalResult, images: Mapping[str, bytes], transcripts: in
         k: config.get(k)
         for k in ("env", "adapter", "opponent_label", "model", "episodes", "seed", "temperature")
     }
+    learning = {name: data for name, data in images.items() if name == TRAINING_PLOT}
     parts = [
         f"<h1>Arena evaluation: {_e(config.get('env'))}</h1>",
-        f"<p><b>{_e(result.headline())}</b></p>",
-        "<table>"
+        f'<p class="answer"><b>{_e(result.verdict())}</b></p>',
+        f"<p>{_e(result.headline())}</p>",
+        *(_image(name, data) for name, data in learning.items()),
+        _before_after(before_after) if before_after else "",
+        "<h2>Details</h2><table>"
         + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in settings.items())
         + "</table>",
         f'<p class="note">Each scenario seed is played once per seat ({_e(", ".join(result.seats))}) with the '
@@ -251,9 +286,7 @@ def render_html(result: EvalResult, images: Mapping[str, bytes], transcripts: in
             "models: read these beside the outcome metrics, not alone.</p>",
             _comparison_table(judged, result.metric_help),
         ]
-    for name, data in images.items():
-        encoded = base64.b64encode(data).decode("ascii")
-        parts.append(f'<h2>{_e(name)}</h2><img alt="{_e(name)}" src="data:image/png;base64,{encoded}">')
+    parts += [_image(name, data) for name, data in images.items() if name not in learning]
     failed = [g for g in result.games if g.status != "ok"]
     if failed:
         items = "".join(f"<li>seed {g.seed}, seat {_e(g.tested_seat)}: {_e(g.error)}</li>" for g in failed)
@@ -271,9 +304,15 @@ def render_html(result: EvalResult, images: Mapping[str, bytes], transcripts: in
 
 
 def write_report(
-    result: EvalResult, out: Path, run_dir: Path | None = None, transcripts: int = 6
+    result: EvalResult,
+    out: Path,
+    run_dir: Path | None = None,
+    transcripts: int = 6,
+    before_after: Sequence[tuple[Episode, Episode]] = (),
 ) -> dict[str, Path]:
-    """Write eval.json, episodes.jsonl, the PNG plots and report.html into `out`; returns name -> path."""
+    """Write eval.json, episodes.jsonl, the PNG plots and report.html into `out`; returns name -> path.
+    run_dir: a training run whose metrics.jsonl gives the learning curve; before_after: (base, trained)
+    episodes of the same scenario, shown side by side."""
     from langgraph_omar.trajectory import write_episodes
 
     out.mkdir(parents=True, exist_ok=True)
@@ -285,9 +324,9 @@ def write_report(
     paths["seats plot"] = write_atomic(out / "seats.png", images["mean by seat and paired difference"])
     if run_dir is not None:
         rows = read_run_metrics(run_dir / "metrics.jsonl")
-        images["training: reward by iteration"] = plot_training(rows)
-        paths["training plot"] = write_atomic(out / "training.png", images["training: reward by iteration"])
-    html_text = render_html(result, images, transcripts)
+        images[TRAINING_PLOT] = plot_training(rows)
+        paths["training plot"] = write_atomic(out / "training.png", images[TRAINING_PLOT])
+    html_text = render_html(result, images, transcripts, before_after)
     paths["report"] = write_atomic(out / "report.html", html_text.encode("utf-8"))
     return paths
 
