@@ -1,8 +1,10 @@
-"""The main job behind `make demo`: the whole loop on the default model, on a CPU, in a few minutes.
+"""The main job behind `make demo`: the whole loop on the default model, on a CPU, within ten minutes.
 
-Self-play negotiation episodes run in parallel through one shared model and are traced; the trajectories are
-exported; a short RL run trains a LoRA adapter on the served model; the adapter is swapped into the same
-graphs and evaluated arena-style against the base model; a report is written.
+Self-play negotiation episodes run in parallel through one shared model and are traced; a short self-play run
+trains a LoRA adapter on the served model (a warm start that clones the model's own well-formed turns, then
+hierarchical-advantage PPO, half of the groups against the base model); the adapter is swapped into the same
+graph and evaluated arena-style against the base model on fresh scenario seeds; the trained adapter replays
+the first scenarios for a before/after comparison; a report leads with the answer.
 """
 
 from __future__ import annotations
@@ -18,26 +20,39 @@ from langgraph_omar.eval.report import write_report
 from langgraph_omar.rl.config import RunConfig
 from langgraph_omar.rl.selfplay import run_selfplay
 from langgraph_omar.rollout import run_episodes
+from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.models import DEFAULT_MODEL
-from langgraph_omar.trajectory import Episode, write_episodes
+from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode, write_episodes
 
 ENV = DEFAULT_ENVIRONMENT
-ENV_OPTIONS = {"max_turns": 4}  # short games: the demo runs on 2 CPU cores in a few minutes
+ENV_OPTIONS = {"max_turns": 4}  # two moves each: an offer can be answered and countered
+MAX_TOKENS = 24
+TEMPERATURE = 0.7
+EVAL_SEEDS = 32  # scenario seeds of the evaluation, each played once per seat
+EVAL_FIRST_SEED = 1_000_000  # far from the training seeds (iteration i, group g plays seed + i * groups + g)
+# The recipe (training/README.md, "The demo"): what the 30-minute recipe does, shortened to fit 2 CPU cores.
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "env": {"name": ENV, "options": ENV_OPTIONS},
     "selfplay": {
-        "iterations": 2,
-        "episodes_per_iteration": 8,
-        "group_size": 2,
-        "max_tokens": 32,
+        "iterations": 6,
+        "episodes_per_iteration": 16,
+        "group_size": 4,
+        "max_concurrency": 16,
+        "temperature": TEMPERATURE,
+        "max_tokens": MAX_TOKENS,
+        "base_opponent_fraction": 0.5,
+        "base_opponent_roles": ["buyer", "seller"],
     },
-    "update": {"micro_batch_size": 8},
-    "optimizer": {"learning_rate": 2e-4},
-    # The untrained model rarely closes a deal in 4 turns, so the outcome reward alone would leave nothing to
-    # learn from here; off-format and empty turns get a penalty (a dense signal), while cut-off replies are
-    # not penalised: 32 tokens cut most of them, and the parser reads an action line anywhere in the text.
-    "advantage": {"degenerate_penalty": 0.3},
+    "update": {
+        "epochs": 1,
+        "micro_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "warm_start_iterations": 4,
+    },
+    "optimizer": {"learning_rate": 5e-4},
+    "advantage": {"mode": "hierarchical", "degenerate_penalty": 0.0},
     "degenerate": {"over_length": False},
+    "filter": {"min_reward": 0.0},
 }
 
 
@@ -47,54 +62,94 @@ def show(episode: Episode) -> None:
         print(f"[{turn.role}] {' '.join(turn.text.split())}")
 
 
-def run_demo(out: Path, episodes: int = 8, seed: int = 0, model: str = DEFAULT_MODEL) -> dict[str, Path]:
+def demo_config(model: str, seed: int, iterations: int | None = None) -> RunConfig:
+    """The demo's training config; `seed` moves the training scenarios and the update's random seed."""
+    selfplay = {**DEMO_SETTINGS["selfplay"], "model": model, "seed": seed * 10_000}
+    if iterations is not None:
+        selfplay["iterations"] = iterations
+    settings = {**DEMO_SETTINGS, "selfplay": selfplay, "update": {**DEMO_SETTINGS["update"], "seed": seed}}
+    return RunConfig.from_dict(settings, source="demo settings")
+
+
+def run_demo(
+    out: Path,
+    episodes: int = 8,
+    seed: int = 0,
+    model: str = DEFAULT_MODEL,
+    eval_seeds: int = EVAL_SEEDS,
+    iterations: int | None = None,
+) -> dict[str, Path]:
+    """Run the main job into `out`; returns artefact name -> path. seed: the demo seed (training scenarios,
+    update seed, and the evaluation's fresh scenario seeds all follow from it)."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     artefacts: dict[str, Path] = {}
-
-    print(f"1/4 self-play: {episodes} {ENV} episodes in parallel on one shared model")
     env = load_environment(ENV, ENV_OPTIONS)
-    graph = env.build_graph(ChatPolicy(model=model, temperature=0.7, max_tokens=32))
-    seeds = range(seed, seed + episodes)
-    played, summary = run_episodes(
-        graph,
-        [env.sample_input(s) for s in seeds],
-        [{"seed": s, "sampling_seed": s, "scenario_id": f"{ENV}-{s}"} for s in seeds],
-    )
-    for episode in played[:2]:
-        show(episode)
-    print(summary.line())
-    artefacts["trajectories"] = out / "selfplay.jsonl"
-    write_episodes(artefacts["trajectories"], played, append=False)
+    graph = env.build_graph(ChatPolicy(model=model, temperature=TEMPERATURE, max_tokens=MAX_TOKENS))
 
-    print("2/4 training: hierarchical-advantage PPO on a LoRA adapter of the served model")
+    def play(seeds: range, adapter: str | None) -> list[Episode]:
+        metadata = [
+            {"seed": s, "sampling_seed": s, "scenario_id": f"{ENV}-{s}"}
+            | ({ADAPTER_BY_ROLE: dict.fromkeys(env.roles, adapter)} if adapter else {})
+            for s in seeds
+        ]
+        played, summary = run_episodes(graph, [env.sample_input(s) for s in seeds], metadata)
+        print(summary.line())
+        return played
+
+    print(f"1/5 self-play: {episodes} {ENV} episodes in parallel on one shared model (the base model)")
+    scenarios = range(EVAL_FIRST_SEED * 2 + seed * 1000, EVAL_FIRST_SEED * 2 + seed * 1000 + episodes)
+    before = play(scenarios, None)
+    for episode in before[:2]:
+        show(episode)
+    artefacts["trajectories"] = out / "selfplay.jsonl"
+    write_episodes(artefacts["trajectories"], before, append=False)
+
+    print("2/5 training: warm start, then hierarchical-advantage PPO on a LoRA adapter of the served model")
     run_dir = out / "train"
-    settings = {**DEMO_SETTINGS, "selfplay": {**DEMO_SETTINGS["selfplay"], "model": model}}
-    config = RunConfig.from_dict(settings, source="demo settings")
-    history = run_selfplay(config, run_dir, env)
+    history = run_selfplay(demo_config(model, seed, iterations), run_dir, env)
     for record in history:
-        print(f"  iteration {record['iteration']}: mean reward {record['reward_mean']:.3f}")
+        step = "warm start (clone own well-formed turns)" if record.get("warm_start") else "PPO"
+        print(
+            f"  iteration {record['iteration']} ({step}): mean reward {record['reward_mean']:+.3f}, "
+            f"agreement {record.get('env_agreement', 0.0):.2f}, degenerate {record['degenerate_fraction']:.2f}"
+        )
     artefacts["run folder"] = run_dir
     adapter = run_dir / "adapter"
 
     print(
-        "3/4 swap + evaluation: the trained adapter in one seat, the base model in the other, seats rotated"
+        f"3/5 swap + evaluation on {eval_seeds} fresh scenario seeds: the trained adapter in one seat, the base "
+        "model in the other, seats rotated"
     )
     result = evaluate(
         ENV,
         str(adapter),
-        episodes=4,
-        seed=1000,
+        episodes=eval_seeds,
+        seed=EVAL_FIRST_SEED + seed * 1000,
         model=model,
-        max_tokens=32,
+        temperature=TEMPERATURE,
+        max_tokens=MAX_TOKENS,
         env_options=ENV_OPTIONS,
         progress=True,
     )
+
     print(result.headline())
 
-    print("4/4 report")
-    artefacts.update(write_report(result, out / "report", run_dir=run_dir))
-    print(f"done in {time.perf_counter() - started:.0f} s; artefacts:")
+    print("4/5 after training: the trained adapter plays the first scenarios again")
+    after = play(
+        range(scenarios.start, scenarios.start + 2), SharedPolicy.get(model).ensure_adapter(str(adapter))
+    )
+
+    print("5/5 report")
+    artefacts.update(
+        write_report(
+            result, out / "report", run_dir=run_dir, before_after=list(zip(before, after, strict=False))
+        )
+    )
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    print(result.verdict())
+    print(result.headline())
+    print("artefacts:")
     for name, path in artefacts.items():
         print(f"  {name:<14} {path}")
     return artefacts

@@ -9,9 +9,11 @@ from langgraph_omar.trajectory import read_episodes
 
 
 def test_demo_writes_every_artefact(policy, tmp_path, capsys):
-    artefacts = run_demo(tmp_path / "demo", episodes=2, model="tiny")
+    artefacts = run_demo(tmp_path / "demo", episodes=2, model="tiny", eval_seeds=2, iterations=2)
     printed = capsys.readouterr().out
-    assert "1/4 self-play" in printed and "4/4 report" in printed
+    assert "1/5 self-play" in printed and "5/5 report" in printed
+    lines = printed.strip().splitlines()
+    assert "tested - opponent:" in lines[-len(artefacts) - 2]  # the evaluation line, then the artefacts
     assert len(read_episodes(artefacts["trajectories"])) == 2
     assert (artefacts["run folder"] / "adapter" / "adapter_model.safetensors").exists()
     metrics = [
@@ -22,3 +24,5 @@ def test_demo_writes_every_artefact(policy, tmp_path, capsys):
         assert name in artefacts and artefacts[name].exists()
     for name, path in artefacts.items():
         assert str(path) in printed, name  # the command says where each artefact is
+    page = artefacts["report"].read_text()
+    assert page.index('class="answer"') < page.index("learning curve") < page.index("before training")
