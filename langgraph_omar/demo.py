@@ -90,7 +90,7 @@ def run_demo(
     def play(seeds: range, adapter: str | None) -> list[Episode]:
         metadata = [
             {"seed": s, "sampling_seed": s, "scenario_id": f"{ENV}-{s}"}
-            | ({ADAPTER_BY_ROLE: dict.fromkeys(env.roles, adapter)} if adapter else {})
+            | ({ADAPTER_BY_ROLE: dict.fromkeys(env.roles or (), adapter)} if adapter else {})
             for s in seeds
         ]
         played, summary = run_episodes(graph, [env.sample_input(s) for s in seeds], metadata)
