@@ -68,7 +68,14 @@ def add_field_flags(
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs.update(type=scalar, metavar=f.name.upper(), nargs="+" if is_list else None)
-        parser.add_argument(*flags_of(f.name), **kwargs)
+        # a spelling another flag already has (an environment option named like a command flag) is left to it;
+        # argparse keeps the taken spellings in `_option_string_actions` and has no public way to ask
+        flags = [flag for flag in flags_of(f.name) if flag not in parser._option_string_actions]
+        if not flags:
+            raise OmarError(
+                f"{cls.__name__}.{f.name}: every spelling of its flag is taken ({flags_of(f.name)})"
+            )
+        parser.add_argument(*flags, **kwargs)
 
 
 def kebab(name: str) -> str:
@@ -107,7 +114,7 @@ def add_env_option_flags(parser: argparse.ArgumentParser, env_spec: str | None) 
     cls = environment_class(env_spec)
     if cls is not None and cls.option_fields():
         group = parser.add_argument_group(f"options of {env_spec}")
-        add_field_flags(group, cls, ENV_OPTION, lambda name: [f"--{kebab(name)}"])
+        add_field_flags(group, cls, ENV_OPTION, lambda name: [f"--{kebab(name)}", f"--env.{kebab(name)}"])
 
 
 # ---- commands -----------------------------------------------------------------------------------------------

@@ -152,3 +152,32 @@ def test_an_iteration_that_trains_no_turn_is_said_with_its_reason(policy, own_fo
     with pytest.warns(UserWarning, match="iteration 0 trained no turn: every turn was degenerate"):
         assert main(["train", target, "--out", "run", *flagged]) == 2
     assert "no iteration trained a turn" in capsys.readouterr().err
+
+
+def test_an_environment_of_ones_own_gets_its_options_as_flags(policy, own_folder):
+    (own_folder / "counting_env.py").write_text(
+        textwrap.dedent(
+            """
+            from dataclasses import dataclass
+            from langgraph_omar import Environment, option
+            from selfplay_free_graph import build
+
+            @dataclass
+            class Counting(Environment):
+                name = "counting"
+                seed: int = option(3, "an option named like a command flag")
+                rounds: int = option(1, "rounds")
+
+                def build_graph(self, model, *, judge=None):
+                    return build(model)
+
+                def sample_input(self, seed):
+                    return {"topic": f"round {self.rounds}", "said": []}
+            """
+        )
+    )
+    (own_folder / "selfplay_free_graph.py").write_text(textwrap.dedent(TRIO).replace("{BROKEN}", "pass"))
+    argv = ["rollout", "counting_env:Counting", "--rounds", "2", "--env.seed", "5", "--out", "c.jsonl", *TINY]
+    assert main([*argv, "--episodes", "1"]) == 0
+    (episode,) = read_episodes(own_folder / "c.jsonl")
+    assert "round 2" in policy.tokenizer.decode(episode.turns[0].prompt_ids)  # --rounds reached the environment
