@@ -70,8 +70,10 @@ class TrainingBatch:
     weights: Tensor  # (N, T) float: per-token loss weights (role balance), 0 off the completion
     temperatures: Tensor  # (N,) float: the temperature the log-probabilities are tempered with (1 if greedy)
     samples: list[TurnSample]
-    returns: Tensor | None = None  # (N, T) value targets (critic mode)
-    old_values: Tensor | None = None  # (N, T) values before the update (critic mode)
+    returns: Tensor | None = None  # (N, T) value targets of the tokens (critic mode)
+    # (N, T) critic mode: at p, the value before the update of the state in which token p was chosen (the
+    # hidden state at p - 1, whose logits give token p's log-probability); 0 at position 0
+    old_values: Tensor | None = None
     behaviour_cloning: bool = False  # train on -logprob of the rows (filtered BC, warm start), not PPO
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -267,8 +269,9 @@ def spread_advantages(batch: TrainingBatch, turn_advantages: Tensor, gamma_token
 def assign_critic_advantages(
     batch: TrainingBatch, episodes: Sequence[Episode], values: Tensor, settings: AdvantageSettings
 ) -> None:
-    """Hierarchical GAE per (episode, role) from token values (N, T) aligned with input_ids, in place:
-    sets advantages, returns (value targets) and old_values."""
+    """Hierarchical GAE per (episode, role) from token values (N, T) aligned with input_ids (at p: the value
+    of the state in which token p was chosen, see `TrainingBatch.old_values`), in place: sets advantages,
+    returns (value targets) and old_values."""
     batch.advantages = torch.zeros_like(batch.old_logprobs)
     batch.returns = torch.zeros_like(batch.old_logprobs)
     batch.old_values = (values.detach().float() * batch.completion_mask).cpu()
