@@ -91,8 +91,11 @@ def test_config_rejects_unknown_keys_bad_types_and_bad_values_with_the_key_named
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             RunConfig.from_yaml(path)
-    with pytest.raises(ConfigError, match="group_size >= 2"):
-        RunConfig.from_dict({"advantage": {"mode": "grpo"}, "selfplay": {"group_size": 1}})
+    for mode in ("grpo", "rloo"):
+        with pytest.raises(ConfigError, match="group_size >= 2"):
+            RunConfig.from_dict({"advantage": {"mode": mode}, "selfplay": {"group_size": 1}})
+    with pytest.raises(ConfigError, match="turn_reward_weight must be >= 0"):
+        RunConfig.from_dict({"advantage": {"turn_reward_weight": -1.0}})
     assert all(field_help(DegenerateSettings).values())  # every field documents itself
 
 
@@ -250,7 +253,9 @@ def test_critic_last_token_advantage_is_reward_minus_the_value_of_the_state_befo
     trainer = trainer_for(cfg)
     assert trainer.value_head is not None
     with torch.no_grad():
-        trainer.value_head.weight.copy_(torch.linspace(-0.05, 0.05, trainer.value_head.weight.numel()).view(1, -1))
+        trainer.value_head.weight.copy_(
+            torch.linspace(-0.05, 0.05, trainer.value_head.weight.numel()).view(1, -1)
+        )
         trainer.value_head.bias.fill_(0.25)
     episodes = rollout(trainer.policy, episodes=2)
     batch = batch_of(episodes, cfg)
@@ -285,7 +290,9 @@ def test_a_value_head_trained_on_known_returns_predicts_them():
     episodes = []
     for e in range(8):
         ids, _ = policy.render([{"role": "user", "content": PROMPTS[e % 2]}], 8)
-        rec = policy.generate(ids, SamplingParams(temperature=1.0, max_new_tokens=6, seed=e), adapter="policy")
+        rec = policy.generate(
+            ids, SamplingParams(temperature=1.0, max_new_tokens=6, seed=e), adapter="policy"
+        )
         turn = Turn("a", "a", rec.text, rec.prompt_ids, rec.completion_ids, rec.logprobs, temperature=1.0)
         episodes.append(Episode(f"e{e}", [turn], {"a": 1.0 if e % 2 == 0 else -1.0}))
     for _ in range(20):

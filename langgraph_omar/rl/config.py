@@ -22,7 +22,7 @@ import yaml
 
 from langgraph_omar.errors import OmarError
 
-ADVANTAGE_MODES = ("hierarchical", "hierarchical-critic", "grpo", "rae")
+ADVANTAGE_MODES = ("hierarchical", "hierarchical-critic", "grpo", "rloo", "rae")
 ALGORITHMS = ("ppo", "filtered-bc")
 SCHEDULERS = ("constant", "linear", "cosine")
 WHITEN_MODES = ("auto", "role", "batch", "none")
@@ -175,7 +175,13 @@ class UpdateSettings:
 @dataclass
 class AdvantageSettings:
     mode: str = field(
-        default="hierarchical", metadata=_help(f"advantage estimator, one of {ADVANTAGE_MODES}")
+        default="hierarchical",
+        metadata=_help(
+            f"advantage estimator, one of {ADVANTAGE_MODES}: hierarchical (each turn's return against its group's "
+            "at the same turn position), hierarchical-critic (OMAR: value head + hierarchical GAE), grpo (the "
+            "episode return normalised in its group), rloo (the episode return minus the mean of the group's "
+            "other episodes), rae (SPIRAL: the episode return minus an EMA baseline)"
+        ),
     )
     gamma_turn: float = field(default=1.0, metadata=_help("discount between a role's turns"))
     lam_turn: float = field(default=0.95, metadata=_help("GAE lambda between turns (critic mode)"))
@@ -194,12 +200,22 @@ class AdvantageSettings:
     degenerate_penalty: float = field(
         default=0.0,
         metadata=_help(
-            "0: degenerate turns get no pseudo-reward (advantage 0); p > 0: their turn reward is lowered by p "
-            "instead (a format penalty, for outcome rewards that are almost always 0)"
+            "0: degenerate turns get no policy signal (advantage 0, in every mode); p > 0: their turn reward is "
+            "lowered by p instead and they train (a format penalty, for outcome rewards that are almost always 0)"
+        ),
+    )
+    turn_reward_weight: float = field(
+        default=1.0,
+        metadata=_help(
+            "MARO's behaviour-level rewards: turn k's reward is r_k = w * Turn.reward (set by the environment) "
+            "+ the role's terminal reward on its last turn; 0 trains on the outcome alone"
         ),
     )
 
     def __post_init__(self) -> None:
+        _require(
+            self.turn_reward_weight >= 0, "advantage.turn_reward_weight", ">= 0", self.turn_reward_weight
+        )
         _require(
             self.degenerate_penalty >= 0, "advantage.degenerate_penalty", ">= 0", self.degenerate_penalty
         )
@@ -361,9 +377,10 @@ class RunConfig:
     selfplay: SelfPlaySettings = field(default_factory=SelfPlaySettings)
 
     def __post_init__(self) -> None:
-        if self.advantage.mode == "grpo" and self.selfplay.group_size < 2:
+        if self.advantage.mode in ("grpo", "rloo") and self.selfplay.group_size < 2:
             raise ConfigError(
-                "advantage.mode 'grpo' needs selfplay.group_size >= 2 (a group of one has A = 0)"
+                f"advantage.mode {self.advantage.mode!r} needs selfplay.group_size >= 2 "
+                "(a group of one has A = 0)"
             )
 
     @classmethod
