@@ -263,6 +263,7 @@ def test_critic_last_token_advantage_is_reward_minus_the_value_of_the_state_befo
     with torch.no_grad():
         _, state_values = trainer.module(batch.input_ids.to(device), batch.attention_mask.to(device))
     state_values = state_values.float().cpu()
+    tolerance = 5e-2 if device.type == "cuda" else 1e-4  # the trainer's bf16 autocast on a GPU
     trainer.update(batch, episodes)
     assert batch.old_values is not None and batch.returns is not None
     for row, sample in enumerate(batch.samples):
@@ -270,9 +271,9 @@ def test_critic_last_token_advantage_is_reward_minus_the_value_of_the_state_befo
         last = int(positions.max())
         before = float(state_values[row, last - 1])  # the hidden state whose logits gave the last token
         reward = episodes[sample.episode_index].rewards[sample.role]
-        assert float(batch.advantages[row, last]) == pytest.approx(reward - before, abs=1e-4)
+        assert float(batch.advantages[row, last]) == pytest.approx(reward - before, abs=tolerance)
         assert batch.old_values[row, positions].tolist() == pytest.approx(
-            state_values[row, positions - 1].tolist(), abs=1e-4
+            state_values[row, positions - 1].tolist(), abs=tolerance
         )
 
 
