@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -11,13 +9,10 @@ from langgraph_omar.rl.advantages import (
     group_turn_advantages,
     grpo_advantages,
     hierarchical_gae,
-    hierarchical_gae_batched,
-    pad_trajectories,
     rloo_advantages,
     role_balance_token_weights,
     role_balance_weights,
     spread_turn_advantage,
-    whiten,
     whiten_by_group,
 )
 
@@ -71,14 +66,6 @@ def test_gamma_lambda_one_turn_advantage_is_return_minus_value() -> None:
     torch.testing.assert_close(turn_adv, t(5.0, 3.0, 2.0))
 
 
-def test_degenerate_turn_gets_zero_pseudo_reward() -> None:
-    # One turn, values [1, 2], r = [3], all gammas/lambdas 1: A_turn = 3 - 2 = 1.
-    # Degenerate: r'_2 = 0 instead of A_turn + V = 3, so A_tok_2 = 0 - 2 = -2, A_tok_1 = 0 + 2 - 1 + (-2) = -1.
-    turn_adv, token_adv, _ = hierarchical_gae([t(1.0, 2.0)], t(3.0), 1.0, 1.0, 1.0, 1.0, torch.tensor([True]))
-    torch.testing.assert_close(turn_adv, t(1.0))
-    torch.testing.assert_close(token_adv[0], t(-1.0, -2.0))
-
-
 def test_hierarchical_gae_rejects_empty_turn_and_bad_shapes() -> None:
     with pytest.raises(ValueError, match=r"token_values\[1\] must be a non-empty"):
         hierarchical_gae([t(1.0), t()], t(0.0, 1.0), 1.0, 1.0, 1.0, 1.0)
@@ -94,50 +81,6 @@ def test_outputs_carry_no_autograd_history() -> None:
     assert not turn_adv.requires_grad and not token_adv[0].requires_grad and not token_ret[0].requires_grad
 
 
-def test_batched_equals_unbatched_on_random_inputs() -> None:
-    torch.manual_seed(1234)
-    trajectories, rewards_list, degenerate_list = [], [], []
-    for _ in range(7):
-        num_turns = int(torch.randint(1, 6, (1,)))
-        trajectories.append([torch.randn(int(torch.randint(1, 9, (1,)))) for _ in range(num_turns)])
-        rewards_list.append(torch.randn(num_turns))
-        degenerate_list.append(torch.rand(num_turns) < 0.2)
-    values, mask = pad_trajectories(trajectories)
-    max_turns = values.shape[1]
-    rewards = torch.stack(
-        [torch.nn.functional.pad(r, (0, max_turns - r.numel()), value=99.0) for r in rewards_list]
-    )
-    degenerate = torch.stack(
-        [torch.nn.functional.pad(d, (0, max_turns - d.numel())) for d in degenerate_list]
-    )
-    values = values + (~mask) * 7.0  # garbage on padding must not leak
-    gammas = (0.95, 0.9, 0.99, 0.8)
-    turn_b, token_b, ret_b = hierarchical_gae_batched(
-        values, mask, rewards, *gammas, degenerate_turns=degenerate
-    )
-    for b, turns in enumerate(trajectories):
-        turn_adv, token_adv, token_ret = hierarchical_gae(
-            turns, rewards_list[b], *gammas, degenerate_turns=degenerate_list[b]
-        )
-        num_turns = len(turns)
-        torch.testing.assert_close(turn_b[b, :num_turns], turn_adv)
-        assert torch.all(turn_b[b, num_turns:] == 0)
-        for k, turn in enumerate(turns):
-            torch.testing.assert_close(token_b[b, k, : turn.numel()], token_adv[k])
-            torch.testing.assert_close(ret_b[b, k, : turn.numel()], token_ret[k])
-    assert torch.all(token_b[~mask] == 0) and torch.all(ret_b[~mask] == 0)
-
-
-def test_batched_rejects_non_prefix_masks() -> None:
-    values = torch.zeros(1, 2, 3)
-    holes = torch.tensor([[[True, False, True], [True, False, False]]])
-    with pytest.raises(ValueError, match="prefix of each turn"):
-        hierarchical_gae_batched(values, holes, torch.zeros(1, 2), 1, 1, 1, 1)
-    gap_turn = torch.tensor([[[False, False, False], [True, False, False]]])
-    with pytest.raises(ValueError, match="real turns"):
-        hierarchical_gae_batched(values, gap_turn, torch.zeros(1, 2), 1, 1, 1, 1)
-
-
 # --- critic-free -----------------------------------------------------------------------------------------
 
 
@@ -146,13 +89,13 @@ def test_discounted_returns() -> None:
     torch.testing.assert_close(discounted_returns(t(1.0, 0.0, 2.0), 0.5), t(1.5, 1.0, 2.0))
 
 
-def test_group_turn_advantages_pool_all_turns_of_the_group() -> None:
-    # Episode 1: G = [3]; episode 2: G = [1, 2]. Pool {3, 1, 2}: mean 2, population std sqrt(2/3).
-    # A = [1/sqrt(2/3)], [-1/sqrt(2/3), 0] = [1.2247], [-1.2247, 0].
-    out = group_turn_advantages([t(3.0), t(1.0, 2.0)], eps=0.0)
-    scale = math.sqrt(2 / 3)
-    torch.testing.assert_close(out[0], t(1 / scale))
-    torch.testing.assert_close(out[1], t(-1 / scale, 0.0))
+def test_group_turn_advantages_compare_each_turn_position_with_itself() -> None:
+    # Episode 1: G = [3]; episode 2: G = [1, 2]. Turn 1: {3, 1}: mean 2, population std 1 -> [1], [-1].
+    # Turn 2: episode 2 alone: no baseline in the group -> 0, and `shared` says so.
+    advantages, shared = group_turn_advantages([t(3.0), t(1.0, 2.0)], eps=0.0)
+    torch.testing.assert_close(advantages[0], t(1.0))
+    torch.testing.assert_close(advantages[1], t(-1.0, 0.0))
+    assert shared[0].tolist() == [True] and shared[1].tolist() == [True, False]
 
 
 def test_spread_turn_advantage() -> None:
@@ -174,16 +117,22 @@ def test_ema_baseline_sequence_and_roles_are_independent() -> None:
     assert ema.advantage("h", "seller", 2.0) == pytest.approx(2.0)  # other game, own baseline
 
 
-def test_ema_baseline_batch_and_state_dict_roundtrip() -> None:
+def test_ema_baseline_turn_positions_and_state_dict_roundtrip() -> None:
     ema = EmaBaseline(decay=0.5)
-    # Same key/role twice: R=2 reads b=0 -> A=2, b=1; R=4 reads b=1 -> A=3, b=2.5.
-    out = ema.advantages(["g", "g"], ["a", "a"], torch.tensor([2.0, 4.0]))
-    torch.testing.assert_close(out, torch.tensor([2.0, 3.0]))
+    # Same key/role/turn twice: R=2 reads b=0 -> A=2, b=1; R=4 reads b=1 -> A=3, b=2.5. Turn 1 has its own.
+    assert [ema.advantage("g", "a", 2.0), ema.advantage("g", "a", 4.0)] == [2.0, 3.0]
+    assert ema.advantage("g", "a", 6.0, turn=1) == 6.0 and ema.baseline("g", "a", turn=1) == 3.0
     restored = EmaBaseline()
     restored.load_state_dict(ema.state_dict())
     assert restored.decay == 0.5 and restored.baseline("g", "a") == pytest.approx(2.5)
+    assert restored.baseline("g", "a", turn=1) == pytest.approx(3.0)
+    # a state saved before baselines had turn positions: [key, role, value] is turn 0's
+    restored.load_state_dict({"decay": 0.9, "initial_value": 0.0, "baselines": [["g", "b", 0.5]]})
+    assert restored.baseline("g", "b") == 0.5 and restored.baseline("g", "b", turn=1) == 0.0
     with pytest.raises(ValueError, match="missing key 'baselines'"):
         restored.load_state_dict({"decay": 0.9, "initial_value": 0.0})
+    with pytest.raises(ValueError, match=r"baselines\[0\] must be"):
+        restored.load_state_dict({"decay": 0.9, "initial_value": 0.0, "baselines": [["g", 1.0]]})
     with pytest.raises(ValueError, match="decay must be in"):
         EmaBaseline(decay=1.0)
 
@@ -212,8 +161,10 @@ def test_rloo_hand_case() -> None:
     rewards = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     out = rloo_advantages(rewards, ["x", "y", "x", "y", "x"])
     torch.testing.assert_close(out, torch.tensor([-3.0, -2.0, 0.0, 2.0, 3.0]))
-    with pytest.raises(ValueError, match="at least 2 samples"):
-        rloo_advantages(torch.tensor([1.0, 2.0, 3.0]), ["x", "x", "y"])
+    # a group of one sample has no other sample to compare with: 0, as in GRPO
+    torch.testing.assert_close(
+        rloo_advantages(torch.tensor([1.0, 2.0, 3.0]), ["x", "x", "y"]), torch.tensor([-1.0, 1.0, 0.0])
+    )
 
 
 # --- role balance and whitening --------------------------------------------------------------------------
@@ -248,9 +199,11 @@ def test_role_balance_token_weights_layout() -> None:
     assert weights[mask].mean().item() == pytest.approx(1.0) and torch.all(weights[~mask] == 0)
 
 
-def test_whiten_with_mask() -> None:
+def test_whiten_by_group_with_mask() -> None:
     # Masked entries [1, 3]: mean 2, std 1 -> [-1, 1]; the masked-out 100 becomes 0.
-    out = whiten(torch.tensor([[1.0, 100.0, 3.0]]), torch.tensor([[True, False, True]]), eps=0.0)
+    out = whiten_by_group(
+        torch.tensor([[1.0, 100.0, 3.0]]), ["all"], torch.tensor([[True, False, True]]), eps=0.0
+    )
     torch.testing.assert_close(out, torch.tensor([[-1.0, 0.0, 1.0]]))
 
 

@@ -14,6 +14,7 @@ from langgraph_omar.rl.batch import (
     collect_samples,
     critic_free_turn_advantages,
     filtered_bc_rows,
+    finish_advantages,
     pad_samples,
 )
 from langgraph_omar.rl.config import AdvantageSettings, FilterSettings
@@ -78,17 +79,52 @@ def test_failed_episodes_unrewarded_roles_and_other_adapters_seats_are_not_train
     assert counts == {"failed_episodes": 1, "unrewarded_turns": 1, "other_seat_turns": 1}
 
 
-def test_hierarchical_group_baseline_pools_every_turn_of_the_role_in_the_group():
-    # Episode 1: role a has 2 turns, reward 1 -> G = [1, 1] (gamma 1). Episode 2: 1 turn, reward 0 -> G = [0].
-    # Pooled [1, 1, 0]: mean 2/3, population std sqrt((1/9 + 1/9 + 4/9) / 3) = sqrt(2/9) = 0.4714.
-    # A = (1 - 2/3) / 0.4714 = 0.7071 for episode 1's turns, (0 - 2/3) / 0.4714 = -1.4142 for episode 2's.
+def test_hierarchical_compares_each_turn_position_with_the_same_position_in_its_group():
+    # gamma_turn 0.5, role a. Episode 1: 2 turns, R = 1 -> r = [0, 1], G = [0.5, 1]. Episode 2: 1 turn, R = 0
+    # -> G = [0]. Episode 3: 2 turns, R = 0.5 -> G = [0.25, 0.5].
+    # Turn 1: G = [0.5, 0, 0.25], mean 0.25, population std sqrt((0.0625 + 0.0625 + 0) / 3) = 0.2041
+    #   -> A = [1.2247, -1.2247, 0]. Turn 2 (episodes 1 and 3): G = [1, 0.5], mean 0.75, std 0.25 -> [1, -1].
     eps = [
         episode("1", [turn("a", [1]), turn("a", [2])], {"a": 1.0}, group="g"),
         episode("2", [turn("a", [3])], {"a": 0.0}, group="g"),
+        episode("3", [turn("a", [4]), turn("a", [5])], {"a": 0.5}, group="g"),
     ]
     samples, _ = collect_samples(eps)
-    adv = critic_free_turn_advantages(eps, samples, AdvantageSettings(mode="hierarchical"), EmaBaseline())
-    assert adv.tolist() == pytest.approx([1 / math.sqrt(2), 1 / math.sqrt(2), -math.sqrt(2)], abs=1e-5)
+    settings = AdvantageSettings(mode="hierarchical", gamma_turn=0.5)
+    adv = critic_free_turn_advantages(eps, samples, settings, EmaBaseline())
+    root = math.sqrt(1.5)
+    assert adv.tolist() == pytest.approx([root, 1.0, -root, 0.0, -1.0], abs=1e-5)
+
+
+def test_identical_episodes_get_zero_advantage_at_every_turn_whatever_gamma():
+    # Issue 12: per-turn rewards 1, 1, 1 and gamma 0.5 give G = [1.75, 1.5, 1] in both episodes of the group.
+    # Pooling the turn positions gave [1.07, 0.27, -1.34]; each position compared with itself gives 0.
+    eps = [
+        episode(str(i), [turn("a", [k], reward=1.0) for k in range(3)], {"a": 0.0}, group="g")
+        for i in range(2)
+    ]
+    samples, _ = collect_samples(eps)
+    settings = AdvantageSettings(mode="hierarchical", gamma_turn=0.5)
+    adv = critic_free_turn_advantages(eps, samples, settings, EmaBaseline())
+    assert adv.tolist() == pytest.approx([0.0] * 6, abs=1e-6)
+
+
+def test_a_turn_position_only_one_episode_reached_uses_that_positions_ema_baseline():
+    # gamma 0.5: episode 1 G = [0.5, 1] (2 turns, R = 1), episode 2 G = [0] (1 turn, R = 0).
+    # Turn 1: [0.5, 0] -> mean 0.25, std 0.25 -> A = [1, -1]. Turn 2: episode 1 alone: its EMA baseline at
+    # turn 2 (still 0) -> A = 1 - 0 = 1. Then the EMA learns every position: turn 1 from 0.5 then 0
+    # (0.05 * 0.5 = 0.025, then 0.95 * 0.025 = 0.02375), turn 2 from 1 (0.05).
+    eps = [
+        episode("1", [turn("a", [1]), turn("a", [2])], {"a": 1.0}, group="g", baseline_key="game"),
+        episode("2", [turn("a", [3])], {"a": 0.0}, group="g", baseline_key="game"),
+    ]
+    samples, _ = collect_samples(eps)
+    ema = EmaBaseline(decay=0.95)
+    settings = AdvantageSettings(mode="hierarchical", gamma_turn=0.5)
+    adv = critic_free_turn_advantages(eps, samples, settings, ema)
+    assert adv.tolist() == pytest.approx([1.0, 1.0, -1.0], abs=1e-5)
+    assert ema.baseline("game", "a", turn=0) == pytest.approx(0.02375)
+    assert ema.baseline("game", "a", turn=1) == pytest.approx(0.05)
 
 
 def test_groups_of_one_episode_use_the_roles_ema_baseline_read_before_its_update():
@@ -104,6 +140,61 @@ def test_groups_of_one_episode_use_the_roles_ema_baseline_read_before_its_update
         adv = critic_free_turn_advantages(eps, samples, AdvantageSettings(mode=mode), ema)
         assert adv.tolist() == pytest.approx([1.0, 0.95])
         assert ema.baseline("game", "a") == pytest.approx(0.05 * 1 + 0.95 * 0.05)
+
+
+def test_groups_of_one_episode_read_the_ema_baseline_of_each_turn_position():
+    # Per-turn rewards 1, 1, 1, gamma 0.5: G = [1.75, 1.5, 1]. The first episode reads b = 0 everywhere; each
+    # position's baseline then learns its own return (0.05 G_k), so the second reads A = 0.95 G_k. (One baseline
+    # learnt from the first turn's return and subtracted from every turn gave [1.6625, 1.4125, 0.9125].)
+    eps = [
+        episode(
+            str(i),
+            [turn("a", [k], reward=1.0) for k in range(3)],
+            {"a": 0.0},
+            group=f"g{i}",
+            baseline_key="game",
+        )
+        for i in range(2)
+    ]
+    samples, _ = collect_samples(eps)
+    settings = AdvantageSettings(mode="hierarchical", gamma_turn=0.5)
+    adv = critic_free_turn_advantages(eps, samples, settings, EmaBaseline(decay=0.95))
+    assert adv.tolist() == pytest.approx([1.75, 1.5, 1.0, 1.6625, 1.425, 0.95])
+
+
+def test_rloo_mode_subtracts_the_mean_of_the_other_episodes_of_the_group():
+    # Group g, role a: R = [1, 0, 0.5] -> A = [1 - 0.25, 0 - 0.75, 0.5 - 0.5] = [0.75, -0.75, 0]; every turn of
+    # the role gets its episode's value. A group of one episode has no other episode: A = 0.
+    eps = [
+        episode("1", [turn("a", [1]), turn("a", [2])], {"a": 1.0}, group="g"),
+        episode("2", [turn("a", [3])], {"a": 0.0}, group="g"),
+        episode("3", [turn("a", [4])], {"a": 0.5}, group="g"),
+        episode("4", [turn("a", [5])], {"a": 3.0}, group="solo"),
+    ]
+    samples, _ = collect_samples(eps)
+    adv = critic_free_turn_advantages(eps, samples, AdvantageSettings(mode="rloo"), EmaBaseline())
+    assert adv.tolist() == pytest.approx([0.75, 0.75, -0.75, 0.0, 0.0])
+
+
+def test_turn_reward_weight_mixes_each_turns_own_reward_with_the_outcome():
+    # Turn rewards [0.2, 0.4], terminal R = 1, gamma_turn 0.5, one episode (EMA baseline 0: A = G).
+    # weight w: r = [0.2 w, 0.4 w + 1]. w = 1 (default): r = [0.2, 1.4], G = [0.9, 1.4]; w = 0.5: r = [0.1, 1.2],
+    # G = [0.7, 1.2]; w = 0: the outcome alone, G = [0.5, 1].
+    eps = [episode("1", [turn("a", [1], reward=0.2), turn("a", [2], reward=0.4)], {"a": 1.0})]
+    samples, _ = collect_samples(eps)
+    for weight, expected in ((None, [0.9, 1.4]), (0.5, [0.7, 1.2]), (0.0, [0.5, 1.0])):
+        options = {} if weight is None else {"turn_reward_weight": weight}
+        settings = AdvantageSettings(mode="hierarchical", gamma_turn=0.5, **options)
+        adv = critic_free_turn_advantages(eps, samples, settings, EmaBaseline())
+        assert adv.tolist() == pytest.approx(expected), weight
+    # Critic mode, values 0, every gamma and lambda 1: turn 1's advantage is its return 0.1 + 1.2 = 1.3 (w 0.5).
+    settings = AdvantageSettings(
+        mode="hierarchical-critic", lam_turn=1.0, whiten="none", turn_reward_weight=0.5
+    )
+    batch = pad_samples(samples, PAD)
+    assign_critic_advantages(batch, eps, torch.zeros_like(batch.old_logprobs), settings)
+    assert batch.advantages[0, 2].item() == pytest.approx(1.3)
+    assert batch.advantages[1, 2].item() == pytest.approx(1.2)
 
 
 def test_grpo_normalises_each_roles_episode_return_within_its_group_and_degenerate_turns_get_zero():
@@ -189,3 +280,70 @@ def test_a_degenerate_penalty_gives_signal_when_every_outcome_reward_is_zero():
     assert penalized.tolist() == pytest.approx([-1.0, 1.0], abs=1e-5)
     batch = build_batch(eps, AdvantageSettings(degenerate_penalty=0.5), EmaBaseline(), PAD)
     assert batch is not None and batch.advantages[0, 2].item() == pytest.approx(-1.0, abs=1e-5)
+
+
+def test_critic_mode_degenerate_turn_gets_no_policy_signal_and_ordinary_value_targets():
+    # One rule in every mode: a degenerate turn's tokens get advantage 0 (no pseudo-reward of their own), and
+    # the turn stays a state of the role's turn chain: the critic learns its value from the ordinary targets,
+    # and the other turns' advantages do not depend on the flag.
+    settings = AdvantageSettings(mode="hierarchical-critic", gamma_turn=0.9, lam_turn=0.8, whiten="none")
+    results = []
+    for flag in (None, "repeated"):
+        eps = [episode("1", [turn("a", [1, 2]), turn("a", [3, 4, 5], degenerate=flag)], {"a": 2.0})]
+        samples, _ = collect_samples(eps)
+        batch = pad_samples(samples, PAD)
+        values = torch.arange(batch.input_ids.numel(), dtype=torch.float32).view_as(batch.old_logprobs) / 10
+        assign_critic_advantages(batch, eps, values, settings)
+        finish_advantages(batch, eps, settings)
+        results.append(batch)
+    plain, flagged = results
+    assert flagged.advantages[1].abs().sum() == 0 and plain.advantages[1].abs().sum() > 0
+    assert torch.equal(flagged.advantages[0], plain.advantages[0])
+    assert plain.returns is not None and flagged.returns is not None
+    assert torch.equal(flagged.returns, plain.returns)
+
+
+def test_critic_last_token_advantage_is_reward_minus_the_value_before_it_by_hand():
+    # Values aligned with input_ids: position p holds V(state in which token p was chosen). Role a, one turn
+    # of tokens at positions 2, 3, value 0.4 then 0.7, R = 2, every gamma and lambda 1:
+    # turn level A = 2 - 0.7 = 1.3; token level r' = [0, 1.3 + 0.7 = 2]: A = [0.7 - 0.4 + 1.3, 2 - 0.7] =
+    # [1.6, 1.3]; value targets A + V = [2, 2].
+    settings = AdvantageSettings(mode="hierarchical-critic", lam_turn=1.0, whiten="none")
+    eps = [episode("1", [turn("a", [1, 2])], {"a": 2.0})]
+    samples, _ = collect_samples(eps)
+    batch = pad_samples(samples, PAD)
+    assign_critic_advantages(batch, eps, torch.tensor([[9.0, 9.0, 0.4, 0.7]]), settings)
+    assert batch.advantages[0].tolist() == pytest.approx([0.0, 0.0, 1.6, 1.3])
+    assert batch.returns is not None and batch.returns[0].tolist() == pytest.approx([0.0, 0.0, 2.0, 2.0])
+
+
+def test_role_balance_counts_only_the_tokens_that_train():
+    # grpo. Group g: episode 1 a: 2 live tokens + 4 degenerate ones, b: 6 tokens; episode 2 a: 2, b: 2;
+    # rewards a 1/0, b 0/1. Group h: every reward equal -> advantage 0, skipped: no token of it trains.
+    # Trained tokens: a 2 + 2 = 4, b 6 + 2 = 8, N = 12 -> w_a = 12 * 1/2 / 4 = 1.5, w_b = 12 * 1/2 / 8 = 0.75.
+    eps = [
+        episode(
+            "1",
+            [
+                turn("a", [1, 2]),
+                turn("a", [3, 4, 5, 6], degenerate="repeated"),
+                turn("b", [1, 2, 3, 4, 5, 6]),
+            ],
+            {"a": 1.0, "b": 0.0},
+            group="g",
+        ),
+        episode("2", [turn("a", [1, 2]), turn("b", [3, 4])], {"a": 0.0, "b": 1.0}, group="g"),
+        episode("3", [turn("a", [1, 2]), turn("b", [3, 4])], {"a": 1.0, "b": 1.0}, group="h"),
+        episode("4", [turn("a", [5, 6]), turn("b", [7, 8])], {"a": 1.0, "b": 1.0}, group="h"),
+    ]
+    batch = build_batch(eps, AdvantageSettings(mode="grpo"), EmaBaseline(), PAD)
+    assert batch is not None
+    weights = [row[mask].tolist() for row, mask in zip(batch.weights, batch.completion_mask, strict=True)]
+    assert weights == [
+        pytest.approx([1.5, 1.5]),
+        [0.0] * 4,  # degenerate
+        pytest.approx([0.75] * 6),
+        pytest.approx([1.5, 1.5]),
+        pytest.approx([0.75, 0.75]),
+        *[[0.0, 0.0]] * 4,  # zero advantage
+    ]

@@ -92,6 +92,10 @@ def test_explained_variance() -> None:
     mask = torch.ones_like(returns, dtype=torch.bool)
     _, metrics = value_loss(returns.clone(), returns, None, mask)
     assert metrics["explained_variance"].item() == pytest.approx(1.0)
+    # Returns equal up to float rounding (GAE's A + V) have no variance to explain: 0, not -1e14.
+    returns = torch.tensor([[1.0, 1.0 + 1e-7, 1.0 - 1e-7]])
+    _, metrics = value_loss(torch.tensor([[0.0, 1.0, 2.0]]), returns, None, mask)
+    assert metrics["explained_variance"].item() == 0.0
 
 
 def test_kl_estimators() -> None:

@@ -91,8 +91,11 @@ def test_config_rejects_unknown_keys_bad_types_and_bad_values_with_the_key_named
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             RunConfig.from_yaml(path)
-    with pytest.raises(ConfigError, match="group_size >= 2"):
-        RunConfig.from_dict({"advantage": {"mode": "grpo"}, "selfplay": {"group_size": 1}})
+    for mode in ("grpo", "rloo"):
+        with pytest.raises(ConfigError, match="group_size >= 2"):
+            RunConfig.from_dict({"advantage": {"mode": mode}, "selfplay": {"group_size": 1}})
+    with pytest.raises(ConfigError, match="turn_reward_weight must be >= 0"):
+        RunConfig.from_dict({"advantage": {"turn_reward_weight": -1.0}})
     assert all(field_help(DegenerateSettings).values())  # every field documents itself
 
 
@@ -238,3 +241,67 @@ def test_filtered_bc_raises_the_logprob_of_the_kept_turns():
     first = trainer.update(batch, episodes)
     second = trainer.update(batch, episodes)
     assert second["bc_loss"] < first["bc_loss"]  # -mean logprob of the kept turns went down
+
+
+# ---- critic mode: which state a token's value is read from ---------------------------------------------------
+
+
+def test_critic_last_token_advantage_is_reward_minus_the_value_of_the_state_before_it():
+    # Each role plays one turn, so its last token's advantage is A_K = r_K - V_K (turn level) and the token
+    # level ends on it: reward - V(state in which the last token was chosen) = reward - head(h at p - 1).
+    cfg = config(advantage={"mode": "hierarchical-critic", "whiten": "none"}, update={"value_clip": 0.2})
+    trainer = trainer_for(cfg)
+    assert trainer.value_head is not None
+    with torch.no_grad():
+        trainer.value_head.weight.copy_(
+            torch.linspace(-0.05, 0.05, trainer.value_head.weight.numel()).view(1, -1)
+        )
+        trainer.value_head.bias.fill_(0.25)
+    episodes = rollout(trainer.policy, episodes=2)
+    batch = batch_of(episodes, cfg)
+    device = trainer.policy.device
+    with torch.no_grad():
+        _, state_values = trainer.module(batch.input_ids.to(device), batch.attention_mask.to(device))
+    state_values = state_values.float().cpu()
+    tolerance = 5e-2 if device.type == "cuda" else 1e-4  # the trainer's bf16 autocast on a GPU
+    trainer.update(batch, episodes)
+    assert batch.old_values is not None and batch.returns is not None
+    for row, sample in enumerate(batch.samples):
+        positions = batch.completion_mask[row].nonzero().squeeze(-1)
+        last = int(positions.max())
+        before = float(state_values[row, last - 1])  # the hidden state whose logits gave the last token
+        reward = episodes[sample.episode_index].rewards[sample.role]
+        assert float(batch.advantages[row, last]) == pytest.approx(reward - before, abs=tolerance)
+        assert batch.old_values[row, positions].tolist() == pytest.approx(
+            state_values[row, positions - 1].tolist(), abs=tolerance
+        )
+
+
+def test_a_value_head_trained_on_known_returns_predicts_them():
+    # One role; the reward is known from the prompt: 1 after PROMPTS[0], -1 after PROMPTS[1]. With gamma and
+    # lambda 1 every token's value target is the episode's reward, so a trained critic must read, at every
+    # completion token, the value of its prompt: the values the advantages use are the ones the loss trained.
+    cfg = config(
+        advantage={"mode": "hierarchical-critic", "lam_turn": 1.0, "whiten": "none"},
+        update={"epochs": 4, "value_coef": 1.0},
+        optimizer={"learning_rate": 1e-3},
+    )
+    trainer = trainer_for(cfg)
+    policy = trainer.policy
+    episodes = []
+    for e in range(8):
+        ids, _ = policy.render([{"role": "user", "content": PROMPTS[e % 2]}], 8)
+        rec = policy.generate(
+            ids, SamplingParams(temperature=1.0, max_new_tokens=6, seed=e), adapter="policy"
+        )
+        turn = Turn("a", "a", rec.text, rec.prompt_ids, rec.completion_ids, rec.logprobs, temperature=1.0)
+        episodes.append(Episode(f"e{e}", [turn], {"a": 1.0 if e % 2 == 0 else -1.0}))
+    for _ in range(20):
+        trainer.update(batch_of(episodes, cfg), episodes)
+    batch = batch_of(episodes, cfg)
+    trainer.update(batch, episodes)  # its pre-pass records the values the advantages were computed from
+    assert batch.old_values is not None
+    for row, sample in enumerate(batch.samples):
+        expected = episodes[sample.episode_index].rewards["a"]
+        values = batch.old_values[row][batch.completion_mask[row]]
+        assert values.tolist() == pytest.approx([expected] * len(values), abs=0.15), row

@@ -1,10 +1,10 @@
 """Advantage estimators: pure functions over tensors (docs/design.md §4).
 
-Critic mode (OMAR): `hierarchical_gae` for one role in one episode, `hierarchical_gae_batched` for padded
-batches. Critic-free mode: `discounted_returns` + `group_turn_advantages` (group baseline) or `EmaBaseline`
-(SPIRAL's role-conditioned baseline), then `spread_turn_advantage` down to tokens. Episode level:
-`grpo_advantages`, `rloo_advantages`. Weighting and normalisation: `role_balance_weights`,
-`role_balance_token_weights`, `whiten`, `whiten_by_group`.
+Critic mode (OMAR): `hierarchical_gae` for one role in one episode. Critic-free mode: `discounted_returns` +
+`group_turn_advantages` (a group baseline per turn position) or `EmaBaseline` (SPIRAL's role-conditioned
+baseline, per turn position), then `spread_turn_advantage` down to tokens. Episode level: `grpo_advantages`,
+`rloo_advantages`. Weighting and normalisation: `role_balance_weights`, `role_balance_token_weights`,
+`whiten_by_group`.
 
 Advantages are constants for the loss: every function here works on detached inputs and returns tensors
 without autograd history.
@@ -36,14 +36,12 @@ def hierarchical_gae(
     lam_turn: float,
     gamma_token: float,
     lam_token: float,
-    degenerate_turns: Tensor | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Two-level GAE for one role's K turns in one episode.
 
-    token_values: K tensors, the k-th of shape (L_k,): the critic's value at each generated token of turn k.
+    token_values: K tensors, the k-th of shape (L_k,): the critic's value of each generated token of turn k,
+        i.e. of the state in which the token was chosen.
     turn_rewards: (K,) reward r_k of each turn (by default 0 except the terminal reward at turn K).
-    degenerate_turns: optional (K,) bool; a degenerate turn's token-level pseudo-reward r'_{L_k} is set to 0
-        (OMAR's judge), so its tokens are pushed towards "worth nothing" whatever the turn level says.
     Returns (turn_advantages (K,), token_advantages [K x (L_k,)], token_returns [K x (L_k,)]) where
     token_returns = token_advantages + token_values are the value targets.
 
@@ -62,10 +60,6 @@ def hierarchical_gae(
             raise ValueError(
                 f"token_values[{k}] must be a non-empty 1-D tensor, got shape {tuple(values.shape)}"
             )
-    if degenerate_turns is not None and degenerate_turns.shape != (num_turns,):
-        raise ValueError(
-            f"degenerate_turns must have shape ({num_turns},), got {tuple(degenerate_turns.shape)}"
-        )
     if num_turns == 0:
         return turn_rewards.detach().new_zeros(0, dtype=_float_dtype(turn_rewards.dtype)), [], []
     dtype = _float_dtype(torch.promote_types(turn_rewards.dtype, token_values[0].dtype))
@@ -85,8 +79,7 @@ def hierarchical_gae(
     for k, values in enumerate(token_values):
         values = values.detach().to(dtype)
         pseudo_rewards = torch.zeros_like(values)
-        is_degenerate = degenerate_turns is not None and bool(degenerate_turns[k])
-        pseudo_rewards[-1] = 0.0 if is_degenerate else turn_advantages[k] + turn_values[k]
+        pseudo_rewards[-1] = turn_advantages[k] + turn_values[k]
         advantages = _gae(values, pseudo_rewards, gamma_token, lam_token)
         token_advantages.append(advantages)
         token_returns.append(advantages + values)
@@ -110,94 +103,6 @@ def _gae(values: Tensor, rewards: Tensor, gamma: float, lam: float) -> Tensor:
     return advantages
 
 
-def hierarchical_gae_batched(
-    token_values: Tensor,
-    token_mask: Tensor,
-    turn_rewards: Tensor,
-    gamma_turn: float,
-    lam_turn: float,
-    gamma_token: float,
-    lam_token: float,
-    degenerate_turns: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """`hierarchical_gae` over B padded (episode, role) trajectories, vectorised over the batch.
-
-    token_values: (B, K, L) values; token_mask: (B, K, L) bool, True on real tokens. Each turn's tokens are a
-        prefix of its row (positions 0..L_k-1) and a trajectory's real turns are a prefix of its K turns (a
-        turn is real iff it has at least one token); anything else raises ValueError.
-    turn_rewards: (B, K), ignored on padding turns. degenerate_turns: optional (B, K) bool.
-    Returns (turn_advantages (B, K), token_advantages (B, K, L), token_returns (B, K, L)); zero on padding.
-    """
-    if token_values.dim() != 3 or token_mask.shape != token_values.shape:
-        raise ValueError(
-            f"token_values and token_mask must both have shape (B, K, L), got {tuple(token_values.shape)} "
-            f"and {tuple(token_mask.shape)}"
-        )
-    batch, max_turns, max_tokens = token_values.shape
-    if turn_rewards.shape != (batch, max_turns):
-        raise ValueError(
-            f"turn_rewards must have shape ({batch}, {max_turns}), got {tuple(turn_rewards.shape)}"
-        )
-    if degenerate_turns is not None and degenerate_turns.shape != (batch, max_turns):
-        raise ValueError(
-            f"degenerate_turns must have shape ({batch}, {max_turns}), got {tuple(degenerate_turns.shape)}"
-        )
-    mask = token_mask.bool()
-    lengths = mask.sum(-1)  # (B, K)
-    positions = torch.arange(max_tokens, device=mask.device)
-    if not torch.equal(mask, positions < lengths.unsqueeze(-1)):
-        raise ValueError("token_mask must mark a prefix of each turn's L positions (left-aligned tokens)")
-    turn_mask = lengths > 0
-    turn_positions = torch.arange(max_turns, device=mask.device)
-    if not torch.equal(turn_mask, turn_positions < turn_mask.sum(-1, keepdim=True)):
-        raise ValueError("real turns (those with tokens) must be a prefix of each trajectory's K turns")
-
-    values = token_values.detach() * mask
-    rewards = turn_rewards.detach().to(values.dtype) * turn_mask
-    last_index = (lengths - 1).clamp(min=0).unsqueeze(-1)
-    turn_values = values.gather(-1, last_index).squeeze(-1)  # (B, K); 0 on padding turns
-
-    turn_advantages = torch.zeros_like(rewards)
-    next_value = rewards.new_zeros(batch)
-    next_advantage = rewards.new_zeros(batch)
-    for k in reversed(range(max_turns)):
-        delta = rewards[:, k] + gamma_turn * next_value - turn_values[:, k]
-        advantage = (delta + gamma_turn * lam_turn * next_advantage) * turn_mask[:, k]
-        turn_advantages[:, k] = advantage
-        next_value, next_advantage = turn_values[:, k], advantage  # both 0 on padding turns
-
-    pseudo_value = turn_advantages + turn_values
-    if degenerate_turns is not None:
-        pseudo_value = pseudo_value.masked_fill(degenerate_turns.bool(), 0.0)
-    pseudo_rewards = torch.zeros_like(values).scatter(
-        -1, last_index, (pseudo_value * turn_mask).unsqueeze(-1)
-    )
-    token_advantages = torch.zeros_like(values)
-    next_value = values.new_zeros(batch, max_turns)
-    next_advantage = values.new_zeros(batch, max_turns)
-    for t in reversed(range(max_tokens)):
-        delta = pseudo_rewards[..., t] + gamma_token * next_value - values[..., t]
-        advantage = (delta + gamma_token * lam_token * next_advantage) * mask[..., t]
-        token_advantages[..., t] = advantage
-        next_value, next_advantage = values[..., t], advantage  # both 0 past a turn's last token
-    return turn_advantages, token_advantages, (token_advantages + values) * mask
-
-
-def pad_trajectories(token_values: Sequence[Sequence[Tensor]]) -> tuple[Tensor, Tensor]:
-    """Pack B trajectories of per-turn value vectors into ((B, K, L) values, (B, K, L) bool mask)."""
-    batch = len(token_values)
-    max_turns = max((len(turns) for turns in token_values), default=0)
-    max_tokens = max((v.numel() for turns in token_values for v in turns), default=0)
-    dtype = next((v.dtype for turns in token_values for v in turns), torch.float32)
-    values = torch.zeros(batch, max_turns, max_tokens, dtype=dtype)
-    mask = torch.zeros(batch, max_turns, max_tokens, dtype=torch.bool)
-    for b, turns in enumerate(token_values):
-        for k, turn in enumerate(turns):
-            values[b, k, : turn.numel()] = turn.detach()
-            mask[b, k, : turn.numel()] = True
-    return values, mask
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Critic-free mode
 # ---------------------------------------------------------------------------------------------------------
@@ -216,26 +121,42 @@ def discounted_returns(turn_rewards: Tensor, gamma: float) -> Tensor:
     return returns
 
 
-def group_turn_advantages(returns_per_episode: Sequence[Tensor], eps: float = 1e-6) -> list[Tensor]:
+def group_turn_advantages(
+    returns_per_episode: Sequence[Tensor], eps: float = 1e-6
+) -> tuple[list[Tensor], list[Tensor]]:
     """Critic-free turn advantages for one role over a group of episodes of the same scenario.
 
     returns_per_episode: one (K_i,) tensor of discounted returns G_k per episode (see `discounted_returns`).
-    The baseline b and scale sigma pool the G_k of every turn of every episode in the group (GRPO-style):
-    A_k = (G_k - b) / (sigma + eps). Returns one (K_i,) tensor per episode.
-    A group of one episode only compares that episode's turns with each other: callers with single-episode
-    groups should use `EmaBaseline` instead (docs/design.md §4).
+    Each turn position k has its own baseline: b_k and sigma_k are the mean and population std of the G_k of
+    the episodes that reached their k-th turn, and A_k = (G_k - b_k) / (sigma_k + eps). (Returns of different
+    positions are not comparable once gamma < 1 or turns carry rewards of their own.) A position only one
+    episode of the group reached has no baseline here: its advantage is 0 and `shared` is False there, for
+    the caller to use another baseline (`EmaBaseline` at that position, docs/design.md §4).
+    Returns (advantages, shared): per episode a (K_i,) float tensor and a (K_i,) bool tensor.
     """
-    if not returns_per_episode:
-        return []
     for i, returns in enumerate(returns_per_episode):
         if returns.dim() != 1:
             raise ValueError(f"returns_per_episode[{i}] must be 1-D (K,), got shape {tuple(returns.shape)}")
-    pooled = torch.cat([r.detach() for r in returns_per_episode])
-    if pooled.numel() == 0:
-        return [r.detach().clone() for r in returns_per_episode]
-    baseline = pooled.mean()
-    scale = pooled.std(unbiased=False) + eps
-    return [(r.detach() - baseline) / scale for r in returns_per_episode]
+    num_turns = max((r.numel() for r in returns_per_episode), default=0)
+    if num_turns == 0:
+        return [r.detach().clone() for r in returns_per_episode], [
+            torch.zeros(0, dtype=torch.bool) for _ in returns_per_episode
+        ]
+    dtype = _float_dtype(returns_per_episode[0].dtype)
+    padded = torch.zeros(len(returns_per_episode), num_turns, dtype=dtype)
+    reached = torch.zeros(padded.shape, dtype=torch.bool)
+    for i, returns in enumerate(returns_per_episode):
+        padded[i, : returns.numel()] = returns.detach()
+        reached[i, : returns.numel()] = True
+    positions = torch.arange(num_turns)  # each turn position is its own group of the (K, n) transpose
+    means, stds = _group_mean_std(padded.T, reached.T.to(dtype), positions, num_turns)
+    shared = reached & (reached.sum(0) >= 2)
+    advantages = torch.where(shared, (padded - means) / (stds + eps), torch.zeros_like(padded))
+    lengths = [r.numel() for r in returns_per_episode]
+    return (
+        [advantages[i, :n] for i, n in enumerate(lengths)],
+        [shared[i, :n] for i, n in enumerate(lengths)],
+    )
 
 
 def spread_turn_advantage(turn_advantage: float, num_tokens: int, gamma: float = 1.0) -> Tensor:
@@ -247,11 +168,13 @@ def spread_turn_advantage(turn_advantage: float, num_tokens: int, gamma: float =
 
 
 class EmaBaseline:
-    """SPIRAL's role-conditioned advantage: per (key, role) b <- decay b + (1 - decay) R, A = R - b.
+    """SPIRAL's role-conditioned baseline: per (key, role, turn) b <- decay b + (1 - decay) R, A = R - b.
 
-    The key is the game or scenario. The baseline is read before its update, so the first reward of a
-    (key, role) is compared with `initial_value`. Several rewards of the same (key, role) are processed in
-    the order given, each reading the baseline its predecessors left.
+    The key is the game or scenario; `turn` is the role's turn position (0 = its first turn) whose return R
+    is: returns of different positions are not comparable (docs/design.md §4), and SPIRAL's episode-level
+    baseline (`rae`) is turn 0's. The baseline is read before its update, so the first reward of a
+    (key, role, turn) is compared with `initial_value`. Several rewards of the same (key, role, turn) are
+    processed in the order given, each reading the baseline its predecessors left.
     """
 
     def __init__(self, decay: float = 0.95, initial_value: float = 0.0) -> None:
@@ -259,42 +182,35 @@ class EmaBaseline:
             raise ValueError(f"EmaBaseline decay must be in [0, 1), got {decay}")
         self.decay = decay
         self.initial_value = initial_value
-        self._baselines: dict[tuple[str, str], float] = {}
+        self._baselines: dict[tuple[str, str, int], float] = {}
 
-    def baseline(self, key: str, role: str) -> float:
-        return self._baselines.get((key, role), self.initial_value)
+    def baseline(self, key: str, role: str, turn: int = 0) -> float:
+        return self._baselines.get((key, role, turn), self.initial_value)
 
-    def advantage(self, key: str, role: str, reward: float) -> float:
+    def advantage(self, key: str, role: str, reward: float, turn: int = 0) -> float:
         """A = R - b with b read before the update; then updates b."""
-        before = self.baseline(key, role)
-        self._baselines[(key, role)] = self.decay * before + (1.0 - self.decay) * float(reward)
+        before = self.baseline(key, role, turn)
+        self._baselines[(key, role, turn)] = self.decay * before + (1.0 - self.decay) * float(reward)
         return float(reward) - before
 
-    def advantages(self, keys: Sequence[str], roles: Sequence[str], rewards: Tensor) -> Tensor:
-        """Sequential `advantage` over N samples. rewards: (N,) -> (N,)."""
-        if not len(keys) == len(roles) == rewards.numel():
-            raise ValueError(f"got {len(keys)} keys, {len(roles)} roles and {rewards.numel()} rewards")
-        values = [
-            self.advantage(k, r, float(x)) for k, r, x in zip(keys, roles, rewards.tolist(), strict=True)
-        ]
-        return torch.tensor(values, dtype=rewards.dtype if rewards.is_floating_point() else torch.float32)
-
     def state_dict(self) -> dict[str, Any]:
-        baselines = [[key, role, value] for (key, role), value in sorted(self._baselines.items())]
+        baselines = [[key, role, turn, value] for (key, role, turn), value in sorted(self._baselines.items())]
         return {"decay": self.decay, "initial_value": self.initial_value, "baselines": baselines}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Accepts the entries [key, role, turn, value], and [key, role, value] (turn 0) of states saved
+        before baselines had turn positions."""
         for name in ("decay", "initial_value", "baselines"):
             if name not in state:
                 raise ValueError(f"EmaBaseline state is missing key {name!r}")
-        loaded: dict[tuple[str, str], float] = {}
+        loaded: dict[tuple[str, str, int], float] = {}
         for i, entry in enumerate(state["baselines"]):
-            if len(entry) != 3:
+            if len(entry) not in (3, 4):
                 raise ValueError(
-                    f"EmaBaseline state baselines[{i}] must be [key, role, value], got {entry!r}"
+                    f"EmaBaseline state baselines[{i}] must be [key, role, turn, value], got {entry!r}"
                 )
-            key, role, value = entry
-            loaded[(str(key), str(role))] = float(value)
+            key, role, turn, value = entry if len(entry) == 4 else (entry[0], entry[1], 0, entry[2])
+            loaded[(str(key), str(role), int(turn))] = float(value)
         decay = float(state["decay"])
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EmaBaseline state decay must be in [0, 1), got {decay}")
@@ -347,17 +263,16 @@ def grpo_advantages(rewards: Tensor, group_ids: GroupIds, eps: float = 1e-6, sca
 
 def rloo_advantages(rewards: Tensor, group_ids: GroupIds) -> Tensor:
     """Leave-one-out: A_i = R_i - mean_{j != i in g} R_j = n/(n-1) (R_i - mean_g). rewards: (N,) -> (N,).
-    Every group needs at least two samples (ValueError otherwise)."""
+    A group of one sample has no other sample to compare with: advantage 0 (as in `grpo_advantages`)."""
     if rewards.dim() != 1:
         raise ValueError(f"rewards must be 1-D (N,), got shape {tuple(rewards.shape)}")
     values = rewards.detach().float() if not rewards.is_floating_point() else rewards.detach()
     index, num_groups = group_index(group_ids, values.numel())
     index = index.to(values.device)
-    counts = values.new_zeros(num_groups).index_add_(0, index, torch.ones_like(values))
-    if num_groups and counts.min() < 2:
-        raise ValueError(f"RLOO needs at least 2 samples per group; group #{int(counts.argmin())} has 1")
-    sums = values.new_zeros(num_groups).index_add_(0, index, values)
-    return values - (sums[index] - values) / (counts[index] - 1)
+    counts = values.new_zeros(num_groups).index_add_(0, index, torch.ones_like(values))[index]
+    sums = values.new_zeros(num_groups).index_add_(0, index, values)[index]
+    others = (sums - values) / (counts - 1).clamp(min=1)
+    return torch.where(counts > 1, values - others, torch.zeros_like(values))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -419,17 +334,11 @@ def role_balance_token_weights(
     return per_row.view(-1, *([1] * (mask.dim() - 1))) * mask.float()
 
 
-def whiten(values: Tensor, mask: Tensor | None = None, eps: float = 1e-8) -> Tensor:
-    """(x - mean) / (std + eps) over the masked entries (population std); 0 where mask is False. Any shape."""
-    return whiten_by_group(
-        values.reshape(1, -1), [0], None if mask is None else mask.reshape(1, -1), eps
-    ).view_as(values)
-
-
 def whiten_by_group(
     values: Tensor, group_ids: GroupIds, mask: Tensor | None = None, eps: float = 1e-8
 ) -> Tensor:
-    """`whiten` separately within each group of rows: values (N, ...), group_ids (N,), mask like values.
+    """(x - mean) / (std + eps) over the masked entries (population std) within each group of rows; 0 where
+    mask is False. values (N, ...), group_ids (N,), mask like values.
 
     Pass role names as group ids to whiten per role, or one id for the whole batch.
     """

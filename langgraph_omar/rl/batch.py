@@ -6,17 +6,23 @@ recorded sampling log-probability, its advantage, ...), and `completion_mask` is
 turn's completion tokens. The trainer predicts the token at p from the hidden state at p - 1.
 
 Which turns are trained: turns of the roles that have a terminal reward in `episode.rewards` (a narrator or a
-judge model call has none), of episodes whose status is "ok". Advantages by mode (docs/design.md §4):
-- `hierarchical`: per role, G_k = sum_{j>=k} gamma^(j-k) r_k; group baseline over the episodes sharing
-  `metadata["group_id"]` (`group_turn_advantages`), or SPIRAL's EMA baseline keyed by
-  `metadata["baseline_key"]` (the game; else `scenario_id`) when the group has one episode; spread over the
-  turn's tokens.
+judge model call has none), of episodes whose status is "ok". Turn k of a role earns
+r_k = turn_reward_weight * Turn.reward (MARO's behaviour-level reward) + the role's terminal reward on its last
+turn. Advantages by mode (docs/design.md §4):
+- `hierarchical`: per role, G_k = sum_{j>=k} gamma^(j-k) r_j, compared at each turn position k with the G_k of
+  the episodes sharing `metadata["group_id"]` (`group_turn_advantages`); a position no other episode of the
+  group reached (a group of one episode, or a longer episode's last turns) uses SPIRAL's EMA baseline of that
+  position instead, keyed by `metadata["baseline_key"]` (the game; else `scenario_id`); spread over the turn's
+  tokens.
 - `grpo`: the role's episode return, normalised within its group; every token of the role gets it.
+- `rloo`: the role's episode return minus the mean return of the other episodes of its group.
 - `rae`: the role's episode return minus the EMA baseline of (scenario, role).
 - `hierarchical-critic`: `assign_critic_advantages` after the trainer computed the values.
-Degenerate turns (see `degenerate`) get advantage 0 (critic-free) or pseudo-reward 0 (critic); with
-`degenerate_penalty` p > 0 they instead keep their advantage and their own turn reward is lowered by p (a
-format penalty: dense signal when the outcome reward is almost always 0).
+Degenerate turns (see `degenerate`), in every mode, get no policy signal: advantage 0, and they count neither
+in the whitening statistics nor in the role balance; they stay in the role's turn chain (their rewards reach the
+earlier turns, the critic learns their values). With `degenerate_penalty` p > 0 they instead train like any
+turn and their own turn reward is lowered by p (a format penalty: dense signal when the outcome reward is
+almost always 0).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from langgraph_omar.rl.advantages import (
     group_turn_advantages,
     grpo_advantages,
     hierarchical_gae,
+    rloo_advantages,
     role_balance_token_weights,
     spread_turn_advantage,
     whiten_by_group,
@@ -70,8 +77,10 @@ class TrainingBatch:
     weights: Tensor  # (N, T) float: per-token loss weights (role balance), 0 off the completion
     temperatures: Tensor  # (N,) float: the temperature the log-probabilities are tempered with (1 if greedy)
     samples: list[TurnSample]
-    returns: Tensor | None = None  # (N, T) value targets (critic mode)
-    old_values: Tensor | None = None  # (N, T) values before the update (critic mode)
+    returns: Tensor | None = None  # (N, T) value targets of the tokens (critic mode)
+    # (N, T) critic mode: at p, the value before the update of the state in which token p was chosen (the
+    # hidden state at p - 1, whose logits give token p's log-probability); 0 at position 0
+    old_values: Tensor | None = None
     behaviour_cloning: bool = False  # train on -logprob of the rows (filtered BC, warm start), not PPO
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -193,14 +202,15 @@ def _role_turns(
 
 
 def _turn_rewards(
-    episodes: Sequence[Episode], samples: Sequence[TurnSample], rows: list[int], penalty: float = 0.0
+    episodes: Sequence[Episode], samples: Sequence[TurnSample], rows: list[int], settings: AdvantageSettings
 ) -> Tensor:
-    """r_k = the turn's own reward (minus `penalty` if degenerate), plus the role's terminal reward on its
-    last turn. (K,)"""
+    """r_k = turn_reward_weight * the turn's own reward (minus `degenerate_penalty` if degenerate), plus the
+    role's terminal reward on its last turn. (K,)"""
     episode = episodes[samples[rows[0]].episode_index]
+    weight, penalty = settings.turn_reward_weight, settings.degenerate_penalty
     rewards = torch.tensor(
         [
-            episode.turns[samples[i].turn_index].reward - (penalty if samples[i].degenerate else 0.0)
+            weight * episode.turns[samples[i].turn_index].reward - (penalty if samples[i].degenerate else 0.0)
             for i in rows
         ],
         dtype=torch.float32,
@@ -219,38 +229,42 @@ def critic_free_turn_advantages(
     if settings.mode == "hierarchical-critic":
         raise ValueError("critic mode needs values: use assign_critic_advantages")
     by_role = _role_turns(episodes, samples)
-    penalty = settings.degenerate_penalty
     returns = {
-        key: discounted_returns(_turn_rewards(episodes, samples, rows, penalty), settings.gamma_turn)
+        key: discounted_returns(_turn_rewards(episodes, samples, rows, settings), settings.gamma_turn)
         for key, rows in by_role.items()
     }
     advantages = torch.zeros(len(samples))
     groups: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
     for key in by_role:
         groups[(samples[by_role[key][0]].group_key, key[1])].append(key)
-    if settings.mode == "grpo":
+    if settings.mode in ("grpo", "rloo"):
         keys = list(by_role)
         episode_returns = torch.stack([returns[k][0] for k in keys])
         group_ids = [(samples[by_role[k][0]].group_key, k[1]) for k in keys]
-        values = grpo_advantages(episode_returns, group_ids, eps=settings.eps)
+        values = (
+            grpo_advantages(episode_returns, group_ids, eps=settings.eps)
+            if settings.mode == "grpo"
+            else rloo_advantages(episode_returns, group_ids)
+        )
         for k, value in zip(keys, values.tolist(), strict=True):
             advantages[by_role[k]] = value
+    elif settings.mode == "rae":  # SPIRAL: the episode return against the (game, role) EMA
+        for k, rows in by_role.items():
+            baseline_key = samples[rows[0]].scenario_key
+            advantages[rows] = ema.advantage(baseline_key, k[1], float(returns[k][0]))
     else:
         for members in groups.values():
-            if settings.mode == "hierarchical" and len(members) > 1:
-                group_values = group_turn_advantages([returns[k] for k in members], eps=settings.eps)
-                for k, values in zip(members, group_values, strict=True):
-                    advantages[by_role[k]] = values
-                continue
-            for k in members:  # EMA baseline (rae, or a group of one episode)
-                sample = samples[by_role[k][0]]
-                baseline = ema.baseline(sample.scenario_key, k[1])
-                ema.advantage(sample.scenario_key, k[1], float(returns[k][0]))
-                own = (
-                    returns[k] if settings.mode == "hierarchical" else returns[k][:1].expand(len(by_role[k]))
-                )
-                advantages[by_role[k]] = own - baseline
-    if penalty > 0:
+            group_values, shared = group_turn_advantages([returns[k] for k in members], eps=settings.eps)
+            for k, values, has_peers in zip(members, group_values, shared, strict=True):
+                baseline_key = samples[by_role[k][0]].scenario_key
+                for turn, turn_return in enumerate(returns[k].tolist()):
+                    # every position's EMA learns its returns; a position no other episode of the group
+                    # reached is compared with it (read before the update)
+                    ema_advantage = ema.advantage(baseline_key, k[1], turn_return, turn=turn)
+                    if not has_peers[turn]:
+                        values[turn] = ema_advantage
+                advantages[by_role[k]] = values.float()
+    if settings.degenerate_penalty > 0:
         return advantages
     degenerate = torch.tensor([s.degenerate is not None for s in samples])
     return advantages.masked_fill(degenerate, 0.0)
@@ -267,24 +281,22 @@ def spread_advantages(batch: TrainingBatch, turn_advantages: Tensor, gamma_token
 def assign_critic_advantages(
     batch: TrainingBatch, episodes: Sequence[Episode], values: Tensor, settings: AdvantageSettings
 ) -> None:
-    """Hierarchical GAE per (episode, role) from token values (N, T) aligned with input_ids, in place:
-    sets advantages, returns (value targets) and old_values."""
+    """Hierarchical GAE per (episode, role) from token values (N, T) aligned with input_ids (at p: the value
+    of the state in which token p was chosen, see `TrainingBatch.old_values`), in place: sets advantages,
+    returns (value targets) and old_values."""
     batch.advantages = torch.zeros_like(batch.old_logprobs)
     batch.returns = torch.zeros_like(batch.old_logprobs)
     batch.old_values = (values.detach().float() * batch.completion_mask).cpu()
     for rows in _role_turns(episodes, batch.samples).values():
         masks = [batch.completion_mask[i] for i in rows]
         token_values = [batch.old_values[i][m] for i, m in zip(rows, masks, strict=True)]
-        penalty = settings.degenerate_penalty
-        degenerate = torch.tensor([batch.samples[i].degenerate is not None and not penalty for i in rows])
         _, token_adv, token_ret = hierarchical_gae(
             token_values,
-            _turn_rewards(episodes, batch.samples, rows, penalty),
+            _turn_rewards(episodes, batch.samples, rows, settings),
             settings.gamma_turn,
             settings.lam_turn,
             settings.gamma_token,
             settings.lam_token,
-            degenerate_turns=degenerate,
         )
         for i, m, adv, ret in zip(rows, masks, token_adv, token_ret, strict=True):
             batch.advantages[i, m] = adv.float()
@@ -292,8 +304,10 @@ def assign_critic_advantages(
 
 
 def finish_advantages(batch: TrainingBatch, episodes: Sequence[Episode], settings: AdvantageSettings) -> None:
-    """Whitening (per role or batch) and MARO role-balance weights, in place; degenerate rows stay at 0
-    (unless a degenerate penalty gave them a signal of their own)."""
+    """Whitening (per role or batch) and MARO role-balance weights, in place; degenerate rows get advantage 0
+    (unless a degenerate penalty gave them a signal of their own). The role balance counts only the tokens
+    that train: those of live rows with a nonzero advantage (the trainer skips a row whose advantages are all
+    0, and such a row has no policy gradient anyway); the others get weight 0."""
     penalized = settings.degenerate_penalty > 0
     live = torch.tensor([penalized or s.degenerate is None for s in batch.samples])
     mask = batch.completion_mask & live[:, None]
@@ -303,10 +317,9 @@ def finish_advantages(batch: TrainingBatch, episodes: Sequence[Episode], setting
         batch.advantages = whiten_by_group(batch.advantages, groups, mask, eps=settings.eps)
     batch.advantages = batch.advantages * mask
     if settings.role_balance:
+        trained = mask & (batch.advantages != 0).any(-1, keepdim=True)
         win_rates = role_win_rates(episodes, settings.win_threshold) if settings.inverse_win_rate else None
-        batch.weights = role_balance_token_weights(
-            batch.roles, batch.completion_mask, win_rates, settings.inverse_win_rate
-        )
+        batch.weights = role_balance_token_weights(batch.roles, trained, win_rates, settings.inverse_win_rate)
     else:
         batch.weights = batch.completion_mask.float()
 

@@ -1,7 +1,7 @@
 """Training configuration: dataclasses whose fields carry help text, validated in `__post_init__`.
 
 A YAML file mirrors `RunConfig`: one mapping per section (`env`, `lora`, `optimizer`, `update`, `advantage`,
-`degenerate`, `filter`, `selfplay`), each holding that section's fields. Unknown sections or keys and bad
+`degenerate`, `filter`, `selfplay`, `early_stop`), each holding that section's fields. Unknown sections or keys and bad
 values raise `ConfigError` naming the file, the key and what was expected.
 
     config = RunConfig.from_yaml("training/negotiation.yaml")
@@ -22,7 +22,7 @@ import yaml
 
 from langgraph_omar.errors import OmarError
 
-ADVANTAGE_MODES = ("hierarchical", "hierarchical-critic", "grpo", "rae")
+ADVANTAGE_MODES = ("hierarchical", "hierarchical-critic", "grpo", "rloo", "rae")
 ALGORITHMS = ("ppo", "filtered-bc")
 SCHEDULERS = ("constant", "linear", "cosine")
 WHITEN_MODES = ("auto", "role", "batch", "none")
@@ -175,7 +175,13 @@ class UpdateSettings:
 @dataclass
 class AdvantageSettings:
     mode: str = field(
-        default="hierarchical", metadata=_help(f"advantage estimator, one of {ADVANTAGE_MODES}")
+        default="hierarchical",
+        metadata=_help(
+            f"advantage estimator, one of {ADVANTAGE_MODES}: hierarchical (each turn's return against its group's "
+            "at the same turn position), hierarchical-critic (OMAR: value head + hierarchical GAE), grpo (the "
+            "episode return normalised in its group), rloo (the episode return minus the mean of the group's "
+            "other episodes), rae (SPIRAL: the episode return minus an EMA baseline)"
+        ),
     )
     gamma_turn: float = field(default=1.0, metadata=_help("discount between a role's turns"))
     lam_turn: float = field(default=0.95, metadata=_help("GAE lambda between turns (critic mode)"))
@@ -194,12 +200,22 @@ class AdvantageSettings:
     degenerate_penalty: float = field(
         default=0.0,
         metadata=_help(
-            "0: degenerate turns get no pseudo-reward (advantage 0); p > 0: their turn reward is lowered by p "
-            "instead (a format penalty, for outcome rewards that are almost always 0)"
+            "0: degenerate turns get no policy signal (advantage 0, in every mode); p > 0: their turn reward is "
+            "lowered by p instead and they train (a format penalty, for outcome rewards that are almost always 0)"
+        ),
+    )
+    turn_reward_weight: float = field(
+        default=1.0,
+        metadata=_help(
+            "MARO's behaviour-level rewards: turn k's reward is r_k = w * Turn.reward (set by the environment) "
+            "+ the role's terminal reward on its last turn; 0 trains on the outcome alone"
         ),
     )
 
     def __post_init__(self) -> None:
+        _require(
+            self.turn_reward_weight >= 0, "advantage.turn_reward_weight", ">= 0", self.turn_reward_weight
+        )
         _require(
             self.degenerate_penalty >= 0, "advantage.degenerate_penalty", ">= 0", self.degenerate_penalty
         )
@@ -337,6 +353,73 @@ class SelfPlaySettings:
         _require(self.keep_checkpoints >= 1, "selfplay.keep_checkpoints", ">= 1", self.keep_checkpoints)
 
 
+@dataclass
+class EarlyStopSettings:
+    """OMAR's reward-hacking alarms (rl/alarms.py, docs/design.md §4): they always warn and record `alarm_*`
+    metrics; only `stop_on_alarm` ends a run."""
+
+    stop_on_alarm: bool = field(
+        default=False,
+        metadata=_help(
+            "end the run (checkpoint and adapter saved) once an alarm has fired `patience` iterations in a row; "
+            "false: alarms only warn and appear in the metrics"
+        ),
+    )
+    patience: int = field(
+        default=3, metadata=_help("iterations in a row an alarm fires before the run stops")
+    )
+    reference_iterations: int = field(
+        default=2,
+        metadata=_help(
+            "the first N iterations that report a watched metric set its reference; alarms start after"
+        ),
+    )
+    min_entropy_ratio: float = field(
+        default=0.25,
+        metadata=_help(
+            "entropy collapse: the policy's token entropy below this share of its reference (0: off)"
+        ),
+    )
+    min_length_ratio: float = field(
+        default=0.25,
+        metadata=_help(
+            "length collapse: mean tokens per policy turn below this share of its reference (0: off)"
+        ),
+    )
+    max_degenerate_increase: float = field(
+        default=0.25,
+        metadata=_help(
+            "degenerate share: the share of the policy's turns that are degenerate exceeds its reference by more "
+            "than this (1: off)"
+        ),
+    )
+    max_judge_gap_increase: float | None = field(
+        default=0.2,
+        metadata=_help(
+            "judge/outcome gap: mean(judge - outcome) over the policy's roles whose reward_dimensions carry both "
+            "exceeds its reference by more than this, in reward units (None: off)"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.patience >= 1, "early_stop.patience", ">= 1", self.patience)
+        _require(
+            self.reference_iterations >= 1,
+            "early_stop.reference_iterations",
+            ">= 1",
+            self.reference_iterations,
+        )
+        for name in ("min_entropy_ratio", "min_length_ratio", "max_degenerate_increase"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"early_stop.{name}", "in [0, 1]", value)
+        _require(
+            self.max_judge_gap_increase is None or self.max_judge_gap_increase > 0,
+            "early_stop.max_judge_gap_increase",
+            "> 0",
+            self.max_judge_gap_increase,
+        )
+
+
 SECTIONS: dict[str, type] = {
     "env": EnvSettings,
     "lora": LoraSettings,
@@ -346,6 +429,7 @@ SECTIONS: dict[str, type] = {
     "degenerate": DegenerateSettings,
     "filter": FilterSettings,
     "selfplay": SelfPlaySettings,
+    "early_stop": EarlyStopSettings,
 }
 
 
@@ -359,11 +443,13 @@ class RunConfig:
     degenerate: DegenerateSettings = field(default_factory=DegenerateSettings)
     filter: FilterSettings = field(default_factory=FilterSettings)
     selfplay: SelfPlaySettings = field(default_factory=SelfPlaySettings)
+    early_stop: EarlyStopSettings = field(default_factory=EarlyStopSettings)
 
     def __post_init__(self) -> None:
-        if self.advantage.mode == "grpo" and self.selfplay.group_size < 2:
+        if self.advantage.mode in ("grpo", "rloo") and self.selfplay.group_size < 2:
             raise ConfigError(
-                "advantage.mode 'grpo' needs selfplay.group_size >= 2 (a group of one has A = 0)"
+                f"advantage.mode {self.advantage.mode!r} needs selfplay.group_size >= 2 "
+                "(a group of one has A = 0)"
             )
 
     @classmethod

@@ -83,7 +83,7 @@ def value_loss(
 
     values (B, T) carry gradients; returns (B, T) are the value targets; old_values (B, T) the values at
     rollout time (required when clip_eps is given, else may be None). Metrics: value_clip_fraction, explained_variance
-    (1 - Var(R - V) / Var(R) over real tokens; 0 when Var(R) is 0).
+    (1 - Var(R - V) / Var(R) over real tokens; 0 when Var(R) is 0 up to float rounding).
     """
     _check_same_shape(values=values, returns=returns, mask=mask)
     returns = returns.detach()
@@ -104,8 +104,10 @@ def value_loss(
     with torch.no_grad():
         returns_variance = _masked_variance(returns, mask)
         residual_variance = _masked_variance(returns - values, mask)
+        # returns equal up to float rounding (A + V) have no variance to explain
+        rounding = 1e-6 * masked_mean(returns**2, mask)
         explained = torch.where(
-            returns_variance > 0,
+            returns_variance > rounding,
             1.0 - residual_variance / returns_variance,
             torch.zeros_like(returns_variance),
         )

@@ -347,7 +347,8 @@ def run_selfplay(
     )
     judge = ChatPolicy(model=policy.model_name, temperature=0.0, max_tokens=s.max_tokens)
     graph = environment.build_graph(chat, judge=judge)
-    history, started, longest = [], time.monotonic(), 0.0
+    history: list[dict[str, Any]] = []
+    started, longest = time.monotonic(), 0.0
     for iteration in tqdm(
         range(start, s.iterations), desc="iterations", disable=not progress, initial=start, total=s.iterations
     ):
@@ -378,6 +379,11 @@ def run_selfplay(
             record["skipped_update"] = 1.0
         else:
             record.update(trainer.update(batch, episodes))
+        # -- reward-hacking alarms (rl/alarms.py): alarm_* metrics and warnings; early_stop may end the run --
+        from langgraph_omar.rl.alarms import watch_reward_hacking
+
+        stop_early = watch_reward_hacking(history, record, episodes, config.early_stop, ADAPTER, process)
+        # -- end of the alarms: an early stop ends the run below as a spent time budget does --
         if log is not None:  # the main process's own numbers (each process trains on its own episodes)
             log.append(record)
         history.append(record)
@@ -385,6 +391,7 @@ def run_selfplay(
         now = time.monotonic()
         longest = max(longest, now - iteration_started)
         out_of_time = s.max_minutes is not None and now + longest - started > 60 * s.max_minutes
+        out_of_time = out_of_time or stop_early
         if done % s.checkpoint_every == 0 or done == s.iterations or out_of_time:
             process.wait_for_everyone()
             if main:  # DDP keeps the adapters equal on every process

@@ -174,14 +174,19 @@ class PPOTrainer:
         return logprobs, entropies
 
     def _forward(self, batch: TrainingBatch, model: nn.Module) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(b, T-1) log-probabilities, entropies and values (critic) of the tokens at positions 1..T-1.
+
+        The value of token p is the value head on the hidden state at p - 1: the state in which token p was
+        chosen, whose logits give its log-probability (docs/design.md §4)."""
         device = self.policy.device
         hidden, values = model(batch.input_ids.to(device), batch.attention_mask.to(device))
         logprobs, entropies = self._token_logprobs(hidden, batch)
-        return logprobs, entropies, values
+        return logprobs, entropies, None if values is None else values[:, :-1]
 
     @torch.no_grad()
     def _pre_pass(self, batch: TrainingBatch, reference: bool) -> Tensor:
-        """Values (N, T) of the current model, or reference log-probs (N, T-1) with the adapter disabled."""
+        """Values (N, T-1) of the tokens at positions 1..T-1 under the current model, or their reference
+        log-probs (N, T-1) with the adapter disabled."""
         out = []
         size = self.config.update.micro_batch_size
         for start in range(0, len(batch), size):
@@ -192,7 +197,7 @@ class PPOTrainer:
                 logprobs, _, values = self._forward(part, self.module)
             result = logprobs if reference else values
             assert result is not None
-            padded = torch.zeros(len(rows), batch.input_ids.shape[1] - (1 if reference else 0))
+            padded = torch.zeros(len(rows), batch.input_ids.shape[1] - 1)
             padded[:, : result.shape[1]] = result.float().cpu()
             out.append(padded)
         return torch.cat(out)
@@ -205,10 +210,9 @@ class PPOTrainer:
         with self.policy.exclusive():
             self.model.train()
             try:
-                if self.value_head is not None:
-                    assign_critic_advantages(
-                        batch, episodes, self._pre_pass(batch, False), self.config.advantage
-                    )
+                if self.value_head is not None:  # values aligned with input_ids (position 0 chooses no token)
+                    values = nn.functional.pad(self._pre_pass(batch, False), (1, 0))
+                    assign_critic_advantages(batch, episodes, values, self.config.advantage)
                     finish_advantages(batch, episodes, self.config.advantage)
                 reference = self._pre_pass(batch, True) if update.kl_coef > 0 else None
                 rows = self._trained_rows(batch, metrics)
@@ -312,7 +316,7 @@ class PPOTrainer:
             terms.update(pg_loss=loss.detach(), **ppo_metrics)
         if values is not None and part.returns is not None and part.old_values is not None:
             v_loss, v_metrics = value_loss(
-                values[:, :-1].float(),
+                values.float(),
                 part.returns[:, 1:].to(device),
                 part.old_values[:, 1:].to(device),
                 mask,
