@@ -91,24 +91,19 @@ def toy_config(seed: int, iterations: int, **sections: dict[str, Any]) -> Any:
     return RunConfig.from_dict(data)
 
 
-def toy_run(run_dir: str, iterations: int, **sections: dict[str, Any]) -> Any:
-    """A toy self-play run of the tiny model (seed 0) into `run_dir`; returns its policy."""
-    from langgraph_omar.rl.selfplay import run_selfplay
-
-    policy = toy_policy(seed=0)
-    config = toy_config(0, iterations, **sections)
-    run_selfplay(config, run_dir, toy_env(), policy=policy, progress=False)
-    return policy
-
-
 def main(argv: list[str]) -> None:
     """`python tests/selfplay_toy.py RUN_DIR ITERATIONS`: a deterministic toy run (one episode at a time)."""
-    toy_run(
-        argv[0],
-        int(argv[1]),
+    from langgraph_omar.rl.selfplay import run_selfplay
+
+    run_dir, iterations = argv[0], int(argv[1])
+    policy = toy_policy(seed=0)
+    config = toy_config(
+        0,
+        iterations,
         selfplay={"episodes_per_iteration": 4, "group_size": 2, "max_concurrency": 1},
         update={"micro_batch_size": 2, "gradient_accumulation_steps": 2},
     )
+    run_selfplay(config, run_dir, toy_env(), policy=policy, progress=False)
 
 
 if __name__ == "__main__":

@@ -407,7 +407,9 @@ def run_selfplay(
     process = PartialState(cpu=on_cpu)
     main = process.is_main_process
     progress = progress and main
-    policy = policy or SharedPolicy.get(s.model, device=process.device)
+    # accelerate names a CPU process's device cpu:0, the engine registry (and ChatPolicy) plain cpu
+    device = "cpu" if process.device.type == "cpu" else process.device
+    policy = policy or SharedPolicy.get(s.model, device=device)
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
         _check_resumable(checkpoint, config)
@@ -427,12 +429,15 @@ def run_selfplay(
             start_trackers(trainer.accelerator, config, run_dir, start)
     chat = ChatPolicy(
         model=policy.model_name,
+        device=str(policy.device),  # this process's engine, the one the trainer updates
         adapter=ADAPTER,
         temperature=s.temperature,
         top_p=s.top_p,
         max_tokens=s.max_tokens,
     )
-    judge = ChatPolicy(model=policy.model_name, temperature=0.0, max_tokens=s.max_tokens)
+    judge = ChatPolicy(
+        model=policy.model_name, device=str(policy.device), temperature=0.0, max_tokens=s.max_tokens
+    )
     graph = environment.build_graph(chat, judge=judge)
     history, started, longest = [], time.monotonic(), 0.0
     for iteration in tqdm(
