@@ -42,6 +42,16 @@ def test_tensorboard_event_files_in_the_run_folder_carry_the_metrics_of_metrics_
         assert logged == [(m["iteration"], pytest.approx(m[name])) for m in lines], name
 
 
+def test_a_run_resumes_with_other_trackers(tmp_path):
+    run = tmp_path / "run"
+    run_selfplay(small_config(1, log_with=[]), run, toy_env(), policy=toy_policy(), progress=False)
+    resumed = run_selfplay(
+        small_config(2, log_with=["tensorboard"]), run, toy_env(), policy=toy_policy(), progress=False
+    )
+    assert [r["iteration"] for r in resumed] == [1]
+    assert list((run / "logs" / selfplay.TRACKER_PROJECT).glob("events.out.tfevents.*"))
+
+
 def test_log_with_defaults_to_tensorboard_when_installed_and_fails_loud_on_a_missing_tracker(monkeypatch):
     import accelerate.tracking
 

@@ -239,8 +239,9 @@ def summary_line(record: dict[str, Any], iterations: int) -> str:
 def _check_resumable(checkpoint: Path, config: RunConfig) -> None:
     saved = saved_config(checkpoint)
     current = config.to_dict()
-    saved.get("selfplay", {}).pop("iterations", None)  # extending a run is allowed
-    current["selfplay"].pop("iterations")
+    for key in ("iterations", "log_with"):  # extending a run, or watching it elsewhere, is allowed
+        saved.get("selfplay", {}).pop(key, None)
+        current["selfplay"].pop(key)
     changed = sorted(
         f"{section}.{key}"
         for section, values in current.items()
