@@ -211,6 +211,10 @@ def _train(args: argparse.Namespace) -> None:
             "which cannot train)"
         )
     history = run_selfplay(config, args.out, env, progress=not args.no_progress)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under torchrun the main process reports for all
+        return
     if not history:
         print(f"nothing to do: {args.out} already holds {config.selfplay.iterations} iteration(s)")
     elif all(r.get("untrained") for r in history):

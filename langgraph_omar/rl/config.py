@@ -322,6 +322,13 @@ class SelfPlaySettings:
     )
     checkpoint_every: int = field(default=1, metadata=_help("save a checkpoint every N iterations"))
     keep_checkpoints: int = field(default=2, metadata=_help("checkpoints kept on disk (newest)"))
+    log_with: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "experiment trackers that get every metrics.jsonl line (accelerate's `log_with`: tensorboard, "
+            "wandb, mlflow, ...); None: tensorboard when installed; []: none"
+        ),
+    )
 
     def __post_init__(self) -> None:
         _require(

@@ -12,6 +12,12 @@ Everything a run produces lives in one folder:
 Running the same command again resumes from the newest checkpoint (kill -9 safe); with a fixed seed, on a
 CPU, with one episode at a time (max_concurrency 1), the resumed run's adapter equals an uninterrupted one.
 Scenario seeds: iteration i, group g plays seed `selfplay.seed + i * groups + g`; evaluate on other seeds.
+
+Under several processes (`torchrun --nproc_per_node N -m langgraph_omar.cli train ...`, or `accelerate launch`
+on GPUs) each process plays its share of the groups, every process's episodes are gathered (so each one
+builds the same batch and each iteration's metrics count them all), DDP averages the adapter's gradients, and
+only the main process writes the run folder. The metrics also go to accelerate's experiment trackers
+(`selfplay.log_with`: RUN/logs/ for TensorBoard) and, one line per iteration, to the console.
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from langgraph_omar.atomic import write_atomic
 from langgraph_omar.errors import OmarError
 from langgraph_omar.rl.advantages import EmaBaseline
+from langgraph_omar.rl.alarms import watch_reward_hacking
 from langgraph_omar.rl.batch import TrainingBatch, build_batch
 from langgraph_omar.rl.checkpoint import (
     CheckpointError,
@@ -52,6 +61,7 @@ from langgraph_omar.serving.sampling import derive_seed
 from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode, write_episodes
 
 ADAPTER = "policy"
+TRACKER_PROJECT = "langgraph-omar"  # W&B project, MLflow experiment, TensorBoard folder under RUN/logs
 
 
 class SelfPlayEnvironment(Protocol):
@@ -132,17 +142,12 @@ def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON line per iteration, appended with one write + fsync; TensorBoard when present."""
+    """metrics.jsonl: one JSON line per iteration, appended with one write + fsync; the same numbers go to the
+    experiment trackers of `accelerator` (accelerate's `log_with`), if it has any."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, accelerator: Any = None) -> None:
         self.path = run_dir / "metrics.jsonl"
-        self.tensorboard: Any = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:  # tensorboard is optional
-            pass
+        self.accelerator = accelerator
 
     def keep_before(self, iteration: int) -> None:
         """Drop lines of iterations >= `iteration` (written after the checkpoint a resume starts from)."""
@@ -165,18 +170,79 @@ class MetricsLog:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if self.tensorboard is not None:
-            for name, value in record.items():
-                if isinstance(value, (int, float)) and name != "iteration":
-                    self.tensorboard.add_scalar(name, value, record["iteration"])
-            self.tensorboard.flush()
+        if self.accelerator is not None and self.accelerator.trackers:
+            numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "iteration"}
+            self.accelerator.log(numbers, step=record["iteration"])
+
+
+def experiment_trackers(names: list[str] | None) -> list[str]:
+    """The trackers of `selfplay.log_with`: None -> tensorboard when installed, else none. A named tracker
+    that accelerate does not know or that is not installed raises OmarError."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    available = {str(t) for t in get_available_trackers()}
+    if names is None:
+        return ["tensorboard"] if "tensorboard" in available else []
+    for name in names:
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise OmarError(
+                f"selfplay.log_with: unknown tracker {name!r}; one of {sorted(LOGGER_TYPE_TO_CLASS)}"
+            )
+        if name not in available:
+            raise OmarError(f"selfplay.log_with: {name} is not installed (pip install {name})")
+    return list(names)
+
+
+def start_trackers(accelerator: Any, config: RunConfig, run_dir: Path, start: int) -> None:
+    """Start the accelerator's trackers with the run config (flattened to `section.key` scalars, as
+    TensorBoard's hparams need); a resumed TensorBoard run drops the events of iterations >= `start`."""
+    flat = {
+        f"{section}.{key}": value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+        for section, values in config.to_dict().items()
+        for key, value in values.items()
+    }
+    accelerator.init_trackers(
+        TRACKER_PROJECT,
+        config=flat,
+        init_kwargs={
+            "tensorboard": {"purge_step": start} if start else {},
+            "wandb": {"name": run_dir.name},
+            "mlflow": {"run_name": run_dir.name},
+        },
+    )
+
+
+def summary_line(record: dict[str, Any], iterations: int) -> str:
+    """One console line per iteration: the policy's reward per role, agreement/win rates the environment
+    reports, the degenerate share, the KL (to the base with kl_coef, else PPO's old-to-new) and the time."""
+    parts = [f"iteration {record['iteration'] + 1}/{iterations}"]
+    rewards = sorted(
+        (k[len("reward_") :], v) for k, v in record.items() if k.startswith("reward_") and k != "reward_mean"
+    )
+    parts.append("reward " + " ".join(f"{role} {value:+.3f}" for role, value in rewards))
+    rates = sorted(
+        (k[len("env_") :], v)
+        for k, v in record.items()
+        if k.startswith("env_") and ("agreement" in k or "win" in k)
+    )
+    parts.extend(f"{name} {value:.2f}" for name, value in rates)
+    parts.append(f"degenerate {record.get('degenerate_fraction', 0.0):.2f}")
+    kl = record.get("kl", record.get("approx_kl"))
+    if kl is not None:
+        parts.append(f"kl {kl:.4f}")
+    parts.append(
+        f"rollout {record['rollout_seconds']:.0f} s, update {record.get('update_seconds', 0.0):.0f} s "
+        f"({record['num_processes']} process(es))"
+    )
+    return " | ".join(parts)
 
 
 def _check_resumable(checkpoint: Path, config: RunConfig) -> None:
     saved = saved_config(checkpoint)
     current = config.to_dict()
-    saved.get("selfplay", {}).pop("iterations", None)  # extending a run is allowed
-    current["selfplay"].pop("iterations")
+    for key in ("iterations", "log_with"):  # extending a run, or watching it elsewhere, is allowed
+        saved.get("selfplay", {}).pop(key, None)
+        current["selfplay"].pop(key)
     changed = sorted(
         f"{section}.{key}"
         for section, values in current.items()
@@ -229,6 +295,19 @@ def _this_process(
     return [inputs[i] for i in keep], [metadata[i] for i in keep]
 
 
+def _gathered(
+    episodes: list[Episode], seconds: float, plan: list[dict[str, Any]], process: PartialState
+) -> tuple[list[Episode], float]:
+    """Every process's episodes, in plan order, on every process (a collective), and the rollout's wall time
+    (the slowest process's)."""
+    if process.num_processes == 1:
+        return episodes, seconds
+    parts = gather_object([(episodes, seconds)])
+    position = {m["episode_id"]: i for i, m in enumerate(plan)}
+    everyone = sorted((e for part, _ in parts for e in part), key=lambda e: position[e.episode_id])
+    return everyone, max(part_seconds for _, part_seconds in parts)
+
+
 def _rollout(
     graph: Any,
     inputs: list[dict[str, Any]],
@@ -239,6 +318,8 @@ def _rollout(
 ) -> tuple[list[Episode], float]:
     """Run the episodes. Every call samples from its episode's `sampling_seed`, whatever the batch; with
     max_concurrency 1 the batches themselves are fixed too (bit-exact logits, hence an exact resume)."""
+    if not inputs:  # a process with no group of its own (fewer groups than processes)
+        return [], 0.0
     if max_concurrency > 1:
         episodes, summary = run_episodes(
             graph,
@@ -322,30 +403,43 @@ def run_selfplay(
     s = config.selfplay
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # one process, or one of several under `accelerate launch`
-    process = PartialState(cpu=policy.device.type == "cpu") if policy is not None else PartialState()
+    # one process, or one of several under torchrun / `accelerate launch`; accelerate only sees the
+    # processes of a CPU run when told it is one
+    on_cpu = policy.device.type == "cpu" if policy is not None else not torch.cuda.is_available()
+    process = PartialState(cpu=on_cpu)
     main = process.is_main_process
-    policy = policy or SharedPolicy.get(s.model, device=process.device)
+    progress = progress and main
+    # accelerate names a CPU process's device cpu:0, the engine registry (and ChatPolicy) plain cpu
+    device = "cpu" if process.device.type == "cpu" else process.device
+    policy = policy or SharedPolicy.get(s.model, device=device)
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
         _check_resumable(checkpoint, config)
     else:
         seed_everything(config.update.seed)
-    trainer = PPOTrainer(policy, config, ADAPTER)
+    trackers = experiment_trackers(s.log_with)
+    trainer = PPOTrainer(
+        policy, config, ADAPTER, log_with=trackers, logging_dir=str(run_dir / "logs"), progress=progress
+    )
     ema = EmaBaseline(decay=config.advantage.ema_decay)
     start = load_checkpoint(checkpoint, trainer, ema) if checkpoint is not None else 0
-    log = MetricsLog(run_dir) if main else None
+    log = MetricsLog(run_dir, trainer.accelerator) if main else None
     if log is not None:
         write_atomic(run_dir / "config.yaml", config.to_yaml())
         log.keep_before(start)
+        if trackers:
+            start_trackers(trainer.accelerator, config, run_dir, start)
     chat = ChatPolicy(
         model=policy.model_name,
+        device=str(policy.device),  # this process's engine, the one the trainer updates
         adapter=ADAPTER,
         temperature=s.temperature,
         top_p=s.top_p,
         max_tokens=s.max_tokens,
     )
-    judge = ChatPolicy(model=policy.model_name, temperature=0.0, max_tokens=s.max_tokens)
+    judge = ChatPolicy(
+        model=policy.model_name, device=str(policy.device), temperature=0.0, max_tokens=s.max_tokens
+    )
     graph = environment.build_graph(chat, judge=judge)
     history: list[dict[str, Any]] = []
     started, longest = time.monotonic(), 0.0
@@ -353,19 +447,26 @@ def run_selfplay(
         range(start, s.iterations), desc="iterations", disable=not progress, initial=start, total=s.iterations
     ):
         iteration_started = time.monotonic()
-        inputs, metadata = _this_process(*episode_plan(config, iteration, environment.sample_input), process)
+        plan = episode_plan(config, iteration, environment.sample_input)
+        inputs, metadata = _this_process(*plan, process)
         with trainer.serving():
             episodes, rollout_seconds = _rollout(
                 graph, inputs, metadata, s.max_concurrency, environment.recursion_limit, progress
             )
-        check_rollout(environment, iteration, episodes, first=iteration == start)
         for episode, meta in zip(episodes, metadata, strict=True):
             episode.metadata.update(meta)
             episode.metadata["iteration"] = iteration
-        record: dict[str, Any] = {"iteration": iteration, "rollout_seconds": rollout_seconds}
+        episodes, rollout_seconds = _gathered(episodes, rollout_seconds, plan[1], process)
+        check_rollout(environment, iteration, episodes, first=iteration == start)
+        record: dict[str, Any] = {
+            "iteration": iteration,
+            "rollout_seconds": rollout_seconds,
+            "num_processes": process.num_processes,
+        }
         record.update(rollout_metrics(episodes))
         record.update(mark_degenerate(episodes, config.degenerate))
-        write_episodes(run_dir / "trajectories.jsonl", episodes)
+        if main:
+            write_episodes(run_dir / "trajectories.jsonl", episodes)
         bc_filter = behaviour_cloning_filter(config, iteration)
         record["warm_start"] = float(iteration < config.update.warm_start_iterations)
         batch = build_batch(
@@ -373,24 +474,27 @@ def run_selfplay(
         )
         reason = untrained_reason(batch, record | (batch.metrics if batch is not None else {}))
         if reason is not None:
-            warnings.warn(f"iteration {iteration} trained no turn: {reason}", TrainingWarning, stacklevel=2)
+            if main:
+                warnings.warn(
+                    f"iteration {iteration} trained no turn: {reason}", TrainingWarning, stacklevel=2
+                )
             record["untrained"] = 1.0
         if batch is None:  # nothing to learn from this time; the adapter stays as it is
             record["skipped_update"] = 1.0
         else:
             record.update(trainer.update(batch, episodes))
-        # -- reward-hacking alarms (rl/alarms.py): alarm_* metrics and warnings; early_stop may end the run --
-        from langgraph_omar.rl.alarms import watch_reward_hacking
-
+        # reward-hacking alarms (rl/alarms.py): alarm_* metrics and warnings; early_stop may end the run
         stop_early = watch_reward_hacking(history, record, episodes, config.early_stop, ADAPTER, process)
-        # -- end of the alarms: an early stop ends the run below as a spent time budget does --
-        if log is not None:  # the main process's own numbers (each process trains on its own episodes)
+        if log is not None:  # every process holds the same numbers: all processes' episodes
             log.append(record)
+            tqdm.write(summary_line(record, s.iterations))
         history.append(record)
         done = iteration + 1
         now = time.monotonic()
         longest = max(longest, now - iteration_started)
         out_of_time = s.max_minutes is not None and now + longest - started > 60 * s.max_minutes
+        if process.num_processes > 1:  # the main process's clock decides for all: none may stop alone
+            out_of_time = broadcast_object_list([out_of_time])[0]
         out_of_time = out_of_time or stop_early
         if done % s.checkpoint_every == 0 or done == s.iterations or out_of_time:
             process.wait_for_everyone()
@@ -401,4 +505,6 @@ def run_selfplay(
             break
     if main:
         export_adapter(trainer, run_dir)
+        for tracker in trainer.accelerator.trackers:  # not end_training(): it ends the process group too
+            tracker.finish()
     return history

@@ -10,6 +10,10 @@ One update: [critic: values -> hierarchical GAE] -> [KL: reference log-probs] ->
 rows (shuffled by a generator seeded with (seed, update index), so a resumed run shuffles the same way);
 each optimizer step accumulates exactly `gradient_accumulation_steps` micro-batches of `micro_batch_size` rows
 (accelerate's `accumulate`), clips the gradient norm and steps the scheduler.
+
+Under several processes (torchrun / accelerate launch) every process holds the same batch (the self-play loop
+gathers every process's episodes); each optimizer step takes `micro_batch_size * gradient_accumulation_steps`
+rows per process, each process trains its share, and DDP averages the gradients, so the adapters stay equal.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from peft import LoraConfig, PeftModel
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from langgraph_omar.rl.batch import TrainingBatch, assign_critic_advantages, finish_advantages
 from langgraph_omar.rl.config import RunConfig
@@ -100,7 +106,18 @@ def lr_lambda(config: RunConfig) -> Any:
 class PPOTrainer:
     """Updates the adapter `adapter_name` of `policy` from training batches (see module docstring)."""
 
-    def __init__(self, policy: SharedPolicy, config: RunConfig, adapter_name: str = "policy") -> None:
+    def __init__(
+        self,
+        policy: SharedPolicy,
+        config: RunConfig,
+        adapter_name: str = "policy",
+        *,
+        log_with: Sequence[str] = (),
+        logging_dir: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        """`log_with`/`logging_dir`: accelerate's experiment trackers (`self.accelerator.log`); `progress`: a
+        progress bar over each update's micro-batches (on the main process)."""
         self.policy, self.config, self.adapter_name = policy, config, adapter_name
         update = config.update
         if adapter_name not in policy.adapter_versions:
@@ -127,7 +144,10 @@ class PPOTrainer:
             mixed_precision=precision,
             gradient_accumulation_steps=update.gradient_accumulation_steps,
             cpu=not on_cuda,
+            log_with=list(log_with) or None,
+            project_dir=logging_dir,
         )
+        self.progress = progress and self.accelerator.is_main_process
         if not _same_device(self.accelerator.device, policy.device):
             raise ValueError(
                 f"the served model is on {policy.device} but accelerate trains on {self.accelerator.device}; "
@@ -252,29 +272,45 @@ class PPOTrainer:
         metrics["skipped_zero_advantage_turns"] = float(len(batch) - len(rows))
         return rows
 
-    def _micro_batches(self, batch: TrainingBatch, rows: list[int]) -> Iterator[list[list[int]]]:
-        """Per optimizer step, exactly `gradient_accumulation_steps` lists of rows (some may be empty)."""
+    def _micro_batches(
+        self, batch: TrainingBatch, rows: list[int]
+    ) -> Iterator[tuple[list[int], list[list[int]]]]:
+        """Per optimizer step: its rows on every process, and this process's share of them as exactly
+        `gradient_accumulation_steps` lists of rows (some may be empty). Every process draws the same order."""
         update = self.config.update
+        processes, index = self.accelerator.num_processes, self.accelerator.process_index
         generator = torch.Generator().manual_seed(update.seed * 1_000_003 + self.updates_done)
-        per_step = update.micro_batch_size * update.gradient_accumulation_steps
+        per_step = update.micro_batch_size * update.gradient_accumulation_steps * processes
         lengths = batch.lengths
         for _ in range(update.epochs):
             order = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
             for start in range(0, len(order), per_step):
                 chunk = sorted(order[start : start + per_step], key=lambda r: int(lengths[r]))  # less padding
-                yield [
-                    chunk[i * update.micro_batch_size : (i + 1) * update.micro_batch_size]
-                    for i in range(update.gradient_accumulation_steps)
-                ]
+                mine = chunk[index::processes]  # dealt in length order: the processes' shares are alike
+                yield (
+                    chunk,
+                    [
+                        mine[i * update.micro_batch_size : (i + 1) * update.micro_batch_size]
+                        for i in range(update.gradient_accumulation_steps)
+                    ],
+                )
 
     def _run_epochs(
         self, batch: TrainingBatch, rows: list[int], reference: Tensor | None
     ) -> dict[str, float]:
         sums: dict[str, float] = {}
         first_step_pending = True
-        for step_rows in self._micro_batches(batch, rows):
-            step_tokens = float(batch.completion_mask[sum(step_rows, [])].sum())
-            for micro_rows in step_rows:
+        steps = list(self._micro_batches(batch, rows))
+        bar = tqdm(
+            total=len(steps) * self.config.update.gradient_accumulation_steps,
+            desc="update",
+            unit="micro-batch",
+            disable=not self.progress,
+            leave=False,
+        )
+        for step_rows, my_rows in steps:
+            step_tokens = float(batch.completion_mask[step_rows].sum())
+            for micro_rows in my_rows:
                 with self.accelerator.accumulate(self.model):
                     if micro_rows:
                         part = batch.select(micro_rows)
@@ -284,10 +320,25 @@ class PPOTrainer:
                             else reference[micro_rows, : part.input_ids.shape[1] - 1]
                         )
                         self._micro_step(part, ref, step_tokens, sums, first_step_pending)
+                    elif self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
+                        self._idle_micro_step(batch.select(step_rows[:1]))
                     if self.accelerator.sync_gradients:
                         self._optimizer_step(sums)
                         first_step_pending = False
-        return sums
+                bar.update()
+        bar.close()
+        return _summed_over_processes(sums) if self.accelerator.num_processes > 1 else sums
+
+    def _idle_micro_step(self, part: TrainingBatch) -> None:
+        """A zero loss through every trainable parameter, for a process with no row of its own when the
+        gradients are all-reduced: DDP's all-reduce needs every process to join it (the others' rows count)."""
+        device = self.policy.device
+        with self.accelerator.autocast():
+            hidden, values = self.model(part.input_ids.to(device), part.attention_mask.to(device))
+        zero = hidden.float().sum() * 0.0
+        if values is not None:
+            zero = zero + values.float().sum() * 0.0
+        self.accelerator.backward(zero)
 
     def _micro_step(
         self,
@@ -330,9 +381,10 @@ class PPOTrainer:
             terms["kl"] = kl.detach()
         terms["loss"] = loss.detach()
         terms["entropy"] = masked_mean(entropies, mask)
-        # accelerate divides by the accumulation steps; re-weight so the step's loss is a token mean over
-        # the whole step, whatever the split into micro-batches.
-        scale = tokens / max(step_tokens, 1.0) * update.gradient_accumulation_steps
+        # accelerate divides by the accumulation steps and DDP averages over the processes; re-weight so the
+        # step's loss is a token mean over the whole step, whatever the split into micro-batches and processes.
+        processes = self.accelerator.num_processes
+        scale = tokens / max(step_tokens, 1.0) * update.gradient_accumulation_steps * processes
         self.accelerator.backward(loss * scale)
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + float(value) * tokens
@@ -367,3 +419,12 @@ class PPOTrainer:
                 yield
         else:
             yield
+
+
+def _summed_over_processes(sums: dict[str, float]) -> dict[str, float]:
+    """Every process's metric sums added up (a collective: every process calls it)."""
+    total: dict[str, float] = {}
+    for part in gather_object([sums]):
+        for name, value in part.items():
+            total[name] = total.get(name, 0.0) + value
+    return total
