@@ -145,6 +145,7 @@ def _envs(args: argparse.Namespace) -> None:
 def _rollout(args: argparse.Namespace) -> None:
     from langgraph_omar.chat_model import ChatPolicy
     from langgraph_omar.rollout import check_output, parse_input, run_episodes, stable_episode_id
+    from langgraph_omar.serving.models import refuse_custom_code
 
     # every check before the first episode: a bad value must not cost a whole run
     if not 0 <= args.temperature < float("inf"):  # NaN fails every comparison: refused too
@@ -152,6 +153,7 @@ def _rollout(args: argparse.Namespace) -> None:
     if args.max_tokens < 1 or args.episodes < 1 or args.max_concurrency < 1:
         raise OmarError("--max-tokens, --episodes and --max-concurrency must be >= 1")
     check_output(args.out)
+    refuse_custom_code(args.model)  # a model folder needing its own code: refused now, not in every episode
     env = _load_environment(args)
     fixed = parse_input(args.input)
     model = ChatPolicy(

@@ -86,7 +86,9 @@ def without_quantization_metadata(model: Any) -> Any:
         return model
     config = copy.deepcopy(model.config)
     del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype)
+    plain = AutoModelForCausalLM.from_config(
+        config, dtype=next(model.parameters()).dtype, trust_remote_code=False
+    )
     plain.load_state_dict(model.state_dict())
     plain.generation_config = model.generation_config
     return plain.eval()
