@@ -112,6 +112,8 @@ def export_merged(
     adapter_dir, out_dir = Path(adapter).expanduser(), Path(out).expanduser()
     if dtype not in DTYPES:
         raise OmarError(f"dtype {dtype!r} is not supported; expected one of {sorted(DTYPES)}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OmarError(f"{out_dir} is a file, not a folder; choose another --out (a file is never replaced)")
     config = read_adapter_config(adapter_dir)
     base_name = model or config.get("base_model_name_or_path")
     if not base_name:
