@@ -14,6 +14,7 @@ model and adapter load once, in a worker thread, so the server's event loop neve
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -65,12 +66,17 @@ def serving_settings(
     _, adapter = pick("adapter", "OMAR_ADAPTER")
     t_where, temperature = pick("temperature", "OMAR_TEMPERATURE")
     m_where, max_tokens = pick("max_tokens", "OMAR_MAX_TOKENS")
-    return ServingSettings(
+    settings = ServingSettings(
         model=str(model) if model else defaults.model,
         adapter=str(adapter) if adapter else None,
         temperature=_number(t_where, temperature, float) if temperature is not None else defaults.temperature,
         max_tokens=_number(m_where, max_tokens, int) if max_tokens is not None else defaults.max_tokens,
     )
+    if not 0 <= settings.temperature < math.inf:  # NaN fails every comparison: refused too
+        raise OmarError(f"{t_where}: temperature must be a finite number >= 0, got {settings.temperature}")
+    if settings.max_tokens < 1:
+        raise OmarError(f"{m_where}: max_tokens must be >= 1, got {settings.max_tokens}")
+    return settings
 
 
 def _register_tiny() -> None:

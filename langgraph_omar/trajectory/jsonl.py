@@ -153,11 +153,15 @@ def _scan_for_append(f: IO[bytes], path: Path, state: _ScanState) -> tuple[bool,
 def _decode_line(line: bytes, path: Path, number: int) -> Any:
     """One line's JSON value; anything that is not valid JSON is a TrajectoryFileError naming the line."""
     try:
-        return json.loads(line)
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        return json.loads(line, parse_constant=_refuse_constant)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError and the constants refused
         raise TrajectoryFileError(path, f"line {number}", f"not valid JSON ({e})") from None
     except RecursionError:
         raise TrajectoryFileError(path, f"line {number}", "not an episode: nested too deeply") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (the writer refuses NaN and infinity)")
 
 
 def _iter_jsonl(path: Path) -> Iterator[Episode]:
