@@ -192,6 +192,14 @@ class SharedPolicy:
             self.model = base
         elif name in self.model.peft_config:
             self.model.delete_adapter(name)
+        if isinstance(self.model, PeftModel) and not self.model.peft_config:
+            self.model = (
+                self.model.unload()
+            )  # no adapter left (a reload deleted the only one): the plain model
+        elif isinstance(self.model, PeftModel) and self.model.active_adapter not in self.model.peft_config:
+            self.model.set_adapter(
+                next(iter(self.model.peft_config))
+            )  # peft needs one active; rows pick theirs
         self.adapter_versions.pop(name, None)  # a reload deleted the old weights of that name too
         self._weights_changed()
 
