@@ -50,9 +50,10 @@ def test_the_engine_refuses_an_adapter_for_another_shape_and_keeps_serving(
     assert greedy("good") != plain  # and a fitting adapter still loads and serves
 
 
+@pytest.mark.parametrize("shape", [{"layers": 3}, {"hidden_size": 64}], ids=["deeper", "wider"])
 @pytest.mark.parametrize("others", [0, 1], ids=["alone", "beside-another"])
 def test_a_misfit_reload_drops_that_name_and_the_rest_keeps_serving(
-    engine: SharedPolicy, tmp_path: Path, others: int
+    engine: SharedPolicy, tmp_path: Path, others: int, shape: dict[str, int]
 ) -> None:
     plain = greedy()
     engine.load_adapter(save_random_adapter(tiny_model(0), tmp_path / "a"), name="a")
@@ -60,9 +61,9 @@ def test_a_misfit_reload_drops_that_name_and_the_rest_keeps_serving(
     for i in range(others):
         engine.load_adapter(save_random_adapter(tiny_model(0), tmp_path / f"o{i}", seed=5 + i), name=f"o{i}")
         kept[f"o{i}"] = greedy(f"o{i}")
-    wide = save_random_adapter(tiny_model(0, hidden_size=64), tmp_path / "wide")
+    misfit = save_random_adapter(tiny_model(0, **shape), tmp_path / "misfit")
     with pytest.raises(OmarError, match="does not fit model"):
-        engine.load_adapter(wide, name="a")  # a reload: the old weights of "a" are gone with it
+        engine.load_adapter(misfit, name="a")  # a reload: the old weights of "a" are gone with it
     assert sorted(engine.adapter_versions) == sorted(kept)
     assert greedy() == plain and all(greedy(name) == text for name, text in kept.items())
 
