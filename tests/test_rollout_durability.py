@@ -7,6 +7,7 @@ until a release file exists, so a run can be killed at a known point: the first 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from adapter_helpers import save_tiny_base
 from langgraph.graph import END, START, StateGraph
 
 from langgraph_omar.cli import main
-from langgraph_omar.rollout import stable_episode_id, with_episode_ids
+from langgraph_omar.rollout import run_episodes, stable_episode_id, with_episode_ids
 from langgraph_omar.trajectory import read_episodes
 
 TESTS = Path(__file__).resolve().parent
@@ -136,3 +137,19 @@ def test_rerunning_a_rollout_appends_nothing_new(
     assert len(read_episodes(out)) == 3
     assert main([*command, "--episodes", "2", "--temperature", "0.1", "--out", str(out)]) == 0
     assert len(read_episodes(out)) == 5  # other settings: episodes of their own
+
+
+def test_an_episode_the_writer_refuses_stops_the_rollout_loudly(tmp_path: Path) -> None:
+    def reward(state: HeldState) -> dict[str, Any]:
+        return {"rewards": {"speaker": math.nan if state["seed"] == 2 else 1.0}}
+
+    graph = StateGraph(HeldState)
+    graph.add_node("speaker", reward)
+    graph.add_edge(START, "speaker")
+    graph.add_edge("speaker", END)
+    out = tmp_path / "e.jsonl"
+    with pytest.raises(ValueError, match="non-finite value in rewards"):
+        run_episodes(
+            graph.compile(), [{"seed": i} for i in range(4)], max_concurrency=1, progress=False, out=out
+        )
+    assert all(e.rewards["speaker"] == 1.0 for e in _readable_episodes(out))  # what was written reads back
