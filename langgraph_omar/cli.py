@@ -149,21 +149,18 @@ def _envs(args: argparse.Namespace) -> None:
         print(f"  metric {name} ({metric.kind}): {metric.help}")
 
 
-def _check_rollout_output(path: str) -> None:
-    from langgraph_omar.trajectory import JSONL_SUFFIXES, PARQUET_SUFFIX
-
-    if Path(path).suffix not in (*JSONL_SUFFIXES, PARQUET_SUFFIX):
-        raise OmarError(f"--out {path}: expected a .jsonl, .ndjson or .parquet file")
-
-
 def _rollout(args: argparse.Namespace) -> None:
     from langgraph_omar.chat_model import ChatPolicy
-    from langgraph_omar.rollout import parse_input, run_episodes
-    from langgraph_omar.trajectory import write_episodes
+    from langgraph_omar.rollout import check_output, parse_input, run_episodes, stable_episode_id
+    from langgraph_omar.serving.models import refuse_custom_code
 
-    _check_rollout_output(args.out)
-    if not args.temperature >= 0 or args.max_tokens < 1 or args.episodes < 1:
-        raise OmarError("--temperature must be >= 0, --max-tokens and --episodes >= 1")
+    # every check before the first episode: a bad value must not cost a whole run
+    if not 0 <= args.temperature < float("inf"):  # NaN fails every comparison: refused too
+        raise OmarError(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if args.max_tokens < 1 or args.episodes < 1 or args.max_concurrency < 1:
+        raise OmarError("--max-tokens, --episodes and --max-concurrency must be >= 1")
+    check_output(args.out)
+    refuse_custom_code(args.model)  # a model folder needing its own code: refused now, not in every episode
     env = _load_environment(args)
     fixed = parse_input(args.input)
     model = ChatPolicy(
@@ -176,18 +173,39 @@ def _rollout(args: argparse.Namespace) -> None:
     graph = env.build_graph(model, judge=ChatPolicy(model=args.model, device=args.device, temperature=0.0))
     seeds = [args.seed + i for i in range(args.episodes)]
     inputs = [fixed if fixed is not None else env.sample_input(seed) for seed in seeds]
-    metadata = [{"seed": s, "sampling_seed": s, "scenario_id": f"{env.name}-{s}"} for s in seeds]
+    settings = {
+        "options": env.options(),
+        "input": fixed,
+        **{k: getattr(args, k) for k in ("model", "adapter", "temperature", "max_tokens")},
+    }
+    metadata = [
+        {
+            "episode_id": stable_episode_id(env.name, s, settings),
+            "seed": s,
+            "sampling_seed": s,
+            "scenario_id": f"{env.name}-{s}",
+        }
+        for s in seeds
+    ]
     episodes, summary = run_episodes(
-        graph, inputs, metadata, max_concurrency=args.max_concurrency, recursion_limit=env.recursion_limit
+        graph,
+        inputs,
+        metadata,
+        max_concurrency=args.max_concurrency,
+        recursion_limit=env.recursion_limit,
+        out=args.out,
     )
-    written = write_episodes(args.out, episodes)
     for episode in episodes:
         if episode.status != "ok":
             print(f"failed episode {episode.episode_id}: {episode.error}", file=sys.stderr)
     print(summary.line())
-    print(f"wrote {written} episodes to {args.out}")
-    if summary.failed == summary.episodes:
-        raise OmarError(f"every episode failed; the first: {episodes[0].error}")
+    written = summary.written or 0
+    print(f"wrote {written} episodes to {args.out} ({summary.episodes - written} already there)")
+    failed = [e for e in episodes if e.status != "ok"]
+    if len(failed) == len(episodes):
+        raise OmarError(f"every episode failed; the first: {failed[0].error}")
+    if failed:
+        print(f"{len(failed)} of {len(episodes)} episodes failed (see above)", file=sys.stderr)
 
 
 def train_config(args: argparse.Namespace) -> Any:

@@ -5,6 +5,10 @@ Settings come from environment variables, and each run may override them through
     OMAR_ADAPTER      LoRA adapter directory (or loaded name) served by default; none: the base model
     OMAR_TEMPERATURE  sampling temperature (default 0.7)
     OMAR_MAX_TOKENS   the most new tokens per call (default 64)
+    OMAR_ALLOWED_MODELS, OMAR_ALLOWED_ADAPTERS
+                      comma-separated models / adapters a run's configurable may name (default: OMAR_MODEL
+                      and OMAR_ADAPTER only; "*" allows any). A client must not make the server load (and keep
+                      loaded) whatever local folder it names.
     POST /runs/wait {"assistant_id": "negotiation", "input": {...},
                      "config": {"configurable": {"adapter": "runs/neg/adapter", "temperature": 0.3}}}
 A graph factory builds its graph per request (cheap: `ChatPolicy` is lazy and the engine is shared); the
@@ -14,10 +18,12 @@ model and adapter load once, in a worker thread, so the server's event loop neve
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -61,16 +67,44 @@ def serving_settings(
         return variable, env.get(variable)
 
     defaults = ServingSettings()
-    _, model = pick("model", "OMAR_MODEL")
-    _, adapter = pick("adapter", "OMAR_ADAPTER")
+    model_where, model = pick("model", "OMAR_MODEL")
+    adapter_where, adapter = pick("adapter", "OMAR_ADAPTER")
+    if model_where != "OMAR_MODEL":
+        _check_allowed(
+            model_where, model, "OMAR_ALLOWED_MODELS", env.get("OMAR_MODEL") or defaults.model, env
+        )
+    if adapter_where != "OMAR_ADAPTER":
+        _check_allowed(adapter_where, adapter, "OMAR_ALLOWED_ADAPTERS", env.get("OMAR_ADAPTER"), env)
     t_where, temperature = pick("temperature", "OMAR_TEMPERATURE")
     m_where, max_tokens = pick("max_tokens", "OMAR_MAX_TOKENS")
-    return ServingSettings(
+    settings = ServingSettings(
         model=str(model) if model else defaults.model,
         adapter=str(adapter) if adapter else None,
         temperature=_number(t_where, temperature, float) if temperature is not None else defaults.temperature,
         max_tokens=_number(m_where, max_tokens, int) if max_tokens is not None else defaults.max_tokens,
     )
+    if not 0 <= settings.temperature < math.inf:  # NaN fails every comparison: refused too
+        raise OmarError(f"{t_where}: temperature must be a finite number >= 0, got {settings.temperature}")
+    if settings.max_tokens < 1:
+        raise OmarError(f"{m_where}: max_tokens must be >= 1, got {settings.max_tokens}")
+    return settings
+
+
+def _check_allowed(
+    where: str, value: Any, variable: str, default: str | None, env: Mapping[str, str]
+) -> None:
+    """An OmarError unless `value` (a model or adapter a run's configurable names) is in the server's
+    allow-list: `variable` (comma-separated; "*" allows any), else just `default`. An entry matches the same
+    string or a path to the same place."""
+    listed = env.get(variable)
+    allowed = [e.strip() for e in listed.split(",") if e.strip()] if listed is not None else [default]
+    if "*" in allowed or any(entry is not None and _same(str(value), entry) for entry in allowed):
+        return
+    raise OmarError(f"{where}: {value!r} is not allowed by this server (its {variable} does not list it)")
+
+
+def _same(value: str, entry: str) -> bool:
+    return value == entry or Path(value).expanduser().resolve() == Path(entry).expanduser().resolve()
 
 
 def _register_tiny() -> None:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel, get_peft_model_state_dict
-from safetensors import safe_open
+from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from langgraph_omar.errors import OmarError
+from langgraph_omar.serving.adapters import check_adapter_files, check_adapter_fits, load_error
 from langgraph_omar.serving.models import load_model
 
 EXPORT_INFO = "omar_export.json"  # provenance written beside the weights
@@ -32,15 +32,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def read_adapter_config(adapter: Path) -> dict[str, Any]:
     """The adapter folder's `adapter_config.json`, checked to exist beside a safetensors file."""
+    check_adapter_files(adapter)
     config_path = adapter / "adapter_config.json"
-    if not adapter.is_dir():
-        raise OmarError(f"adapter not found: {adapter} is not a directory")
-    if not config_path.is_file():
-        raise OmarError(f"adapter not found: {adapter} has no adapter_config.json")
-    if not (adapter / "adapter_model.safetensors").is_file():
-        raise OmarError(
-            f"{adapter} has no adapter_model.safetensors (only safetensors adapters are exported)"
-        )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -50,28 +43,13 @@ def read_adapter_config(adapter: Path) -> dict[str, Any]:
     return config
 
 
-def _adapter_keys(adapter: Path) -> set[str]:
-    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as weights:
-        return set(weights.keys())
-
-
 def attach_adapter(base: Any, adapter: Path, base_name: str) -> PeftModel:
     """`base` with the adapter loaded; an OmarError when the adapter was made for another architecture."""
     try:
         model = PeftModel.from_pretrained(base, str(adapter))
     except (RuntimeError, KeyError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0][:200]
-        raise OmarError(f"adapter {adapter} does not fit model {base_name!r}: {detail}") from None
-    # peft only warns about keys that do not match (e.g. an adapter for a deeper model): check both ways
-    in_file, in_model = _adapter_keys(adapter), set(get_peft_model_state_dict(model))
-    unplaced, unfilled = sorted(in_file - in_model), sorted(in_model - in_file)
-    if unplaced or unfilled:
-        example = (unplaced or unfilled)[0]
-        raise OmarError(
-            f"adapter {adapter} does not fit model {base_name!r}: {len(unplaced)} adapter weights have no "
-            f"place in the model and {len(unfilled)} LoRA weights of the model are not in the adapter "
-            f"(e.g. {example})"
-        )
+        raise load_error(adapter, base_name, exc) from None
+    check_adapter_fits(model, adapter, base_name)
     return model
 
 
@@ -86,7 +64,9 @@ def without_quantization_metadata(model: Any) -> Any:
         return model
     config = copy.deepcopy(model.config)
     del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype)
+    plain = AutoModelForCausalLM.from_config(
+        config, dtype=next(model.parameters()).dtype, trust_remote_code=False
+    )
     plain.load_state_dict(model.state_dict())
     plain.generation_config = model.generation_config
     return plain.eval()
@@ -132,6 +112,8 @@ def export_merged(
     adapter_dir, out_dir = Path(adapter).expanduser(), Path(out).expanduser()
     if dtype not in DTYPES:
         raise OmarError(f"dtype {dtype!r} is not supported; expected one of {sorted(DTYPES)}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OmarError(f"{out_dir} is a file, not a folder; choose another --out (a file is never replaced)")
     config = read_adapter_config(adapter_dir)
     base_name = model or config.get("base_model_name_or_path")
     if not base_name:

@@ -1,17 +1,21 @@
 """Run many episodes of a graph at once, recording every model call into trajectories.
 
 Episodes run through `graph.abatch_as_completed`, so their model calls reach the shared engine together
-and are served in batches; one failing episode is recorded as failed and the others go on.
+and are served in batches; one failing episode is recorded as failed and the others go on. With `out`, each
+episode is appended to a trajectory file as soon as it finishes: a run killed part-way keeps every finished
+episode, and the same run again appends only the episodes the file lacks (episode ids are stable).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -19,7 +23,7 @@ from tqdm.auto import tqdm
 
 from langgraph_omar.errors import OmarError
 from langgraph_omar.tracing import TraceRecorder
-from langgraph_omar.trajectory import Episode
+from langgraph_omar.trajectory import JSONL_SUFFIXES, PARQUET_SUFFIX, Episode, write_episodes
 
 
 @dataclass
@@ -29,6 +33,7 @@ class RolloutSummary:
     turns: int
     generated_tokens: int
     seconds: float
+    written: int | None = None  # episodes appended to `out` (None without one)
 
     @property
     def tokens_per_second(self) -> float:
@@ -41,6 +46,50 @@ class RolloutSummary:
         )
 
 
+class EpisodeAppender:
+    """Appends finished episodes to a trajectory file while a rollout goes on.
+
+    Writes run in a worker thread, one at a time, so the episodes never wait on the disk; episodes that finish
+    while a write runs go into the next write (for Parquet, which rewrites the whole file, that keeps the
+    writes fewer than the episodes). Each write is `write_episodes`, episode-atomic and idempotent: a process
+    killed at any instant keeps every episode that finished before the write under way (if any) began.
+    A failed write is raised by the next `add` (the rollout stops) or by `aclose`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.written = 0
+        self._pending: list[Episode] = []
+        self._task: asyncio.Task[None] | None = None
+        self._raised = False
+
+    def add(self, episode: Episode) -> None:
+        self._raise_failed_write()
+        self._pending.append(episode)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._pending:  # episodes added during a write are taken by the next turn of this loop
+            batch, self._pending = self._pending, []
+            self.written += await asyncio.to_thread(write_episodes, self.path, batch)
+
+    def _raise_failed_write(self) -> None:
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and not self._raised:
+            error = task.exception()
+            if error is not None:
+                self._raised = True
+                raise error
+
+    async def aclose(self) -> int:
+        """Wait for the writes still running (a failed one is raised); returns how many episodes were written."""
+        if self._task is not None:
+            await asyncio.wait([self._task])
+            self._raise_failed_write()
+        return self.written
+
+
 async def arun_episodes(
     graph: Any,
     inputs: Sequence[dict[str, Any]],
@@ -50,20 +99,22 @@ async def arun_episodes(
     progress: bool = True,
     recursion_limit: int = 500,
     description: str = "episodes",
+    out: str | os.PathLike[str] | None = None,
 ) -> tuple[list[Episode], RolloutSummary]:
     """Run one episode per input concurrently; returns the episodes in input order and a summary.
 
     metadata: per episode, merged into the run's `config["metadata"]` (episode_id, seed, scenario_id,
-    group_id); an `episode_id` is made up when missing.
+    group_id); a missing `episode_id` follows from the graph's name and the episode's seed (`with_episode_ids`).
     recursion_limit: LangGraph supersteps per episode; a graph compiled with a larger bound of its own (a
     Werewolf graph carries one sized for its longest game) keeps that bound.
+    out: a JSONL or Parquet trajectory file each episode is appended to as soon as it finishes (in the order
+    they finish; see `EpisodeAppender`); episodes whose id it already holds are not written again.
+    `summary.written` counts the new ones.
     """
-    run = uuid.uuid4().hex[:8]
     recursion_limit = max(recursion_limit, bound_recursion_limit(graph))
-    metadata = [dict(m) for m in (metadata or [{} for _ in inputs])]
-    for i, meta in enumerate(metadata):
-        meta.setdefault("episode_id", f"{run}-{i:05d}")
-    recorder = TraceRecorder()
+    metadata = with_episode_ids(getattr(graph, "name", None) or "episode", len(inputs), metadata)
+    # One recorder per episode: a finished episode is read from its own recorder at once.
+    recorders = [TraceRecorder() for _ in metadata]
     configs: list[RunnableConfig] = [
         {
             "callbacks": [recorder],
@@ -71,34 +122,98 @@ async def arun_episodes(
             "max_concurrency": max_concurrency,
             "recursion_limit": recursion_limit,
         }
-        for meta in metadata
+        for recorder, meta in zip(recorders, metadata, strict=True)
     ]
+    appender = EpisodeAppender(out) if out is not None else None
+    finished: dict[int, Episode] = {}
     start = time.perf_counter()
-    errors: dict[int, BaseException] = {}
-    with tqdm(total=len(inputs), desc=description, unit="ep", disable=not progress) as bar:
-        async for index, output in graph.abatch_as_completed(list(inputs), configs, return_exceptions=True):
-            if isinstance(output, BaseException):
-                errors[index] = output
-            bar.update(1)
+    try:
+        with tqdm(total=len(inputs), desc=description, unit="ep", disable=not progress) as bar:
+            async for index, output in graph.abatch_as_completed(
+                list(inputs), configs, return_exceptions=True
+            ):
+                finished[index] = _finished_episode(recorders[index], metadata[index], output)
+                if appender is not None:
+                    appender.add(finished[index])
+                bar.update(1)
+    finally:
+        written = await appender.aclose() if appender is not None else None
     seconds = time.perf_counter() - start
-    by_id = {e.episode_id: e for e in recorder.trajectories()}
-    episodes = []
-    for i, meta in enumerate(metadata):
-        episode = by_id.get(meta["episode_id"]) or Episode(episode_id=meta["episode_id"], metadata=dict(meta))
-        if i in errors and episode.status == "ok":
-            episode.status, episode.error = (
-                "failed",
-                f"{type(errors[i]).__name__}: {errors[i]}".splitlines()[0],
-            )
-        episodes.append(episode)
+    episodes = [finished[i] for i in range(len(metadata))]
     summary = RolloutSummary(
         episodes=len(episodes),
         failed=sum(e.status != "ok" for e in episodes),
         turns=sum(len(e.turns) for e in episodes),
         generated_tokens=sum(len(t.completion_ids) for e in episodes for t in e.turns),
         seconds=seconds,
+        written=written,
     )
     return episodes, summary
+
+
+def _finished_episode(recorder: TraceRecorder, meta: dict[str, Any], output: Any) -> Episode:
+    """The recorded episode of a finished run (an empty one when no call was recorded), failed on an error."""
+    recorded = {e.episode_id: e for e in recorder.trajectories()}
+    episode = recorded.get(meta["episode_id"]) or Episode(episode_id=meta["episode_id"], metadata=dict(meta))
+    if isinstance(output, BaseException) and episode.status == "ok":
+        episode.status = "failed"
+        episode.error = f"{type(output).__name__}: {output}".splitlines()[0]
+    return episode
+
+
+def with_episode_ids(
+    name: str, count: int, metadata: Sequence[Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Copies of `metadata` (one per episode), each with an `episode_id`: the given one, else `NAME-SEED`
+    (`NAME-INDEX` without a seed), with `-2`, `-3`, ... on later episodes of a seed already used in this call.
+
+    Ids that follow from the episode rather than from chance make a rerun into the same file append only
+    what is missing. Raises OmarError for an id given twice.
+    """
+    copies = [dict(m) for m in (metadata if metadata is not None else [{}] * count)]
+    if len(copies) != count:
+        raise OmarError(f"{len(copies)} metadata entries for {count} inputs")
+    given = [m["episode_id"] for m in copies if m.get("episode_id") is not None]
+    taken = set(map(str, given))
+    if len(taken) != len(given):
+        duplicate = next(i for i in given if given.count(i) > 1)
+        raise OmarError(f"episode id {duplicate!r} is given to more than one episode")
+    for i, meta in enumerate(copies):
+        if meta.get("episode_id") is not None:
+            meta["episode_id"] = str(meta["episode_id"])
+            continue
+        base = f"{name}-{meta.get('seed', i)}"
+        candidate, repeat = base, 1
+        while candidate in taken:
+            repeat += 1
+            candidate = f"{base}-{repeat}"
+        taken.add(candidate)
+        meta["episode_id"] = candidate
+    return copies
+
+
+def stable_episode_id(name: str, seed: int, settings: Mapping[str, Any]) -> str:
+    """`NAME-SEED-HASH`: the same environment, scenario seed and settings (options, input, model, sampling)
+    always give the same id, so the same rollout run again into one file appends only what the file lacks,
+    and a rollout with other settings appends episodes of its own."""
+    text = json.dumps(settings, sort_keys=True, default=repr)
+    return f"{name}-{seed}-{hashlib.blake2b(text.encode(), digest_size=4).hexdigest()}"
+
+
+def check_output(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any episode runs, an output the writer would refuse at the first write: a name without
+    a trajectory suffix, a folder, a file that is not a readable trajectory file, a parent that is a file."""
+    path = Path(path)
+    if not path.name.lower().endswith((*JSONL_SUFFIXES, PARQUET_SUFFIX)):
+        raise OmarError(f"{path}: expected a .jsonl, .ndjson or .parquet file")
+    if path.is_dir():
+        raise OmarError(f"{path} is a folder, not a trajectory file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OmarError(f"cannot create the folder of {path}: {exc.strerror or exc}") from None
+    if path.exists():
+        write_episodes(path, [])  # reads the ids the file holds: a corrupt file is refused now
 
 
 def bound_recursion_limit(graph: Any) -> int:

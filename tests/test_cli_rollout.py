@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+import pytest
 from langgraph.graph import END, START, StateGraph
 
 from langgraph_omar import ChatPolicy
@@ -66,10 +67,54 @@ def test_one_failing_episode_does_not_stop_the_others(policy, tmp_path, capsys):
         ["rollout", "test_cli_rollout:flaky_graph", "--model", "tiny", "--episodes", "3", "--out", str(out)]
     )
     assert code == 0
-    episodes = read_episodes(out)
+    episodes = sorted(read_episodes(out), key=lambda e: e.metadata["seed"])  # written as they finish
     assert [e.status for e in episodes] == ["ok", "failed", "ok"]
     assert "this episode breaks" in episodes[1].error and len(episodes[1].turns) == 1
-    assert "failed 1" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "failed 1" in printed.out and "1 of 3 episodes failed" in printed.err
+
+
+def test_every_episode_failing_exits_non_zero_with_the_first_error(policy, tmp_path, capsys):
+    out = tmp_path / "user.jsonl"
+    code = main(
+        ["rollout", "test_cli_rollout:flaky_graph", "--model", "tiny", "--episodes", "2", "--out", str(out)]
+        + ["--input", '{"fail": true}']
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "omar rollout: error: every episode failed; the first: RuntimeError: this episode breaks" in err
+    assert [e.status for e in read_episodes(out)] == ["failed", "failed"]  # recorded all the same
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
+        (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
+        (["--temperature", "inf"], "--temperature must be a finite number >= 0"),
+        (["--max-tokens", "0"], "--max-tokens, --episodes and --max-concurrency must be >= 1"),
+        (["--episodes", "0"], "--max-tokens, --episodes and --max-concurrency must be >= 1"),
+        (["--max-concurrency", "0"], "--max-tokens, --episodes and --max-concurrency must be >= 1"),
+        (["--out", "episodes.csv"], "expected a .jsonl, .ndjson or .parquet file"),
+    ],
+)
+def test_bad_parameters_are_refused_before_any_episode(tmp_path, capsys, monkeypatch, flags, problem):
+    monkeypatch.chdir(tmp_path)
+    built = []
+    monkeypatch.setattr("langgraph_omar.cli._load_environment", lambda *a: built.append(a))
+    assert main(["rollout", "negotiation", "--out", "x.jsonl", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("omar rollout: error: ") and problem in err and "\n" not in err
+    assert built == [] and list(tmp_path.iterdir()) == []  # no environment built, no file written
+
+
+def test_a_corrupt_output_file_is_refused_before_any_episode(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "x.jsonl"
+    out.write_text("not json\n{}\n")
+    built = []
+    monkeypatch.setattr("langgraph_omar.cli._load_environment", lambda *a: built.append(a))
+    assert main(["rollout", "negotiation", "--out", str(out)]) == 2
+    assert "line 1: not valid JSON" in capsys.readouterr().err and built == []
 
 
 def test_bad_graph_name_is_one_line(capsys, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage
+from model_output_strategies import model_outputs
 
 from langgraph_omar.conversation import ScriptedChatModel
 from langgraph_omar.envs.sotopia import ROLES, build_graph, episode_input, sample_input, transcript_text
@@ -230,7 +231,7 @@ def test_parse_sotopia_actions(text: str, kind: str, argument: str, fallback: st
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.text(max_size=300))
+@given(text=model_outputs('{"action_type": ', '{"action_type": "speak", "argument": ', "[speak] "))
 def test_sotopia_parser_never_raises(text: str) -> None:
     action = parse_sotopia_action(text)
     assert action.type in ACTION_TYPES
@@ -357,3 +358,10 @@ def test_transcript_text_and_bad_arguments() -> None:
     )
     with pytest.raises(ValueError, match="unknown roles"):
         build_graph(models={"agent_3": scripted(["x"])}, score=False)
+
+
+@pytest.mark.parametrize("digits", [309, 4301])
+def test_a_very_long_number_in_a_json_action_is_read_not_raised(digits: int) -> None:
+    action = parse_sotopia_action('{"action_type": "speak", "argument": 1%s}' % ("0" * digits))
+    assert (action.type, action.argument) == ("speak", "Infinity")
+    assert parse_sotopia_action('{"action_type": 1%s}' % ("0" * digits)).fallback == "unknown_action_type"

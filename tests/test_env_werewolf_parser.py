@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model_output_strategies import model_outputs
 
 from langgraph_omar.envs.werewolf.actions import (
     KIND_MAIN_VERB,
@@ -107,7 +108,7 @@ def legal_sets(draw: st.DrawFn) -> tuple[str, dict[str, list[str]]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.text(max_size=300), kind_legal=legal_sets())
+@given(text=model_outputs("VOTE ", "KILL ", "SAVE "), kind_legal=legal_sets())
 def test_parser_never_raises_and_only_accepts_legal_moves(text: str, kind_legal: tuple) -> None:
     kind, legal = kind_legal
     parsed = parse_action(text, kind, legal, PLAYERS)

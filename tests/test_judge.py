@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from model_output_strategies import model_outputs
 from pydantic import Field
 
 from langgraph_omar.conversation import ScriptedChatModel
@@ -221,7 +221,7 @@ def test_a_dimension_answer_without_a_usable_number_is_an_error(
         parse_dimension_score(answer, dimension)
 
 
-@given(text=st.text(max_size=80))
+@given(text=model_outputs("score: ", "Score: ", "goal "))
 @settings(max_examples=300, deadline=None)
 def test_dimension_parsing_never_crashes_and_never_leaves_the_range(text: str) -> None:
     for dimension in (GOAL, SECRET, RELATIONSHIP):
@@ -230,6 +230,25 @@ def test_dimension_parsing_never_crashes_and_never_leaves_the_range(text: str) -
         except JudgeError:
             continue
         assert dimension.low <= score <= dimension.high
+
+
+@given(text=model_outputs('{"goal": ', '{"goal": "', '{"goal": {"score": ', '{"goal": ["why", '))
+@settings(max_examples=300, deadline=None)
+def test_json_answer_parsing_never_crashes_and_never_leaves_the_range(text: str) -> None:
+    judge = SotopiaJudge(answering(""), dimensions=(GOAL,))
+    try:
+        scores = judge.parse(text)
+    except JudgeError:
+        return
+    assert GOAL.low <= scores["goal"] <= GOAL.high
+
+
+@pytest.mark.parametrize("digits", [309, 4301])
+def test_a_very_long_number_in_a_json_answer_is_a_judge_error(digits: int) -> None:
+    judge = SotopiaJudge(answering(""), dimensions=(GOAL,))
+    for answer in ('{"goal": 1%s}', '{"goal": "1%s"}', '{"goal": {"score": 1%s}}'):
+        with pytest.raises(JudgeError, match="goal=inf is outside"):
+            judge.parse(answer % ("0" * digits))
 
 
 def test_per_dimension_scores_every_dimension_with_one_short_call_each() -> None:

@@ -49,12 +49,49 @@ def _load_graph_module(spec: str) -> ModuleType:
 
 def test_settings_take_run_config_over_environment() -> None:
     env = {"OMAR_MODEL": "tiny", "OMAR_ADAPTER": "runs/a", "OMAR_MAX_TOKENS": "12"}
+    env["OMAR_ALLOWED_ADAPTERS"] = "runs/a, runs/b"
     assert serving_settings(None, env) == ServingSettings("tiny", "runs/a", 0.7, 12)
     config: Any = {"configurable": {"adapter": "runs/b", "temperature": "0.2"}}
     assert serving_settings(config, env) == ServingSettings("tiny", "runs/b", 0.2, 12)
     assert serving_settings(None, {}).adapter is None
     with pytest.raises(OmarError, match="OMAR_MAX_TOKENS: expected int, got 'many'"):
         serving_settings(None, {"OMAR_MAX_TOKENS": "many"})
+
+
+@pytest.mark.parametrize(
+    ("configurable", "environ", "variable"),
+    [
+        ({"model": "/srv/other-model"}, {}, "OMAR_ALLOWED_MODELS"),
+        ({"model": "/srv/other-model"}, {"OMAR_MODEL": "tiny"}, "OMAR_ALLOWED_MODELS"),
+        ({"adapter": "/home/someone/adapter"}, {}, "OMAR_ALLOWED_ADAPTERS"),
+        ({"adapter": "/srv/b"}, {"OMAR_ADAPTER": "/srv/a"}, "OMAR_ALLOWED_ADAPTERS"),
+        ({"adapter": "/srv/c"}, {"OMAR_ALLOWED_ADAPTERS": "/srv/a,/srv/b"}, "OMAR_ALLOWED_ADAPTERS"),
+    ],
+)
+def test_a_run_may_name_only_the_models_and_adapters_the_server_allows(
+    configurable: dict[str, str], environ: dict[str, str], variable: str
+) -> None:
+    ((key, value),) = configurable.items()
+    with pytest.raises(
+        OmarError, match=f"configurable '{key}': '{value}' is not allowed by this server"
+    ) as info:
+        serving_settings({"configurable": configurable}, environ)
+    assert variable in str(info.value)
+
+
+def test_the_allowed_models_and_adapters_are_served(tmp_path: Path) -> None:
+    assert (
+        serving_settings({"configurable": {"adapter": "/srv/a/"}}, {"OMAR_ADAPTER": "/srv/a"}).adapter
+        == "/srv/a/"
+    )
+    assert serving_settings({"configurable": {"model": "tiny"}}, {"OMAR_MODEL": "tiny"}).model == "tiny"
+    listed = {"OMAR_ALLOWED_ADAPTERS": "/srv/a, /srv/b", "OMAR_ALLOWED_MODELS": "tiny,other"}
+    assert (
+        serving_settings({"configurable": {"adapter": "/srv/b", "model": "other"}}, listed).adapter
+        == "/srv/b"
+    )
+    anything = {"OMAR_ALLOWED_ADAPTERS": "*"}
+    assert serving_settings({"configurable": {"adapter": str(tmp_path)}}, anything).adapter == str(tmp_path)
 
 
 def test_serving_chat_model_loads_the_adapter_once(tmp_path: Path) -> None:

@@ -4,18 +4,24 @@
         adapter/                 peft `save_pretrained` of the trained adapter (adapter_model.safetensors)
         value_head.safetensors   the critic's Linear(H, 1) (critic mode only)
         trainer_state.pt         optimizer, scheduler, RNG states (python, numpy, torch, cuda), step,
-                                 EMA baseline, trainer counters, config
+                                 EMA baseline, trainer counters, config: tensors and plain data only
     RUN/checkpoints/latest       the name of the newest complete checkpoint
 
 Each checkpoint is built in a temporary folder beside its final name, flushed to disk, then renamed, and
 only then does `latest` move (itself written to a temporary file and `os.replace`d): a process killed at any
 instant leaves the previous checkpoint intact and `latest` pointing at a complete one.
+
+A run folder may come from anyone, so loading executes nothing: weights are safetensors and the state file
+is read with `torch.load(weights_only=True)`, which builds tensors and plain Python data and refuses every
+other object a pickle names (a crafted file is a CheckpointError, its payload never runs).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,10 +46,22 @@ class CheckpointError(OmarError):
     """A checkpoint that is missing, incomplete or does not fit the trainer."""
 
 
+# What checkpoints written before the state file held plain data only need besides: numpy's RNG key array
+# (a uint32 ndarray). These rebuild an array of numbers and nothing else.
+_LEGACY_NUMPY_GLOBALS: list[Any] = [
+    np.zeros(1).__reduce__()[0],
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+]
+
+
 def rng_state() -> dict[str, Any]:
+    """The RNG states as tensors and plain data (numpy's key array as a list of ints)."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [name, np.asarray(keys).tolist(), position, has_gauss, cached_gaussian],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -53,7 +71,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]  # a list (plain data) or, in older checkpoints, the tuple numpy gives
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -150,7 +169,7 @@ def load_checkpoint(path: str | Path, trainer: PPOTrainer, ema: EmaBaseline) -> 
     weights = path / "adapter" / "adapter_model.safetensors"
     if not weights.exists() or not (path / STATE_FILE).exists():
         raise CheckpointError(f"checkpoint {path} is incomplete: expected adapter/ and {STATE_FILE}")
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    state = load_state(path)
     result = set_peft_model_state_dict(
         trainer.module.peft_model, load_file(str(weights)), adapter_name=trainer.adapter_name
     )
@@ -162,17 +181,50 @@ def load_checkpoint(path: str | Path, trainer: PPOTrainer, ema: EmaBaseline) -> 
         if not head_file.exists():
             raise CheckpointError(f"checkpoint {path} has no value_head.safetensors (critic mode needs one)")
         trainer.value_head.load_state_dict(load_file(str(head_file)))
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scheduler.load_state_dict(state["scheduler"])
-    trainer.updates_done = int(state["updates_done"])
-    trainer.optimizer_steps = int(state["optimizer_steps"])
-    ema.load_state_dict(state["ema"])
-    set_rng_state(state["rng"])
+    try:
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scheduler.load_state_dict(state["scheduler"])
+        trainer.updates_done = int(state["updates_done"])
+        trainer.optimizer_steps = int(state["optimizer_steps"])
+        ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+        step = int(state["step"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path / STATE_FILE} does not fit the trainer: {_first_line(exc)}") from None
     trainer.policy.bump_adapter_version(trainer.adapter_name)
-    return int(state["step"])
+    return step
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """The trainer state of checkpoint `path`: tensors and plain data only; any other object, or a file
+    that is not a complete state file, is a CheckpointError (nothing in the file is executed)."""
+    file = Path(path) / STATE_FILE
+    try:
+        with torch.serialization.safe_globals(_LEGACY_NUMPY_GLOBALS):
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = _first_line(exc)
+        found = re.search(r"(?:got|GLOBAL) (.+?)(?: was not an allowed global|$)", str(exc))
+        if found:
+            detail = found.group(1)
+        raise CheckpointError(
+            f"{file} holds an object that is not a tensor or plain data ({detail}); refused to load it"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file} cannot be read (truncated or corrupt?): {_first_line(exc)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: expected a dict of trainer state, got {type(state).__name__}")
+    return state
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def saved_config(path: str | Path) -> dict[str, Any]:
     """The run config stored in a checkpoint."""
-    state = torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
-    return dict(state["config"])
+    config = load_state(path).get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{Path(path) / STATE_FILE} holds no run config")
+    return dict(config)

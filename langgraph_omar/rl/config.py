@@ -482,9 +482,11 @@ class RunConfig:
     def from_yaml(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except OSError as error:
             raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
         return cls.from_dict(data, source=str(path))

@@ -24,6 +24,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from langgraph_omar.errors import OmarError
+from langgraph_omar.serving.adapters import check_adapter_files, check_adapter_fits, load_error
 from langgraph_omar.serving.decoding import DecodeRequest, DecodeResult, decode_batch
 from langgraph_omar.serving.models import DEFAULT_MODEL, load_model
 from langgraph_omar.serving.prefix_cache import PrefixCache
@@ -152,14 +153,17 @@ class SharedPolicy:
 
     # ---- adapters ---------------------------------------------------------------------------------
     def load_adapter(self, path: str | Path, name: str | None = None) -> str:
-        """Load a LoRA adapter (safetensors) under `name` (default: the folder name); reload bumps its version."""
+        """Load a LoRA adapter (safetensors) under `name` (default: the folder name); reload bumps its version.
+
+        An adapter that does not fit the model (`check_adapter_fits`) is an OmarError and is not kept."""
         path = Path(path).expanduser()
-        if not (path / "adapter_config.json").exists():
-            raise OmarError(f"adapter not found: {path} has no adapter_config.json")
-        if not (path / "adapter_model.safetensors").exists():
-            raise OmarError(f"{path} has no adapter_model.safetensors (only safetensors adapters are loaded)")
+        check_adapter_files(path)
         name = name or path.name
         with self._lock:
+            base = self.model
+            # a first adapter wraps the plain model, injecting LoRA layers in place even when the load then
+            # fails: its own layers are kept to be put back
+            layers = None if isinstance(base, PeftModel) else dict(base.named_modules())
             try:
                 if isinstance(self.model, PeftModel):
                     if name in self.model.peft_config:
@@ -167,13 +171,37 @@ class SharedPolicy:
                     self.model.load_adapter(str(path), adapter_name=name)
                 else:
                     self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+                check_adapter_fits(self.model, path, self.model_name, adapter_name=name)
             except (RuntimeError, KeyError, ValueError) as exc:
-                detail = str(exc).strip().splitlines()[0][:200]
-                raise OmarError(f"adapter {path} does not fit model {self.model_name!r}: {detail}") from None
+                self._drop_adapter(name, base, layers)
+                raise (
+                    exc if isinstance(exc, OmarError) else load_error(path, self.model_name, exc)
+                ) from None
             self.model.eval()
             self._weights_changed()
             self.adapter_versions[name] = self.adapter_versions.get(name, 0) + 1
         return name
+
+    def _drop_adapter(self, name: str, base: Any, layers: dict[str, torch.nn.Module] | None) -> None:
+        """Undo a failed load of adapter `name`: delete it, or, when the load wrapped the plain model `base`,
+        put back `layers` (its modules before the load) and serve `base` again."""
+        if layers is not None:
+            for module_path, module in layers.items():
+                if module_path and base.get_submodule(module_path) is not module:
+                    base.set_submodule(module_path, module)
+            self.model = base
+        elif name in self.model.peft_config:
+            self.model.delete_adapter(name)
+        if isinstance(self.model, PeftModel) and not self.model.peft_config:
+            self.model = (
+                self.model.unload()
+            )  # no adapter left (a reload deleted the only one): the plain model
+        elif isinstance(self.model, PeftModel) and self.model.active_adapter not in self.model.peft_config:
+            self.model.set_adapter(
+                next(iter(self.model.peft_config))
+            )  # peft needs one active; rows pick theirs
+        self.adapter_versions.pop(name, None)  # a reload deleted the old weights of that name too
+        self._weights_changed()
 
     def ensure_adapter(self, spec: str) -> str:
         """A loaded adapter's name for `spec`: a name already loaded, or a path, loaded on first use."""

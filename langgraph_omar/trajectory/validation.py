@@ -3,8 +3,10 @@ declares; anything else is a TrajectoryFileError naming the file and the line or
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
@@ -29,17 +31,22 @@ _VALUE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "str": lambda v: isinstance(v, str),
     "str | None": lambda v: v is None or isinstance(v, str),
     "int": lambda v: type(v) is int,
-    "float": lambda v: type(v) in (int, float),
+    "float": lambda v: _number(v),
     "list[int]": lambda v: isinstance(v, list) and all(type(x) is int for x in v),
-    "list[float]": lambda v: isinstance(v, list) and all(type(x) in (int, float) for x in v),
+    "list[float]": lambda v: isinstance(v, list) and all(_number(x) for x in v),
     "list[Turn]": lambda v: isinstance(v, list),
     "dict[str, Any]": lambda v: isinstance(v, dict),
-    "dict[str, float]": lambda v: isinstance(v, dict) and all(type(x) in (int, float) for x in v.values()),
+    "dict[str, float]": lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()),
     "dict[str, dict[str, float]]": lambda v: (
         isinstance(v, dict)
-        and all(isinstance(d, dict) and all(type(x) in (int, float) for x in d.values()) for d in v.values())
+        and all(isinstance(d, dict) and all(_number(x) for x in d.values()) for d in v.values())
     ),
 }
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float: the writer refuses NaN and infinity, so the reader does too."""
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 def _check_keys_and_types(data: dict[str, Any], cls: type, context: str) -> None:
@@ -53,6 +60,25 @@ def _check_keys_and_types(data: dict[str, Any], cls: type, context: str) -> None
                 f"{context}key {f.name!r} should be {f.type}, got {type(data[f.name]).__name__} "
                 f"{_short_repr(data[f.name])}"
             )
+
+
+class DuplicateEpisodeWarning(UserWarning):
+    """A trajectory file holds two episodes with one id (files joined by hand, say); both are read back."""
+
+
+def _warn_on_duplicate_ids(path: Path, episodes: Iterator[Episode]) -> Iterator[Episode]:
+    """`episodes` as they are, with a DuplicateEpisodeWarning for every id seen before in the file."""
+    first: dict[str, int] = {}
+    for number, episode in enumerate(episodes, start=1):
+        seen = first.setdefault(episode.episode_id, number)
+        if seen != number:
+            warnings.warn(
+                f"{path}: episode id {episode.episode_id!r} appears again (episodes {seen} and {number} of the "
+                "file); both are returned",
+                DuplicateEpisodeWarning,
+                stacklevel=3,
+            )
+        yield episode
 
 
 def _episode_from_dict(data: Any, path: Path, where: str) -> Episode:

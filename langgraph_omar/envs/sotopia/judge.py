@@ -33,6 +33,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
+from langgraph_omar.envs.sotopia.rules import json_objects
 from langgraph_omar.errors import OmarError
 
 
@@ -379,15 +380,7 @@ def _dimension_scores(dimension: Dimension, text: str) -> dict[str, float]:
 
 def _json_object(text: str) -> dict[str, Any] | None:
     """The first JSON object in `text` (prose and code fences around it are ignored)."""
-    decoder = json.JSONDecoder()
-    for start in [i for i, char in enumerate(text) if char == "{"][:50]:
-        try:
-            value, _ = decoder.raw_decode(text, start)
-        except (json.JSONDecodeError, RecursionError):
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
+    return next(json_objects(text, 50), None)
 
 
 def _key(name: object) -> str:

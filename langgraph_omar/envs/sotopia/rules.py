@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -135,14 +135,8 @@ def _strip_closing_tag(argument: str) -> str:
 def _from_json(text: str) -> SotopiaAction | None:
     if "action_type" not in text:
         return None
-    decoder = json.JSONDecoder()
-    starts = [i for i, char in enumerate(text) if char == "{"][:_MAX_JSON_STARTS]
-    for start in starts:
-        try:
-            value, _ = decoder.raw_decode(text, start)
-        except (json.JSONDecodeError, RecursionError):
-            continue
-        if not isinstance(value, dict) or "action_type" not in value:
+    for value in json_objects(text, _MAX_JSON_STARTS):
+        if "action_type" not in value:
             continue
         action_type = _TYPE_ALIASES.get(_normalise(str(value["action_type"])))
         if action_type is None:
@@ -153,6 +147,28 @@ def _from_json(text: str) -> SotopiaAction | None:
             return SotopiaAction("none", fallback="empty_argument")
         return SotopiaAction(action_type, argument if action_type != "none" else "")
     return None
+
+
+def json_objects(text: str, max_starts: int) -> Iterator[dict[str, Any]]:
+    """The JSON objects that start at the first `max_starts` '{' of `text` (prose around them is ignored).
+
+    Never raises on model output: a start that does not decode (bad JSON, nesting too deep) is skipped, and
+    an integer too long for Python (`int` refuses more than 4300 digits, `float(int)` overflows past 308) is
+    read as a float, infinity beyond 1e308, which no range check accepts.
+    """
+    decoder = json.JSONDecoder(parse_int=_parse_int)
+    starts = [i for i, char in enumerate(text) if char == "{"][:max_starts]
+    for start in starts:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except (ValueError, RecursionError):  # ValueError: JSONDecodeError and its other decoding errors
+            continue
+        if isinstance(value, dict):
+            yield value
+
+
+def _parse_int(digits: str) -> int | float:
+    return int(digits) if len(digits) <= 300 else float(digits)
 
 
 def stop_reason(turns: Sequence[tuple[str, str]], rules: SotopiaRules) -> str | None:
