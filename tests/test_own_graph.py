@@ -180,4 +180,5 @@ def test_an_environment_of_ones_own_gets_its_options_as_flags(policy, own_folder
     argv = ["rollout", "counting_env:Counting", "--rounds", "2", "--env.seed", "5", "--out", "c.jsonl", *TINY]
     assert main([*argv, "--episodes", "1"]) == 0
     (episode,) = read_episodes(own_folder / "c.jsonl")
-    assert "round 2" in policy.tokenizer.decode(episode.turns[0].prompt_ids)  # --rounds reached the environment
+    prompt = policy.tokenizer.decode(episode.turns[0].prompt_ids)
+    assert "round 2" in prompt  # --rounds reached the environment
