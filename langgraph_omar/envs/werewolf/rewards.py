@@ -10,6 +10,11 @@ Example: a villager killed on night 1 of a game the village wins in round 3 miss
 The discount applies to wins only: scaling a negative loss reward by d**n would make dying early *less* bad,
 so a loser gets the full loss reward whenever they were eliminated.
 
+Trajectories are keyed by game role (a turn's role is its player's role: Villager, Werewolf, Seer, ...), so the
+final state's `rewards` are per game role: the mean reward of the role's players (two villagers, one killed on
+night 1 of a 3-round win: (0.81 + 1) / 2 = 0.905). `player_rewards` keeps each player's. With
+`rules.behaviour_rewards`, `turn_rewards` scores each decision (see `werewolf.behaviour`).
+
 Metrics: win rate per team (1/0 for one game; `aggregate_metrics` pools many), seer accuracy (inspections that
 hit a werewolf / inspections made), vote accuracy (votes cast by village-team players against werewolves / votes
 they cast; abstentions excluded, fallback votes included since they were cast), and fallback counts.
@@ -21,7 +26,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from langgraph_omar.conversation.calls import turn_reward
 from langgraph_omar.envs.werewolf import actions as act
+from langgraph_omar.envs.werewolf.behaviour import behaviour_scores
 from langgraph_omar.envs.werewolf.config import (
     TEAMS,
     VILLAGERS_TEAM,
@@ -61,6 +68,14 @@ def player_rewards(
             factor = elimination_factor(missed, rules.elimination_discount, rules.discount_scheme)
             rewards[player] = float(rules.win_reward) * factor
     return rewards
+
+
+def role_rewards(roles: Mapping[str, str], rewards: Mapping[str, float]) -> dict[str, float]:
+    """game role -> the mean reward of its players (`rewards`: player -> reward), in order of first seat."""
+    by_role: dict[str, list[float]] = {}
+    for player, role in roles.items():
+        by_role.setdefault(role, []).append(rewards[player])
+    return {role: sum(values) / len(values) for role, values in by_role.items()}
 
 
 def _ratio(hits: int, total: int) -> float | None:
@@ -114,14 +129,23 @@ def aggregate_metrics(games: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def finish(state: WerewolfState, config: WerewolfConfig) -> dict[str, Any]:
-    """The game's closing update: rewards for every player and the metrics."""
+    """The game's closing update: rewards per game role and per player, the metrics, and the behaviour-level
+    rewards of the model calls (when the rules ask for them)."""
     rewards = player_rewards(
         state["roles"], state.get("eliminated", {}), state.get("winner"), state.get("round", 0), config.rules
     )
+    size = config.rules.behaviour_rewards
+    scored = behaviour_scores(state) if size else []
     return {
         "phase": "end",
         "finished": True,
         "current": None,
-        "rewards": rewards,
+        "rewards": role_rewards(state["roles"], rewards),
+        "player_rewards": rewards,
+        "turn_rewards": [
+            turn_reward(action["call_id"], size * score, why)
+            for action, score, why in scored
+            if "call_id" in action
+        ],
         "metrics": game_metrics(state),
     }
