@@ -33,10 +33,8 @@ register_configure_hook(_active_recorder, inheritable=True)
 
 EPISODE_METADATA_KEYS = ("scenario_id", "group_id", "seed")
 TURN_METADATA = "turn_metadata"  # run metadata: {name: JSON value} copied into the call's Turn.metadata
-CALL_ID, TURN_REWARDS = (
-    "call_id",
-    "turn_rewards",
-)  # a record's model call (run id); per-turn rewards' state key
+CALL_ID = "call_id"  # in a final-state record: the model call (its run id) the record is about
+TURN_REWARDS = "turn_rewards"  # final-state key: [{call_id, reward, ...}], per-turn rewards
 
 
 @dataclass

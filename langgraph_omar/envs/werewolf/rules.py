@@ -324,7 +324,7 @@ def _resolve_vote(state: WerewolfState, config: WerewolfConfig, records: list[Ac
     ballots = [f"{a['player']} -> {a['target']}" for a in records if a["verb"] == act.VOTE and a["target"]]
     abstained = [a["player"] for a in records if not (a["verb"] == act.VOTE and a["target"])]
     targets = [a["target"] for a in records if a["verb"] == act.VOTE and a["target"]]
-    top = _top_choices(targets, state["players"])  # type: ignore[arg-type]
+    top = _top_choices(targets, state["players"])
     summary = "Votes: " + (", ".join(ballots) if ballots else "none") + "."
     if abstained:
         summary += f" Abstained: {', '.join(abstained)}."
