@@ -30,7 +30,10 @@ def saying(text: str) -> ScriptedChatModel:
 
 
 def test_call_config_names_the_call_its_role_and_its_turn_metadata() -> None:
-    node_config: RunnableConfig = {"metadata": {"episode_id": "e", "turn_metadata": {"seat": 1}}, "tags": ["x"]}
+    node_config: RunnableConfig = {
+        "metadata": {"episode_id": "e", "turn_metadata": {"seat": 1}},
+        "tags": ["x"],
+    }
     config, call_id = call_config(node_config, role="Seer", turn_metadata={"player": "Bram"})
     assert config["run_id"] == uuid.UUID(call_id)
     assert config["metadata"] == {

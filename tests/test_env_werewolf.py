@@ -14,13 +14,13 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from werewolf_scripts import ROSTER, VILLAGE_WINS, Script, prompt_view, scripted, six_players
 
+from langgraph_omar.envs.werewolf.behaviour import behaviour_scores
 from langgraph_omar.envs.werewolf.config import (
     WerewolfConfigError,
     WerewolfRules,
     bundled_config_path,
     load_werewolf_config,
 )
-from langgraph_omar.envs.werewolf.behaviour import behaviour_scores
 from langgraph_omar.envs.werewolf.graph import build_graph
 from langgraph_omar.envs.werewolf.rewards import aggregate_metrics, elimination_factor, player_rewards
 from langgraph_omar.envs.werewolf.rules import play_game
@@ -517,7 +517,11 @@ def test_majority_exile_needs_more_than_half_of_the_living(tmp_path: Path) -> No
     # Night 1 kills Aurora (the default first legal victim): 5 alive on day 1, so a majority is 3 votes.
     plurality: Script = {(1, "vote", p): "VOTE Bram" for p in ("Celeste", "Elise")}  # 2 votes, 3 abstain
     majority: Script = {**plurality, (1, "vote", "Finn"): "VOTE Bram"}  # 3 votes
-    cases = [("plurality", plurality, ["Bram"]), ("majority", plurality, []), ("majority", majority, ["Bram"])]
+    cases = [
+        ("plurality", plurality, ["Bram"]),
+        ("majority", plurality, []),
+        ("majority", majority, ["Bram"]),
+    ]
     for exile, script, exiled in cases:
         final = play_game(six_players(tmp_path, exile=exile, max_rounds=1), scripted(script))
         assert _exiled(final) == exiled, (exile, script)
@@ -545,7 +549,9 @@ def test_any_roster_the_roles_allow_plays_to_the_end(tmp_path: Path, roles: tupl
 
 
 def _scores(state: Any) -> list[tuple[int, str, str | None, str | None, float]]:
-    return [(a["round"], a["player"], a["verb"], a["target"], score) for a, score, _ in behaviour_scores(state)]
+    return [
+        (a["round"], a["player"], a["verb"], a["target"], score) for a, score, _ in behaviour_scores(state)
+    ]
 
 
 def test_behaviour_scores_of_the_known_village_win(tmp_path: Path) -> None:
@@ -590,7 +596,11 @@ def test_behaviour_scores_of_protections_poisons_and_fallbacks(tmp_path: Path) -
         (2, "Esme", "KILL", "Greta", 1.0),
     ]
     poison: Script = {(1, "witch", "Elise"): "POISON Finn", (2, "witch", "Elise"): "POISON Bram"}
-    witch = [s for s in _scores(play_game(six_players(tmp_path, max_rounds=2), scripted(poison))) if s[1] == "Elise"]
+    witch = [
+        s
+        for s in _scores(play_game(six_players(tmp_path, max_rounds=2), scripted(poison)))
+        if s[1] == "Elise"
+    ]
     assert witch == [(1, "Elise", "POISON", "Finn", -1.0)]  # a villager; the poison is spent by night 2
 
 

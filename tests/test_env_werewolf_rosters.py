@@ -9,14 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from werewolf_scripts import Script, scripted_model
+from werewolf_scripts import TINY_WEREWOLF, Script, scripted_model, werewolf_engine  # noqa: F401
 
 from langgraph_omar.cli import main
 from langgraph_omar.envs.registry import load_environment
 from langgraph_omar.envs.werewolf.config import load_werewolf_config
 from langgraph_omar.envs.werewolf.graph import build_graph
-from langgraph_omar.serving.engine import SharedPolicy
-from langgraph_omar.testing import tiny_model, tiny_tokenizer
 from langgraph_omar.trajectory import read_episodes
 
 DATA = Path(__file__).parent / "data" / "werewolf"
@@ -121,24 +119,14 @@ def four_players(folder: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def engine() -> SharedPolicy:
-    """A tiny model with room for a Werewolf prompt (the rules and the game so far: about 2000 of its tokens)."""
-    policy = SharedPolicy(TINY_WEREWOLF, tiny_model(0, context=4096), tiny_tokenizer(), max_wait_ms=5)
-    SharedPolicy.register(policy)
-    return policy
-
-
-TINY_WEREWOLF = "tiny-werewolf"
 TINY = ["--model", TINY_WEREWOLF, "--max-tokens", "4"]
 TRAIN = ["--model", TINY_WEREWOLF, "--iterations", "1", "--episodes-per-iteration", "2", "--group-size", "1"]
 TRAIN += ["--selfplay.max-tokens", "4", "--micro-batch-size", "4", "--no-progress"]
 TRAIN += ["--no-degenerate.over-length", "--no-degenerate.off-format"]  # the tiny model's moves all fall back
 
 
-def test_werewolf_config_file_on_rollout_train_and_eval(
-    engine: SharedPolicy, tmp_path: Path, capsys: Any
-) -> None:
+@pytest.mark.usefixtures("werewolf_engine")
+def test_werewolf_config_file_on_rollout_train_and_eval(tmp_path: Path, capsys: Any) -> None:
     out = tmp_path / "seven.jsonl"
     argv = ["rollout", "werewolf", "--werewolf-config", str(WITCH_GUARD_7), "--max-rounds", "1"]
     assert main([*argv, "--episodes", "2", *TINY, "--out", str(out)]) == 0

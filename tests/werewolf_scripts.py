@@ -8,11 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_core.messages import BaseMessage
 
 from langgraph_omar.conversation import ScriptedChatModel
 from langgraph_omar.envs.werewolf.config import WerewolfConfig, load_werewolf_config
 from langgraph_omar.envs.werewolf.state import Observation
+from langgraph_omar.serving.engine import SharedPolicy
+from langgraph_omar.testing import tiny_model, tiny_tokenizer
+
+TINY_WEREWOLF = "tiny-werewolf"  # ChatPolicy(model=TINY_WEREWOLF) once the fixture below registered it
 
 # The reference roster (and a self-contained copy of its shape, to run without ../shared):
 # Aurora Villager, Bram Werewolf, Celeste Seer, Dorian Werewolf, Elise Witch, Finn Villager.
@@ -102,3 +107,11 @@ def scripted_model(script: Script) -> ScriptedChatModel:
     TraceRecorder records its calls as turns."""
     decide = scripted(script)
     return ScriptedChatModel(respond=lambda messages: decide(prompt_view(messages)), record_tokens=True)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def werewolf_engine() -> SharedPolicy:
+    """A tiny model with room for a Werewolf prompt (the rules and the game so far: about 2000 of its tokens)."""
+    policy = SharedPolicy(TINY_WEREWOLF, tiny_model(0, context=4096), tiny_tokenizer(), max_wait_ms=5)
+    SharedPolicy.register(policy)
+    return policy
