@@ -229,8 +229,11 @@ def _annotate_turns(turns: list[Turn], final_state: dict[str, Any]) -> None:
         if isinstance(record, dict) and (turn := by_call.get(str(record.get(CALL_ID)))) is not None:
             turn.fallback = str(record.get("fallback") or "fallback")
     rewards: dict[str, float] = {}
-    for record in final_state.get(TURN_REWARDS) or []:
-        if str(record[CALL_ID]) in by_call:
-            rewards[str(record[CALL_ID])] = rewards.get(str(record[CALL_ID]), 0.0) + float(record["reward"])
+    for i, record in enumerate(final_state.get(TURN_REWARDS) or []):
+        if not isinstance(record, dict) or CALL_ID not in record or "reward" not in record:
+            raise ValueError(f"final state {TURN_REWARDS}[{i}]: expected {{call_id, reward}}, got {record!r}")
+        call_id = str(record[CALL_ID])
+        if call_id in by_call:
+            rewards[call_id] = rewards.get(call_id, 0.0) + float(record["reward"])
     for call_id, reward in rewards.items():
         by_call[call_id].reward = reward

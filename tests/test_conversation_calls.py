@@ -8,10 +8,12 @@ import operator
 import uuid
 from typing import Annotated, Any, TypedDict
 
+import pytest
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
+from langgraph_omar import ChatPolicy
 from langgraph_omar.conversation import (
     ChoiceAction,
     Role,
@@ -87,3 +89,31 @@ def test_turn_rewards_and_turn_metadata_land_on_their_turns() -> None:
     assert [t.reward for t in episode.turns] == [0.0, 0.75]  # a call's records add up
     assert [t.metadata for t in episode.turns] == [{"player": "P1"}, {}]
     assert episode.rewards == {"asker": 1.0}
+
+
+def test_a_malformed_turn_reward_fails_the_episode_in_one_line() -> None:
+    def bad(state: Asking) -> dict[str, Any]:
+        return {"turn_rewards": [{"reward": 1.0}], "rewards": {"asker": 0.0}}  # type: ignore[list-item]
+
+    graph = StateGraph(Asking)
+    graph.add_node("bad", bad)
+    graph.add_edge(START, "bad")
+    graph.add_edge("bad", END)
+    with TraceRecorder() as recorder, pytest.raises(ValueError, match=r"turn_rewards\[0\]: expected"):
+        graph.compile().invoke({}, {"metadata": {"episode_id": "e"}})
+    assert recorder.trajectories()[0].episode_id == "e"
+
+
+def test_chat_policy_turns_carry_the_fallback_of_their_call(policy: Any) -> None:
+    # Bob has nobody to vote for: whatever the tiny model says, each of his moves falls back.
+    chat = ChatPolicy(model="tiny", max_tokens=3)
+    roles = [
+        Role("alice", model=chat),
+        Role("bob", model=chat, action_format=ChoiceAction("vote", [], allow_abstain=False)),
+    ]
+    with TraceRecorder() as recorder:
+        final = build_conversation_graph(roles, max_turns=4).invoke({}, {"metadata": {"episode_id": "e"}})
+    (episode,) = recorder.trajectories()
+    assert [t.role for t in episode.turns] == ["alice", "bob"] * 2
+    assert [t.fallback for t in episode.turns] == [None, "abstain"] * 2
+    assert [t.run_id for t in episode.turns_of("bob")] == [r["call_id"] for r in final["fallbacks"]]

@@ -107,7 +107,8 @@ def game_metrics(state: WerewolfState) -> dict[str, Any]:
         "vote_accuracy": _ratio(vote_hits, len(votes)),
         "decisions": len(actions),
         "fallbacks": len(fallbacks),
-        "fallbacks_by_role": dict(Counter(f["role"] for f in fallbacks)),
+        # every game role, 0 included: a mean over games (training metrics) is then per game
+        "fallbacks_by_role": {role: 0 for role in roles.values()} | dict(Counter(f["role"] for f in fallbacks)),
     }
 
 
