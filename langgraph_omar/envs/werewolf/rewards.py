@@ -94,6 +94,7 @@ def game_metrics(state: WerewolfState) -> dict[str, Any]:
     ]
     vote_hits = sum(roles[a["target"]] == WEREWOLF for a in votes)  # type: ignore[index]
     fallbacks = state.get("fallbacks", [])
+    by_role = {role: 0 for role in roles.values()} | dict(Counter(f["role"] for f in fallbacks))
     return {
         "winner": winner if winner is not None else "draw",
         "rounds": state.get("round", 0),
@@ -107,8 +108,7 @@ def game_metrics(state: WerewolfState) -> dict[str, Any]:
         "vote_accuracy": _ratio(vote_hits, len(votes)),
         "decisions": len(actions),
         "fallbacks": len(fallbacks),
-        # every game role, 0 included: a mean over games (training metrics) is then per game
-        "fallbacks_by_role": {role: 0 for role in roles.values()} | dict(Counter(f["role"] for f in fallbacks)),
+        "fallbacks_by_role": by_role,  # every game role, 0 included: a mean over games is then per game
     }
 
 
