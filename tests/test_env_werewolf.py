@@ -180,6 +180,7 @@ def test_known_village_win(tmp_path: Path) -> None:
     # Village votes: day 1 three on Bram; day 2 Celeste and Elise on Dorian, Finn on Elise: 5 of 6.
     assert (metrics["villager_votes"], metrics["vote_accuracy"]) == (6, pytest.approx(5 / 6))
     assert metrics["fallbacks"] == 0 and final["fallbacks"] == []
+    assert metrics["fallbacks_by_role"] == {"Villager": 0, "Werewolf": 0, "Seer": 0, "Witch": 0}  # all, 0 too
 
 
 def test_known_werewolf_win_on_parity(tmp_path: Path) -> None:
