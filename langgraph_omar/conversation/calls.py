@@ -6,7 +6,8 @@ the turn is keyed by, and what `adapter_by_role` seats) and any `turn_metadata` 
 role), which the recorder copies into `Turn.metadata`. Records of the node's state update that concern that call
 carry its id (`stamp_call`), so the recorder puts them on the turn: a `fallbacks` record sets `Turn.fallback`,
 a `turn_rewards` record (`turn_reward`) sets `Turn.reward`. The trainer then reads fallbacks and per-turn
-rewards from the turns alone, whatever the game.
+rewards from the turns alone, whatever the game. (The id is the run id of the runnable called: give a chat
+model, not a chain around one, whose inner chat-model run would get an id of its own.)
 """
 
 from __future__ import annotations
