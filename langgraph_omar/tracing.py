@@ -6,6 +6,10 @@ behind `collect_runs`). Runs are grouped into episodes by `config["metadata"]["e
 LangGraph thread id, else one episode per top-level run. The token ids come from the engine through the
 `token_records` side channel; the final state of each top-level run supplies `rewards`,
 `reward_dimensions`, `metrics` and `fallbacks` when the graph writes them.
+
+Per-turn annotations (see `langgraph_omar.conversation.calls`): a call's run metadata `turn_metadata` is copied
+into its turn's metadata; final-state records that name a call by `call_id` (its run id) land on its turn:
+a `fallbacks` record sets `Turn.fallback`, the `turn_rewards` records of a call set `Turn.reward` (their sum).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ _active_recorder: ContextVar[TraceRecorder | None] = ContextVar("omar_trace_reco
 register_configure_hook(_active_recorder, inheritable=True)
 
 EPISODE_METADATA_KEYS = ("scenario_id", "group_id", "seed")
+TURN_METADATA = "turn_metadata"  # run metadata: {name: JSON value} copied into the call's Turn.metadata
+CALL_ID = "call_id"  # in a final-state record: the model call (its run id) the record is about
+TURN_REWARDS = "turn_rewards"  # final-state key: [{call_id, reward, ...}], per-turn rewards
 
 
 @dataclass
@@ -37,6 +44,7 @@ class _Call:
     node: str
     role: str
     step: int
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +132,7 @@ class TraceRecorder(BaseCallbackHandler):
                 episode.metadata["metrics"] = outputs["metrics"]
             if outputs.get("fallbacks"):
                 episode.metadata["fallbacks"] = list(outputs["fallbacks"])
+            _annotate_turns([turn for _, turn in builder.turns], outputs)
 
     def on_chain_error(
         self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
@@ -157,6 +166,7 @@ class TraceRecorder(BaseCallbackHandler):
                 node=node,
                 role=role_of(metadata),
                 step=int(metadata.get("langgraph_step", 0)),
+                metadata=dict(metadata.get(TURN_METADATA) or {}),
             )
             self._order += 1
 
@@ -182,9 +192,9 @@ class TraceRecorder(BaseCallbackHandler):
                 adapter=record.adapter,
                 adapter_version=record.adapter_version,
                 run_id=str(run_id),
-                metadata={"truncated_messages": record.truncated_messages}
+                metadata={**call.metadata, "truncated_messages": record.truncated_messages}
                 if record.truncated_messages
-                else {},
+                else call.metadata,
             )
             builder = self._episodes[call.episode_id]
             builder.turns.append((call.order, turn))
@@ -209,3 +219,21 @@ class TraceRecorder(BaseCallbackHandler):
         from langgraph_omar.trajectory import write_episodes
 
         return write_episodes(path, self.trajectories())
+
+
+def _annotate_turns(turns: list[Turn], final_state: dict[str, Any]) -> None:
+    """Final-state records naming a model call by CALL_ID onto that call's turn (idempotent: a resumed run's
+    final state repeats its records)."""
+    by_call = {turn.run_id: turn for turn in turns}
+    for record in final_state.get("fallbacks") or []:
+        if isinstance(record, dict) and (turn := by_call.get(str(record.get(CALL_ID)))) is not None:
+            turn.fallback = str(record.get("fallback") or "fallback")
+    rewards: dict[str, float] = {}
+    for i, record in enumerate(final_state.get(TURN_REWARDS) or []):
+        if not isinstance(record, dict) or CALL_ID not in record or "reward" not in record:
+            raise ValueError(f"final state {TURN_REWARDS}[{i}]: expected {{call_id, reward}}, got {record!r}")
+        call_id = str(record[CALL_ID])
+        if call_id in by_call:
+            rewards[call_id] = rewards.get(call_id, 0.0) + float(record["reward"])
+    for call_id, reward in rewards.items():
+        by_call[call_id].reward = reward

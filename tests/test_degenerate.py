@@ -1,19 +1,15 @@
-"""Degenerate turns: fallback records are matched to the turns of whoever spoke, in every environment's shape."""
+"""Degenerate turns: a turn whose action the environment replaced (`Turn.fallback`, set by the recorder from the
+final state's records naming the call) is off-format, in every environment."""
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+import itertools
 
-import pytest
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import Field
-
+from langgraph_omar.conversation import ScriptedChatModel
 from langgraph_omar.envs.werewolf.graph import build_graph
 from langgraph_omar.rl.config import DegenerateSettings
-from langgraph_omar.rl.degenerate import fallback_texts, mark_degenerate
+from langgraph_omar.rl.degenerate import mark_degenerate
+from langgraph_omar.rollout import run_episodes
 from langgraph_omar.trajectory import Episode, Turn
 
 
@@ -21,66 +17,39 @@ def turn(role: str, text: str, token: int) -> Turn:
     return Turn(role, role, text, [1], [token], [0.0])
 
 
-class NumberedMoves(BaseChatModel):
-    """Says "move N" on its N-th call (a legal, if dull, speech; never a legal night action or vote) and
-    records (the caller's role, the answer) of every call, atomically: players may act in parallel."""
-
-    said: list[tuple[str, str]] = Field(default_factory=list)
-    lock: Any = Field(default_factory=threading.Lock)
-
-    @property
-    def _llm_type(self) -> str:
-        return "numbered-moves"
-
-    def _generate(
-        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
-    ) -> ChatResult:
-        with self.lock:
-            text = f"move {len(self.said) + 1}"
-            self.said.append((str(run_manager.metadata["role"]), text))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+def numbered_moves() -> ScriptedChatModel:
+    """Says "move N" on its N-th call (a legal, if dull, speech; never a legal night action or vote), and leaves
+    token records, so that a TraceRecorder records the calls as turns."""
+    count = itertools.count(1)
+    return ScriptedChatModel(respond=lambda messages: f"move {next(count)}", record_tokens=True)
 
 
-def test_werewolf_fallbacks_flag_the_players_turns_as_off_format() -> None:
+def test_werewolf_fallbacks_flag_the_turns_of_the_replaced_calls_as_off_format() -> None:
     # A real (short) Werewolf game: every action turn is unparsable and falls back; every speech is accepted.
-    model = NumberedMoves()
-    final = build_graph(model, rules={"max_rounds": 2}).invoke({"seed": 3})
-    fallbacks = final["fallbacks"]
-    assert fallbacks and all(
-        record["role"] != record["player"] for record in fallbacks
-    )  # "Werewolf" vs "Bram"
-    # The episode as the trace recorder exports it: one turn per call, named by the player (the node's role).
-    turns = [turn(player, text, token) for token, (player, text) in enumerate(model.said, start=1)]
-    episode = Episode("werewolf-3", turns, metadata={"fallbacks": fallbacks})
+    graph = build_graph(numbered_moves(), rules={"max_rounds": 2})
+    (episode,), _ = run_episodes(graph, [{"seed": 3}], progress=False)
+    fallbacks = episode.metadata["fallbacks"]
+    assert fallbacks and episode.status == "ok"
+    # The recorder put each fallback on the turn of the call it replaced; turns are keyed by game role.
+    replaced = {record["call_id"] for record in fallbacks}
+    assert {t.run_id for t in episode.turns if t.fallback is not None} == replaced
+    assert all(t.role == r["role"] for t in episode.turns for r in fallbacks if r["call_id"] == t.run_id)
 
     counts = mark_degenerate([episode], DegenerateSettings())
 
-    replaced = {(record["player"], record["raw"]) for record in fallbacks}
-    flagged = {(t.role, t.text) for t in episode.turns if t.degenerate == "off_format"}
+    flagged = {t.run_id for t in episode.turns if t.degenerate == "off_format"}
     assert flagged == replaced and counts["degenerate_off_format"] == len(fallbacks)
-    assert all(t.degenerate is None for t in episode.turns if (t.role, t.text) not in replaced)
+    assert all(t.degenerate is None for t in episode.turns if t.run_id not in replaced)
 
 
-def test_a_record_is_matched_on_its_player_else_its_role() -> None:
+def test_off_format_reads_the_turn_alone() -> None:
+    # Records in the episode's metadata that name no call (an old file, a graph of one's own) flag nothing:
+    # the recorder, not the trainer, maps records onto turns, so the trainer knows no game's record shape.
     episode = Episode(
         "e",
-        [turn("Bram", "KILL nobody", 5), turn("agent_1", "hmm", 6), turn("Werewolf", "KILL nobody", 7)],
-        metadata={
-            "fallbacks": [
-                {"role": "Werewolf", "player": "Bram", "raw": "KILL  nobody", "turn": 1},  # Werewolf's shape
-                {"role": "agent_1", "raw": "hmm", "turn": 2},  # a conversation graph's shape
-            ]
-        },
+        [turn("Werewolf", "KILL nobody", 5), turn("agent_1", "hmm", 6)],
+        metadata={"fallbacks": [{"role": "Werewolf", "player": "Bram", "raw": "KILL nobody", "turn": 1}]},
     )
-    assert fallback_texts(episode) == {("Bram", "kill nobody"): 1, ("agent_1", "hmm"): 1}
+    episode.turns[1].fallback = "speak"
     mark_degenerate([episode], DegenerateSettings())
-    # The third turn has the fallback's text but is not Bram's: a role named like a game role is not matched.
-    assert [t.degenerate for t in episode.turns] == ["off_format", "off_format", None]
-
-
-def test_a_record_without_a_speaker_or_text_is_an_error() -> None:
-    for record in ({"raw": "x"}, {"player": "Bram"}):
-        with pytest.raises(
-            ValueError, match=r"metadata.fallbacks\[0\] must be a dict with 'raw' and 'player'"
-        ):
-            mark_degenerate([Episode("x", [], metadata={"fallbacks": [record]})], DegenerateSettings())
+    assert [t.degenerate for t in episode.turns] == [None, "off_format"]

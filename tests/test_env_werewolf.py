@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +12,10 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from werewolf_scripts import ROSTER, VILLAGE_WINS, Script, prompt_view, scripted, six_players
 
+from langgraph_omar.envs.werewolf.behaviour import behaviour_scores
 from langgraph_omar.envs.werewolf.config import (
-    WerewolfConfig,
     WerewolfConfigError,
     WerewolfRules,
     bundled_config_path,
@@ -30,64 +29,6 @@ from langgraph_omar.envs.werewolf.state import Observation
 SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "werewolf"
 REFERENCE = SHARED / "games_werewolves_config.json"
 needs_shared = pytest.mark.skipif(not REFERENCE.is_file(), reason=f"reference data not found at {SHARED}")
-# The reference roster (and a self-contained copy of its shape, to run without ../shared):
-# Aurora Villager, Bram Werewolf, Celeste Seer, Dorian Werewolf, Elise Witch, Finn Villager.
-ROSTER = [
-    ("Aurora", "Villager"),
-    ("Bram", "Werewolf"),
-    ("Celeste", "Seer"),
-    ("Dorian", "Werewolf"),
-    ("Elise", "Witch"),
-    ("Finn", "Villager"),
-]
-
-Script = dict[tuple[int, str, str], str]  # (round, kind, player) -> what the player says
-
-
-def six_players(tmp_path: Path, **rules: Any) -> WerewolfConfig:
-    data = {"agents": [{"name": n, "role": r} for n, r in ROSTER], "rules": rules}
-    path = tmp_path / "six.json"
-    path.write_text(json.dumps(data))
-    return load_werewolf_config(path)
-
-
-def scripted(
-    script: Script, default: Callable[[Observation], str] | None = None
-) -> Callable[[Observation], str]:
-    """A decide function: the script's line, else `default`, else a harmless default for the kind."""
-
-    def decide(observation: Observation) -> str:
-        key = (observation["round"], observation["kind"], observation["player"])
-        if key in script:
-            return script[key]
-        if default is not None:
-            return default(observation)
-        verb = {"kill": "KILL", "inspect": "INSPECT", "protect": "PROTECT"}.get(observation["kind"])
-        if verb is not None:  # the first legal target: deterministic and never a fallback
-            return f"{verb} {observation['legal'][verb][0]}"
-        return {"vote": "ABSTAIN", "witch": "PASS"}.get(observation["kind"], "I have nothing to add.")
-
-    return decide
-
-
-# A game the village wins in round 2 (the derivations of the expected values are in the tests below).
-VILLAGE_WINS: Script = {
-    (1, "wolf_chat", "Bram"): "WOLFSECRET let us take Aurora",
-    (1, "kill", "Bram"): "KILL Aurora",
-    (1, "kill", "Dorian"): "KILL Aurora",
-    (1, "inspect", "Celeste"): "INSPECT Bram",
-    **{(1, "vote", p): "VOTE Bram" for p in ("Celeste", "Elise", "Finn")},
-    (1, "vote", "Bram"): "VOTE Celeste",
-    (1, "vote", "Dorian"): "VOTE Celeste",
-    (2, "kill", "Dorian"): "KILL Celeste",
-    (2, "inspect", "Celeste"): "INSPECT Dorian",
-    (2, "witch", "Elise"): "SAVE",
-    **{(2, "vote", p): "VOTE Dorian" for p in ("Celeste", "Elise")},
-    (2, "vote", "Finn"): "VOTE Elise",
-    (2, "vote", "Dorian"): "VOTE Celeste",
-}
-
-
 # ---------------------------------------------------------------- config
 
 
@@ -142,8 +83,7 @@ SIX = ("Villager", "Werewolf", "Seer", "Werewolf", "Witch", "Villager")
     ("data", "message"),
     [
         ({"agents": _agents(*SIX[:5], "Vampire")}, "agents[5].role: unknown role 'Vampire'"),
-        ({"agents": _agents(*SIX[:5])}, "agents: expected 6 to 9 players, got 5"),
-        ({"agents": _agents(*SIX, *SIX[:4])}, "expected 6 to 9 players, got 10"),
+        ({"agents": _agents("Werewolf", "Seer")}, "agents: expected at least 3 players, got 2"),
         (
             {"agents": _agents("Werewolf", "Werewolf", "Werewolf", "Villager", "Villager", "Seer")},
             "fewer werewolves",
@@ -228,9 +168,11 @@ def test_known_village_win(tmp_path: Path) -> None:
     assert final["witch_save_available"] is False and final["witch_poison_available"] is True
     # Rewards: winners alive at the end get +1; Aurora (village) died in round 1 of 2: 0.9 ** (2 - 1) = 0.9;
     # werewolves lost: -1 each (the discount never softens a loss).
-    assert final["rewards"] == pytest.approx(
+    assert final["player_rewards"] == pytest.approx(
         {"Aurora": 0.9, "Bram": -1.0, "Celeste": 1.0, "Dorian": -1.0, "Elise": 1.0, "Finn": 1.0}
     )
+    # Per game role, what trajectories are keyed by: the mean of its players' (villagers: (0.9 + 1) / 2).
+    assert final["rewards"] == pytest.approx({"Villager": 0.95, "Werewolf": -1.0, "Seer": 1.0, "Witch": 1.0})
     metrics = final["metrics"]
     assert metrics["win_rate"] == {"Villagers": 1.0, "Werewolves": 0.0}
     # Seer inspected Bram then Dorian: 2 hits of 2.
@@ -238,6 +180,7 @@ def test_known_village_win(tmp_path: Path) -> None:
     # Village votes: day 1 three on Bram; day 2 Celeste and Elise on Dorian, Finn on Elise: 5 of 6.
     assert (metrics["villager_votes"], metrics["vote_accuracy"]) == (6, pytest.approx(5 / 6))
     assert metrics["fallbacks"] == 0 and final["fallbacks"] == []
+    assert metrics["fallbacks_by_role"] == {"Villager": 0, "Werewolf": 0, "Seer": 0, "Witch": 0}  # all, 0 too
 
 
 def test_known_werewolf_win_on_parity(tmp_path: Path) -> None:
@@ -250,7 +193,7 @@ def test_known_werewolf_win_on_parity(tmp_path: Path) -> None:
     final = play_game(six_players(tmp_path), scripted(script))
     # After night 2: Bram, Celeste, Dorian, Elise alive: 2 werewolves >= 2 others.
     assert final["winner"] == "Werewolves" and final["round"] == 2
-    assert final["rewards"] == {
+    assert final["player_rewards"] == {
         "Aurora": -1.0,
         "Bram": 1.0,
         "Celeste": -1.0,
@@ -258,6 +201,7 @@ def test_known_werewolf_win_on_parity(tmp_path: Path) -> None:
         "Elise": -1.0,
         "Finn": -1.0,
     }
+    assert final["rewards"] == {"Villager": -1.0, "Werewolf": 1.0, "Seer": -1.0, "Witch": -1.0}
     assert "Votes: none. Abstained: Bram, Celeste, Dorian, Elise, Finn. Nobody is exiled." in _texts(final)
 
 
@@ -330,7 +274,7 @@ def test_witch_has_one_save_and_one_poison(tmp_path: Path) -> None:
     (fallback,) = final["fallbacks"]
     assert fallback == {
         "role": "Witch", "player": "Elise", "turn": fallback["turn"], "raw": "SAVE Finn", "fallback": "PASS",
-        "reason": "SAVE is not available now (legal: ['PASS', 'POISON'])",
+        "reason": "SAVE is not available now (legal: ['PASS', 'POISON'])", "action": {"type": "PASS", "target": None},
     }  # fmt: skip
     assert final["metrics"]["fallbacks"] == 1
     witch_turns = [a["round"] for a in final["actions"] if a["kind"] == "witch"]
@@ -468,29 +412,10 @@ class ScriptedChat(BaseChatModel):
     def _generate(
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
     ) -> ChatResult:
-        system, human = str(messages[0].content), str(messages[-1].content)
-        player = re.search(r"You are (\w+)\.", system).group(1)  # type: ignore[union-attr]
-        self.calls.append((player, system, human))
-        round_ = int(re.search(r"Now \(\w+ (\d+)\)", human).group(1))  # type: ignore[union-attr]
-        kind = _kind_of(human)
-        answer = self.decide(player, kind, round_, _legal_of(human, kind))
+        view = prompt_view(messages)
+        self.calls.append((view["player"], str(messages[0].content), str(messages[-1].content)))
+        answer = self.decide(view["player"], view["kind"], view["round"], view["legal"])
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=answer))])
-
-
-def _kind_of(human: str) -> str:
-    request = human.rsplit("Now (", 1)[1]
-    for marker, kind in [("KILL NAME", "kill"), ("INSPECT NAME", "inspect"), ("PROTECT NAME", "protect"),
-                         ("VOTE NAME", "vote"), ("PASS (do nothing", "witch"), ("fellow werewolves", "wolf_chat")]:  # fmt: skip
-        if marker in request:
-            return kind
-    return "speak"
-
-
-def _legal_of(human: str, kind: str) -> dict[str, list[str]]:
-    """The legal targets the prompt lists ('You may inspect: A, B.'), as the scripted default needs them."""
-    verb = {"kill": "KILL", "inspect": "INSPECT", "protect": "PROTECT", "vote": "VOTE"}.get(kind)
-    listed = re.search(r"(?:victims|inspect|protect|vote for): ([^.]*)\.$", human)
-    return {verb: listed.group(1).split(", ")} if verb and listed else {}
 
 
 def _chat_from(script: Script) -> ScriptedChat:
@@ -518,8 +443,8 @@ def test_graph_plays_the_known_game_like_the_pure_engine(tmp_path: Path) -> None
     for key in ("winner", "rewards", "metrics", "eliminated", "fallbacks", "alive"):
         assert final[key] == expected[key], key
     assert _texts(final) == _texts(expected)
-    # Every model call carried the role of the player whose prompt it was.
-    assert spy.roles == [player for player, _, _ in model.calls]
+    # Every model call carried the game role of the player whose prompt it was.
+    assert spy.roles == [dict(ROSTER)[player] for player, _, _ in model.calls]
 
 
 def test_graph_prompts_hold_only_the_players_own_view(tmp_path: Path) -> None:
@@ -540,7 +465,7 @@ def test_graph_nodes_carry_the_player_role(tmp_path: Path) -> None:
     graph = build_graph(_chat_from({}), six_players(tmp_path))
     nodes = graph.get_graph().nodes
     assert {n: nodes[n].metadata for n in nodes if n.startswith("player_")} == {
-        f"player_{name}": {"role": name} for name, _ in ROSTER
+        f"player_{name}": {"player": name} for name, _ in ROSTER
     }
     assert {
         "Night_werewolf",
@@ -559,9 +484,16 @@ def test_graph_async_with_seed_input_and_garbage_output(tmp_path: Path) -> None:
     final = asyncio.run(graph.ainvoke({"seed": 5}))
     assert final["seed"] == 5 and final["finished"] is True
     assert final["fallbacks"] and final["metrics"]["fallbacks"] == len(final["fallbacks"])
-    assert set(final["rewards"]) == {n for n, _ in ROSTER}
+    assert (
+        set(final["rewards"]) == {r for _, r in ROSTER}
+        and set(final["player_rewards"]) == dict(ROSTER).keys()
+    )
     again = asyncio.run(graph.ainvoke({"seed": 5}))
-    assert again["fallbacks"] == final["fallbacks"]  # seeded random fallbacks
+
+    def moves(fallbacks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in f.items() if k != "call_id"} for f in fallbacks]  # the calls' ids are new
+
+    assert moves(again["fallbacks"]) == moves(final["fallbacks"])  # seeded random fallbacks
 
 
 def test_longest_nine_player_game_fits_the_recursion_limit() -> None:
@@ -573,3 +505,106 @@ def test_longest_nine_player_game_fits_the_recursion_limit() -> None:
 def test_model_mapping_must_cover_every_player(tmp_path: Path) -> None:
     with pytest.raises(WerewolfConfigError, match="no chat model for player"):
         build_graph({"Aurora": _chat_from({})}, six_players(tmp_path))
+
+
+# ---------------------------------------------------------------- exile rule and roster sizes
+
+
+def _exiled(state: Any) -> list[str]:
+    return [p for p, e in state["eliminated"].items() if e["cause"] == "vote"]
+
+
+def test_majority_exile_needs_more_than_half_of_the_living(tmp_path: Path) -> None:
+    # Night 1 kills Aurora (the default first legal victim): 5 alive on day 1, so a majority is 3 votes.
+    plurality: Script = {(1, "vote", p): "VOTE Bram" for p in ("Celeste", "Elise")}  # 2 votes, 3 abstain
+    majority: Script = {**plurality, (1, "vote", "Finn"): "VOTE Bram"}  # 3 votes
+    cases = [
+        ("plurality", plurality, ["Bram"]),
+        ("majority", plurality, []),
+        ("majority", majority, ["Bram"]),
+    ]
+    for exile, script, exiled in cases:
+        final = play_game(six_players(tmp_path, exile=exile, max_rounds=1), scripted(script))
+        assert _exiled(final) == exiled, (exile, script)
+    final = play_game(six_players(tmp_path, exile="majority", max_rounds=1), scripted(plurality))
+    assert "Nobody has a majority (3 of 5 votes): nobody is exiled." in " ".join(_texts(final))
+    with pytest.raises(ValueError, match=r"exile: expected one of \['plurality', 'majority'\]"):
+        WerewolfRules(exile="unanimity")
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [
+        ("Werewolf", "Villager", "Villager"),  # the fewest players the roles allow
+        ("Villager", "Werewolf", "Seer", "Werewolf", "Witch"),
+        ("Werewolf", "Seer", "Witch", *["Villager"] * 6, "Werewolf", "Villager", "Werewolf"),  # twelve
+    ],
+)
+def test_any_roster_the_roles_allow_plays_to_the_end(tmp_path: Path, roles: tuple[str, ...]) -> None:
+    config = load_werewolf_config(_write(tmp_path, {"agents": _agents(*roles)}))
+    final = play_game(config, scripted({}))  # wolves kill the first villager each night; nobody votes
+    assert final["winner"] == "Werewolves" and set(final["rewards"]) == set(roles)
+
+
+# ---------------------------------------------------------------- behaviour-level rewards (MARO)
+
+
+def _scores(state: Any) -> list[tuple[int, str, str | None, str | None, float]]:
+    return [
+        (a["round"], a["player"], a["verb"], a["target"], score) for a, score, _ in behaviour_scores(state)
+    ]
+
+
+def test_behaviour_scores_of_the_known_village_win(tmp_path: Path) -> None:
+    final = play_game(six_players(tmp_path), scripted(VILLAGE_WINS))
+    # Night 1: both werewolves' attack on Aurora killed her (+1 each); the seer found Bram (+1); the witch
+    # passed (0). Day 1: the village's three votes on Bram and the werewolves' two on Celeste are each against
+    # the other team (+1). Night 2: Dorian's attack on Celeste was stopped (0); the seer found Dorian (+1); the
+    # witch's potion saved the attacked Celeste, whom nobody protected (+1). Day 2: Finn voted for Elise, a
+    # teammate (-1); the other votes went across (+1).
+    assert _scores(final) == [
+        (1, "Bram", "KILL", "Aurora", 1.0),
+        (1, "Dorian", "KILL", "Aurora", 1.0),
+        (1, "Celeste", "INSPECT", "Bram", 1.0),
+        (1, "Bram", "VOTE", "Celeste", 1.0),
+        (1, "Celeste", "VOTE", "Bram", 1.0),
+        (1, "Dorian", "VOTE", "Celeste", 1.0),
+        (1, "Elise", "VOTE", "Bram", 1.0),
+        (1, "Finn", "VOTE", "Bram", 1.0),
+        (2, "Celeste", "INSPECT", "Dorian", 1.0),
+        (2, "Elise", "SAVE", "Celeste", 1.0),
+        (2, "Celeste", "VOTE", "Dorian", 1.0),
+        (2, "Dorian", "VOTE", "Celeste", 1.0),
+        (2, "Elise", "VOTE", "Dorian", 1.0),
+        (2, "Finn", "VOTE", "Elise", -1.0),
+    ]
+
+
+def test_behaviour_scores_of_protections_poisons_and_fallbacks(tmp_path: Path) -> None:
+    script: Script = {
+        **{(1, "kill", w): "KILL Ada" for w in ("Basil", "Esme")},
+        (1, "protect", "Dmitri"): "PROTECT Ada",  # the attacked player: +1, the attack failed (kills 0)
+        (1, "inspect", "Cora"): "INSPECT Felix",  # not a werewolf: 0
+        **{(2, "kill", w): "KILL Greta" for w in ("Basil", "Esme")},
+        (2, "protect", "Dmitri"): "PROTECT Cora",  # not attacked: 0; Greta dies (+1 per werewolf)
+        (2, "inspect", "Cora"): "INSPECT Nobody",  # unparsable: a random fallback inspection scores 0
+    }
+    config = load_werewolf_config(bundled_config_path("doctor_7"), rules={"max_rounds": 2})
+    scored = [s for s in _scores(play_game(config, scripted(script))) if s[2] != "VOTE"]
+    assert scored == [
+        (1, "Dmitri", "PROTECT", "Ada", 1.0),
+        (2, "Basil", "KILL", "Greta", 1.0),
+        (2, "Esme", "KILL", "Greta", 1.0),
+    ]
+    poison: Script = {(1, "witch", "Elise"): "POISON Finn", (2, "witch", "Elise"): "POISON Bram"}
+    witch = [
+        s
+        for s in _scores(play_game(six_players(tmp_path, max_rounds=2), scripted(poison)))
+        if s[1] == "Elise"
+    ]
+    assert witch == [(1, "Elise", "POISON", "Finn", -1.0)]  # a villager; the poison is spent by night 2
+
+
+def test_behaviour_rewards_are_validated() -> None:
+    with pytest.raises(ValueError, match="behaviour_rewards: expected a number >= 0"):
+        WerewolfRules(behaviour_rewards=-0.5)

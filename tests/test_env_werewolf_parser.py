@@ -1,4 +1,5 @@
-"""Werewolf action parsing: examples, and hypothesis fuzzing (never raises, only legal moves come out)."""
+"""Werewolf action parsing into the conversation building blocks' `ParsedAction`: examples, and hypothesis
+fuzzing (never raises, only legal moves come out, fallbacks included)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from model_output_strategies import model_outputs
 
+from langgraph_omar.conversation import ParsedAction
 from langgraph_omar.envs.werewolf.actions import (
     KIND_MAIN_VERB,
     KIND_VERBS,
     NO_TARGET_VERBS,
+    describe_move,
     fallback_move,
     parse_action,
     parse_speech,
+    verb_of,
 )
 from langgraph_omar.envs.werewolf.config import load_werewolf_config
 from langgraph_omar.envs.werewolf.rules import take_action
@@ -40,7 +44,9 @@ WITCH_LEGAL = {"SAVE": ["Aurora"], "POISON": ["Bram", "Celeste"], "PASS": []}
 )
 def test_vote_examples(text: str, verb: str, target: str | None, lenient: bool) -> None:
     parsed = parse_action(text, "vote", VOTE_LEGAL, PLAYERS)
-    assert (parsed.ok, parsed.verb, parsed.target, parsed.lenient) == (True, verb, target, lenient)
+    assert parsed.fallback is None and parsed.reason is None
+    action = parsed.action
+    assert (action["type"], action["target"], action.get("lenient", False)) == (verb, target, lenient)
 
 
 @pytest.mark.parametrize(
@@ -55,24 +61,29 @@ def test_vote_examples(text: str, verb: str, target: str | None, lenient: bool) 
     ],
 )
 def test_vote_failures_give_reasons(text: str, reason_part: str) -> None:
-    parsed = parse_action(text, "vote", VOTE_LEGAL, PLAYERS)
-    assert not parsed.ok and reason_part in parsed.reason
+    parsed = parse_action(text, "vote", VOTE_LEGAL, PLAYERS)  # the default fallback mode: abstain
+    assert parsed.reason is not None and reason_part in parsed.reason
+    assert parsed.fallback == "ABSTAIN" and parsed.action == {"type": "ABSTAIN", "target": None}
+
+
+def witch(text: str, legal: dict[str, list[str]] = WITCH_LEGAL) -> ParsedAction:
+    return parse_action(text, "witch", legal, PLAYERS, fallback="random")
 
 
 def test_witch_commands() -> None:
-    assert parse_action("SAVE", "witch", WITCH_LEGAL, PLAYERS).target == "Aurora"  # SAVE alone: the victim
-    assert parse_action("heal aurora", "witch", WITCH_LEGAL, PLAYERS).verb == "SAVE"
-    assert parse_action("POISON: Bram", "witch", WITCH_LEGAL, PLAYERS).target == "Bram"
-    assert parse_action("pass", "witch", WITCH_LEGAL, PLAYERS).verb == "PASS"
-    assert not parse_action("save Bram", "witch", WITCH_LEGAL, PLAYERS).ok  # only tonight's victim
-    no_potions: dict[str, list[str]] = {"PASS": []}
-    used = parse_action("SAVE", "witch", no_potions, PLAYERS)
-    assert not used.ok and "SAVE is not available" in used.reason
-    assert not parse_action("Bram", "witch", WITCH_LEGAL, PLAYERS).ok  # no lenient guess for the witch
+    assert witch("SAVE").action == {"type": "SAVE", "target": "Aurora"}  # SAVE alone: the victim
+    assert witch("heal aurora").action["type"] == "SAVE"
+    assert witch("POISON: Bram").action == {"type": "POISON", "target": "Bram"}
+    assert witch("pass").action["type"] == "PASS"
+    assert witch("save Bram").fallback == "PASS"  # only tonight's victim; a fallback never spends a potion
+    used = witch("SAVE", {"PASS": []})
+    assert used.fallback == "PASS" and used.reason is not None and "SAVE is not available" in used.reason
+    assert witch("Bram").fallback is not None  # no lenient guess for the witch
 
 
 def test_unknown_kind_does_not_raise() -> None:
-    assert not parse_action("VOTE Bram", "dance", VOTE_LEGAL, PLAYERS).ok
+    parsed = parse_action("VOTE Bram", "dance", VOTE_LEGAL, PLAYERS)
+    assert parsed.fallback == "no action" and parsed.action == {"type": "none", "target": None}
 
 
 def test_fallback_moves() -> None:
@@ -111,14 +122,15 @@ def legal_sets(draw: st.DrawFn) -> tuple[str, dict[str, list[str]]]:
 @given(text=model_outputs("VOTE ", "KILL ", "SAVE "), kind_legal=legal_sets())
 def test_parser_never_raises_and_only_accepts_legal_moves(text: str, kind_legal: tuple) -> None:
     kind, legal = kind_legal
-    parsed = parse_action(text, kind, legal, PLAYERS)
-    if parsed.ok:
-        assert parsed.verb in legal
-        assert (
-            parsed.target is None if parsed.verb in NO_TARGET_VERBS else parsed.target in legal[parsed.verb]
-        )
+    parsed = parse_action(text, kind, legal, PLAYERS, fallback="random", rng=random.Random(text))
+    verb, target = verb_of(parsed.action), parsed.action["target"]
+    if parsed.fallback is None:
+        assert verb in legal and parsed.reason is None
+        assert target is None if verb in NO_TARGET_VERBS else target in legal[verb]
     else:
         assert parsed.reason and "\n" not in parsed.reason
+        assert parsed.fallback == describe_move(verb, target)
+        assert verb in (None, "PASS", "ABSTAIN") or target in legal[verb]  # a fallback is always legal
 
 
 @settings(max_examples=200, deadline=None)
@@ -131,7 +143,7 @@ def test_parser_never_raises_and_only_accepts_legal_moves(text: str, kind_legal:
 def test_a_command_inside_noise_is_found(before: str, after: str, name: str, case: object) -> None:
     text = f"{before}{case('vote')} {name}{after}"  # type: ignore[operator]
     parsed = parse_action(text, "vote", VOTE_LEGAL, PLAYERS)
-    assert (parsed.ok, parsed.verb, parsed.target) == (True, "VOTE", name)
+    assert parsed.fallback is None and parsed.action == {"type": "VOTE", "target": name}
 
 
 @settings(max_examples=150, deadline=None)
@@ -154,12 +166,14 @@ def test_take_action_always_records_one_action_and_a_fallback_exactly_when_unusa
     update = take_action(config, observation, raw, seed=0)
     (record,) = update["actions"]
     assert record["fallback"] == bool(update["fallbacks"])
+    if kind in KIND_VERBS and update["fallbacks"]:  # the action played is the fallback's
+        assert record["verb"] == verb_of(update["fallbacks"][0]["action"])
     if record["verb"] is not None:
         assert record["verb"] in legal_in_names or record["verb"] in ("PASS", "ABSTAIN")
     if record["target"] is not None:
         assert record["target"] in legal_in_names[record["verb"]]
     for fallback in update["fallbacks"]:
-        assert set(fallback) == {"role", "player", "turn", "raw", "fallback", "reason"}
+        assert set(fallback) == {"role", "player", "turn", "raw", "fallback", "reason", "action"}
         assert fallback["turn"] == 3 and fallback["player"] == "Ada"
     if update["fallbacks"] and mode == "random" and KIND_MAIN_VERB.get(kind) in legal_in_names:
         targets = legal_in_names[KIND_MAIN_VERB[kind]]

@@ -12,7 +12,7 @@ import langgraph_omar.serving.engine as engine_module
 from langgraph_omar.cli import main
 from langgraph_omar.envs.environment import JUDGE, OUTCOME
 from langgraph_omar.envs.registry import load_environment
-from langgraph_omar.envs.werewolf.config import WEREWOLF, team_of
+from langgraph_omar.envs.werewolf.config import WEREWOLF
 from langgraph_omar.envs.werewolf.rules import new_game
 from langgraph_omar.errors import OmarError
 from langgraph_omar.eval.arena import OPPONENT, TESTED, EvalConfig, evaluate
@@ -152,15 +152,22 @@ def test_summarize_games_by_tested_seat() -> None:
 # ---- arenas -------------------------------------------------------------------------------------------------
 
 
-def test_werewolf_seats_are_teams_dealt_by_seed() -> None:
+def test_werewolf_seats_are_teams_of_game_roles() -> None:
     arena = load_environment("werewolf")
+    assert arena.roles == ("Villager", "Werewolf", "Seer", "Witch")  # classic_6, in order of first seat
     assert arena.seats(arena.roles) == ("Villagers", "Werewolves")
     for seed in (0, 1, 2):
-        roles = new_game(arena.game, seed)["roles"]
         seating = arena.seating(seed, arena.roles)
-        assert seating == {player: team_of(role) for player, role in roles.items()}
-        wolves = {p for p, role in roles.items() if role == WEREWOLF}
-        assert {p for p, team in seating.items() if team == "Werewolves"} == wolves
+        assert seating == {
+            "Villager": "Villagers",
+            "Werewolf": "Werewolves",
+            "Seer": "Villagers",
+            "Witch": "Villagers",
+        }
+        # whoever the seed deals a role to sits with that role's team
+        dealt = new_game(arena.game, seed)["roles"]
+        wolves = {p for p, role in dealt.items() if seating[role] == "Werewolves"}
+        assert wolves == {p for p, role in dealt.items() if role == WEREWOLF}
 
 
 def test_sotopia_seat_values_read_rewards_and_judge_dimensions() -> None:

@@ -110,8 +110,8 @@ def test_repeated_ngram_fraction_by_hand():
 
 
 def test_each_kind_of_degenerate_turn_is_marked_and_counted():
-    def t(role, text, ids, finish="stop"):
-        return Turn(role, role, text, [1], ids, [0.0] * len(ids), finish_reason=finish)
+    def t(role, text, ids, finish="stop", fallback=None):
+        return Turn(role, role, text, [1], ids, [0.0] * len(ids), finish_reason=finish, fallback=fallback)
 
     episode = Episode(
         "e",
@@ -119,7 +119,7 @@ def test_each_kind_of_degenerate_turn_is_marked_and_counted():
             t("a", "OFFER 10", [5, 6]),  # fine
             t("b", "  ", [7]),  # empty
             t("a", "blah blah", [8, 9], finish="length"),  # over length
-            t("b", "no action here", [10, 11]),  # off format: the env replaced it by a fallback
+            t("b", "no action here", [10, 11], fallback="talk"),  # off format: the env replaced it
             t("a", "OFFER 10, that is my price", [5, 6]),
             t("b", "REJECT", [12]),
             t("b", "REJECT", [12]),  # a short repeat is a legitimate move
@@ -127,7 +127,6 @@ def test_each_kind_of_degenerate_turn_is_marked_and_counted():
             t("b", "x", [3, 4, 3, 4, 3, 4, 3, 4]),  # loops: 4-grams 3434 4343 ... mostly repeated
         ],
         {"a": 1.0, "b": 0.0},
-        metadata={"fallbacks": [{"role": "b", "raw": "no action here", "turn": 3}]},
     )
     counts = mark_degenerate([episode], DegenerateSettings())
     assert [turn.degenerate for turn in episode.turns] == [
@@ -143,8 +142,6 @@ def test_each_kind_of_degenerate_turn_is_marked_and_counted():
     ]
     assert counts["degenerate_turns"] == 5 and counts["degenerate_repeated"] == 2
     assert counts["degenerate_fraction"] == pytest.approx(5 / 9)
-    with pytest.raises(ValueError, match="metadata.fallbacks\\[0\\]"):
-        mark_degenerate([Episode("x", [], metadata={"fallbacks": ["oops"]})], DegenerateSettings())
 
 
 # ---- the update ------------------------------------------------------------------------------------------

@@ -12,6 +12,10 @@ in a StateGraph written by hand (see `role_node`, `observe`, `ConversationState`
     final = graph.invoke({"scenario": {"id": "bike-1", "seed": 3}})
     final["transcript"], final["rewards"], final["metrics"], final["fallbacks"]
 
+Every role node calls its model through the shared action layer (`conversation.calls`: `invoke_model`), so a
+fallback, or a per-turn reward (`turn_reward`, in the state's `turn_rewards`), lands on the recorded turn of the
+call it concerns (`Turn.fallback`, `Turn.reward`); environments with nodes of their own (Werewolf) use it too.
+
 A role with several action formats (talk by day, vote at night) is several `Role` objects with the same
 name, each added by hand under its own node name: `add_node("bob_vote", role_node(bob_voting),
 metadata={"role": "bob"})`; the transcript attributes both to "bob".
@@ -28,6 +32,14 @@ from langgraph_omar.conversation.actions import (
     find_choice,
 )
 from langgraph_omar.conversation.builder import build_conversation_graph
+from langgraph_omar.conversation.calls import (
+    ModelReply,
+    TurnReward,
+    ainvoke_model,
+    invoke_model,
+    stamp_call,
+    turn_reward,
+)
 from langgraph_omar.conversation.nodes import arole_node, ask_person, move_update, role_node, role_runnable
 from langgraph_omar.conversation.observations import observe, system_prompt, visible_transcript
 from langgraph_omar.conversation.roles import Role, brief_for
@@ -52,6 +64,7 @@ __all__ = [
     "ConversationState",
     "FallbackRecord",
     "FreeText",
+    "ModelReply",
     "Outcome",
     "ParsedAction",
     "Role",
@@ -59,7 +72,9 @@ __all__ = [
     "ScriptedChatModel",
     "Termination",
     "TurnPlan",
+    "TurnReward",
     "Utterance",
+    "ainvoke_model",
     "arole_node",
     "ask_person",
     "brief_for",
@@ -67,6 +82,7 @@ __all__ = [
     "conversation_metrics",
     "current_turn",
     "find_choice",
+    "invoke_model",
     "is_silent_utterance",
     "make_utterance",
     "move_update",
@@ -78,6 +94,8 @@ __all__ = [
     "router_node",
     "score_node",
     "simultaneous",
+    "stamp_call",
     "system_prompt",
+    "turn_reward",
     "visible_transcript",
 ]

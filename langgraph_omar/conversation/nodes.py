@@ -11,6 +11,7 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.types import interrupt
 
 from langgraph_omar.conversation.actions import LEAVE, ActionContext
+from langgraph_omar.conversation.calls import ainvoke_model, invoke_model, stamp_call
 from langgraph_omar.conversation.observations import messages_as_dicts, observe
 from langgraph_omar.conversation.roles import Role
 from langgraph_omar.conversation.state import FallbackRecord, current_turn, make_utterance
@@ -27,17 +28,18 @@ class AsyncNodeFunction(Protocol):
 
 
 def role_node(role: Role) -> NodeFunction:
-    """A sync node function for `role`. The node's RunnableConfig is passed to `model.invoke`, so callbacks
-    and metadata (the node's `role`) reach the model call. LangGraph runs it in a thread under `ainvoke`."""
+    """A sync node function for `role`. The node's RunnableConfig is passed to `model.invoke` through the
+    shared action layer (`conversation.calls`), so callbacks and metadata reach the model call, whose `role` is
+    the role's name and whose fallback, if any, lands on its recorded turn. LangGraph runs it in a thread
+    under `ainvoke`."""
 
     def node(state: Mapping[str, Any], config: RunnableConfig) -> dict[str, Any]:
         messages = observe(state, role)
         if role.human:
-            text = ask_person(role, state, messages)
-        else:
-            assert role.model is not None  # Role.__post_init__ guarantees it
-            text = reply_text(role, role.model.invoke(messages, config))
-        return move_update(role, state, text)
+            return move_update(role, state, ask_person(role, state, messages))
+        assert role.model is not None  # Role.__post_init__ guarantees it
+        reply = invoke_model(role.model, messages, config, role=role.name)
+        return move_update(role, state, reply.text, call_id=reply.call_id)
 
     node.__name__ = role.name
     return node
@@ -49,11 +51,10 @@ def arole_node(role: Role) -> AsyncNodeFunction:
     async def node(state: Mapping[str, Any], config: RunnableConfig) -> dict[str, Any]:
         messages = observe(state, role)
         if role.human:
-            text = ask_person(role, state, messages)
-        else:
-            assert role.model is not None
-            text = reply_text(role, await role.model.ainvoke(messages, config))
-        return move_update(role, state, text)
+            return move_update(role, state, ask_person(role, state, messages))
+        assert role.model is not None
+        reply = await ainvoke_model(role.model, messages, config, role=role.name)
+        return move_update(role, state, reply.text, call_id=reply.call_id)
 
     node.__name__ = role.name
     return node
@@ -79,19 +80,11 @@ def ask_person(role: Role, state: Mapping[str, Any], messages: list[BaseMessage]
     )
 
 
-def reply_text(role: Role, reply: object) -> str:
-    """The text of a model's reply: a message's text (content blocks joined) or a plain string."""
-    if isinstance(reply, BaseMessage):
-        return reply.text
-    if isinstance(reply, str):
-        return reply
-    raise ValueError(
-        f"role {role.name!r}: model returned {type(reply).__name__}; expected a chat message or a str"
-    )
-
-
-def move_update(role: Role, state: Mapping[str, Any], text: str) -> dict[str, Any]:
-    """The state update for one move: the utterance, any recorded fallback, and a departure."""
+def move_update(
+    role: Role, state: Mapping[str, Any], text: str, *, call_id: str | None = None
+) -> dict[str, Any]:
+    """The state update for one move: the utterance, any recorded fallback (naming the model call `call_id`,
+    so that the trace recorder marks its turn), and a departure."""
     turn = current_turn(state)
     parsed = role.action_format.parse(text, ActionContext(role=role.name, turn=turn, state=state))
     update: dict[str, Any] = {
@@ -110,7 +103,7 @@ def move_update(role: Role, state: Mapping[str, Any], text: str) -> dict[str, An
             reason=parsed.reason or "",
             action=parsed.action,
         )
-        update["fallbacks"] = [record]
+        update["fallbacks"] = stamp_call([record], call_id)
     if parsed.action.get("type") == LEAVE:
         update["left"] = [role.name]
     return update

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -12,10 +12,15 @@ from langgraph_omar.conversation.roles import Role, brief_for
 from langgraph_omar.conversation.state import Utterance, current_turn, scenario_of
 
 
+def sees(viewer: str, audience: Sequence[str] | None, speaker: str | None = None) -> bool:
+    """The visibility rule of every transcript (Werewolf's events too): public (`audience` None), the
+    viewer's own words, or addressed to the viewer."""
+    return audience is None or speaker == viewer or viewer in audience
+
+
 def can_see(role_name: str, utterance: Utterance) -> bool:
     """Public utterances, the role's own, and private ones addressed to it."""
-    audience = utterance.get("visible_to")
-    return audience is None or utterance["speaker"] == role_name or role_name in audience
+    return sees(role_name, utterance.get("visible_to"), utterance["speaker"])
 
 
 def visible_transcript(state: Mapping[str, Any], role_name: str) -> list[Utterance]:

@@ -8,14 +8,17 @@ Input state: a conversation graph accepts `{}` or any of these input fields:
 - `transcript`: opening utterances (for example a narrator's), stamped with `turn=-1` by convention.
 
 Output convention shared by environments and the rollout runner: the final state holds `rewards`
-(role -> float), optional `reward_dimensions` (role -> name -> float), `metrics` (dict) and `fallbacks`.
+(role -> float), optional `reward_dimensions` (role -> name -> float), `metrics` (dict), `fallbacks`, and
+optional `turn_rewards` (per-turn rewards, see `conversation.calls`).
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
+
+from langgraph_omar.conversation.calls import TurnReward
 
 
 class Utterance(TypedDict):
@@ -38,6 +41,7 @@ class FallbackRecord(TypedDict):
     fallback: str  # which fallback replaced it: "abstain" or "random"
     reason: str  # why the raw text was not accepted
     action: dict[str, Any]  # the action that was used instead
+    call_id: NotRequired[str]  # the model call whose reply was replaced: its turn gets Turn.fallback
 
 
 class RoleBrief(TypedDict, total=False):
@@ -59,6 +63,7 @@ class ConversationState(TypedDict, total=False):
     scenario: Scenario
     transcript: Annotated[list[Utterance], operator.add]
     fallbacks: Annotated[list[FallbackRecord], operator.add]
+    turn_rewards: Annotated[list[TurnReward], operator.add]  # per-turn rewards, by model call
     left: Annotated[list[str], operator.add]  # roles that left, in the order they left
     turn: int  # index of the turn being played (0-based), set by the router
     silent_turns: int  # consecutive completed turns in which nobody said anything

@@ -126,8 +126,10 @@ def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
             if role in policy_roles:  # the policy's own rewards
                 rewards[role].append(reward)
         for name, value in (episode.metadata.get("metrics") or {}).items():
-            if isinstance(value, (bool, int, float)) and math.isfinite(float(value)):
-                env_metrics[name].append(float(value))
+            # one level of nesting is flattened: Werewolf's win_rate {team: 0/1} -> env_win_rate_<team>
+            for key, item in value.items() if isinstance(value, dict) else [(None, value)]:
+                if isinstance(item, (bool, int, float)) and math.isfinite(float(item)):
+                    env_metrics[name if key is None else f"{name}_{key}"].append(float(item))
     all_rewards = [r for values in rewards.values() for r in values]
     metrics = {
         "episodes": float(len(episodes)),

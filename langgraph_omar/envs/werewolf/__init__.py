@@ -3,21 +3,24 @@
 The pieces, one concept per module:
     werewolf.config   roster, phase cycle and rule options from a JSON/YAML file (`load_werewolf_config`)
     werewolf.actions  lenient, never-raising parsing of KILL/INSPECT/SAVE/POISON/PASS/PROTECT/VOTE commands
+                      into the conversation building blocks' `ParsedAction`, fallbacks included
     werewolf.state    the game state (TypedDict with reducers) and what each player may see (`observe`)
     werewolf.rules    the pure rules engine, and `play_game` to run a game without LangGraph
-    werewolf.rewards  team rewards discounted for early elimination, game metrics, pooled metrics
+    werewolf.rewards  team rewards discounted for early elimination (per game role), game metrics
+    werewolf.behaviour  MARO's behaviour-level rewards: each decision scored by its effect on the team
     werewolf.prompts  an observation -> chat messages
     werewolf.graph    the LangGraph StateGraph (`build_graph`)
 
 Example:
     graph = build_graph(ChatPolicy(), bundled_config_path("guard_8"), seed=0)
     final = graph.invoke({"seed": 7})
-    final["winner"], final["rewards"], final["metrics"], final["fallbacks"]
+    final["winner"], final["rewards"], final["player_rewards"], final["metrics"], final["fallbacks"]
 """
 
 from __future__ import annotations
 
-from langgraph_omar.envs.werewolf.actions import ParsedAction, fallback_move, parse_action, parse_speech
+from langgraph_omar.envs.werewolf.actions import fallback_move, parse_action, parse_speech
+from langgraph_omar.envs.werewolf.behaviour import behaviour_scores
 from langgraph_omar.envs.werewolf.config import (
     WerewolfConfig,
     WerewolfConfigError,
@@ -27,7 +30,7 @@ from langgraph_omar.envs.werewolf.config import (
 )
 from langgraph_omar.envs.werewolf.graph import build_graph
 from langgraph_omar.envs.werewolf.prompts import build_messages
-from langgraph_omar.envs.werewolf.rewards import aggregate_metrics, game_metrics, player_rewards
+from langgraph_omar.envs.werewolf.rewards import aggregate_metrics, game_metrics, player_rewards, role_rewards
 from langgraph_omar.envs.werewolf.rules import check_winner, legal_moves, new_game, play_game
 from langgraph_omar.envs.werewolf.state import Observation, WerewolfState, observe
 
@@ -39,12 +42,12 @@ def sample_input(seed: int) -> dict[str, int]:
 
 __all__ = [
     "Observation",
-    "ParsedAction",
     "WerewolfConfig",
     "WerewolfConfigError",
     "WerewolfRules",
     "WerewolfState",
     "aggregate_metrics",
+    "behaviour_scores",
     "build_graph",
     "build_messages",
     "bundled_config_path",
@@ -60,4 +63,5 @@ __all__ = [
     "parse_speech",
     "play_game",
     "player_rewards",
+    "role_rewards",
 ]

@@ -10,7 +10,10 @@ A move is a verb and an optional target: `KILL NAME`, `INSPECT NAME`, `SAVE [NAM
 * with no verb at all, a text naming exactly one legal target of the kind's main verb (KILL, INSPECT, PROTECT,
   VOTE) is read as that move, marked `lenient`.
 
-Everything else is a failed parse with a one-line reason; the caller applies `fallback_move`.
+The result is the conversation building blocks' `ParsedAction`: the action {"type": VERB, "target": NAME or
+None} (plus "lenient": True for a verb-less reading), or, for anything else, the rules' fallback move (see
+`fallback_move`) with `fallback` naming the move played instead ("VOTE Bram", "PASS", "no action") and `reason`
+saying in one line why the text was not read.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import Any
+
+from langgraph_omar.conversation.actions import SILENT, ParsedAction
 
 KILL, INSPECT, SAVE, POISON, PASS, PROTECT, VOTE, ABSTAIN = (
     "KILL",
@@ -70,18 +75,17 @@ _SPEAK_PREFIX_RE = re.compile(r"^\s*(?:speak|say|says)\s*[:\-]\s*", re.IGNORECAS
 MAX_PARSE_CHARS = 4000  # models that ramble: the command is looked for in the head of the text only
 
 
-@dataclass(frozen=True)
-class ParsedAction:
-    """The outcome of a parse: a legal move (`ok`) or the reason why none was read."""
+def move(verb: str | None, target: str | None = None, *, lenient: bool = False) -> dict[str, Any]:
+    """The action dict of a move: {"type": VERB, "target": NAME or None}; no move is {"type": "none"}."""
+    action: dict[str, Any] = {"type": SILENT if verb is None else verb, "target": target}
+    if lenient:
+        action["lenient"] = True
+    return action
 
-    verb: str | None
-    target: str | None
-    ok: bool
-    reason: str = ""
-    lenient: bool = False
 
-    def describe(self) -> str:
-        return describe_move(self.verb, self.target)
+def verb_of(action: Mapping[str, Any]) -> str | None:
+    """The verb of an action dict from `move` (None: no move)."""
+    return None if action["type"] == SILENT else str(action["type"])
 
 
 def describe_move(verb: str | None, target: str | None) -> str:
@@ -106,20 +110,21 @@ def _name_after(rest: str, players: Sequence[str]) -> tuple[str | None, str | No
 
 def _judge(
     verb: str, target: str | None, unknown: str | None, legal: Mapping[str, Sequence[str]]
-) -> ParsedAction:
+) -> dict[str, Any] | str:
+    """The legal move `verb target`, or why it is not one."""
     if verb not in legal:
-        return ParsedAction(verb, target, False, f"{verb} is not available now (legal: {sorted(legal)})")
+        return f"{verb} is not available now (legal: {sorted(legal)})"
     if verb in NO_TARGET_VERBS:
-        return ParsedAction(verb, None, True)
+        return move(verb)
     targets = list(legal[verb])
     if target is None:
         if verb == SAVE and len(targets) == 1:
-            return ParsedAction(verb, targets[0], True)
+            return move(verb, targets[0])
         problem = f"{unknown!r} is not a player" if unknown else "needs a player name"
-        return ParsedAction(verb, None, False, f"{verb}: {problem} (allowed: {targets})")
+        return f"{verb}: {problem} (allowed: {targets})"
     if target not in targets:
-        return ParsedAction(verb, target, False, f"{verb} {target} is not allowed (allowed: {targets})")
-    return ParsedAction(verb, target, True)
+        return f"{verb} {target} is not allowed (allowed: {targets})"
+    return move(verb, target)
 
 
 def _mentioned(text: str, names: Sequence[str]) -> list[str]:
@@ -132,19 +137,37 @@ def _mentioned(text: str, names: Sequence[str]) -> list[str]:
 
 
 def parse_action(
-    text: object, kind: str, legal: Mapping[str, Sequence[str]], players: Sequence[str]
+    text: object,
+    kind: str,
+    legal: Mapping[str, Sequence[str]],
+    players: Sequence[str],
+    *,
+    fallback: str = "abstain",
+    rng: random.Random | None = None,
 ) -> ParsedAction:
-    """Read one move of `kind` from model text.
+    """Read one move of `kind` from model text; an unusable text gets the fallback move (see `fallback_move`).
 
     legal: verb -> allowed targets for the verbs that are legal now (no-target verbs map to an empty list).
     players: every player's name (to tell an illegal known name from an unknown word).
+    fallback: 'random' or 'abstain' (the rules' `fallback`); rng: draws the random fallback (default: seed 0).
     Never raises: a kind it does not know, or any text at all, yields a result.
     """
+    read = _read(text, kind, legal, players)
+    if isinstance(read, dict):
+        return ParsedAction(read)
+    verb, target = fallback_move(kind, legal, fallback, rng or random.Random(0))
+    return ParsedAction(move(verb, target), fallback=describe_move(verb, target), reason=read)
+
+
+def _read(
+    text: object, kind: str, legal: Mapping[str, Sequence[str]], players: Sequence[str]
+) -> dict[str, Any] | str:
+    """The legal move the text holds, or why there is none."""
     if kind not in KIND_VERBS:
-        return ParsedAction(None, None, False, f"unknown action kind {kind!r}")
+        return f"unknown action kind {kind!r}"
     text = text if isinstance(text, str) else str(text)
     text = text[:MAX_PARSE_CHARS]
-    candidates: list[ParsedAction] = []
+    candidates: list[dict[str, Any] | str] = []
     for match in _VERB_RES[kind].finditer(text):
         verb = _ALIASES[match.group(1).lower()]
         rest = text[match.end() : match.end() + 80]
@@ -154,7 +177,7 @@ def parse_action(
             if _NOBODY_RE.match(rest, filler_end):
                 verb = ABSTAIN
         candidates.append(_judge(verb, target, unknown, legal))
-    legal_ones = [c for c in candidates if c.ok]
+    legal_ones = [c for c in candidates if isinstance(c, dict)]
     if legal_ones:
         return legal_ones[-1]
     if candidates:
@@ -163,9 +186,9 @@ def parse_action(
     if main is not None and main in legal:
         named = _mentioned(text, list(legal[main]))
         if len(named) == 1:
-            return ParsedAction(main, named[0], True, lenient=True)
+            return move(main, named[0], lenient=True)
     formats = " / ".join(f"{v}" if v in NO_TARGET_VERBS else f"{v} NAME" for v in KIND_VERBS[kind])
-    return ParsedAction(None, None, False, f"unparsable: expected {formats}")
+    return f"unparsable: expected {formats}"
 
 
 def fallback_move(

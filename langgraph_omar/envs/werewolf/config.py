@@ -45,7 +45,7 @@ NIGHT_PHASE_ROLE = {
 DAY_PHASES = (DAY_DISCUSSION, DAY_VOTE)
 PHASES = (*NIGHT_PHASE_ROLE, *DAY_PHASES)
 END_CONDITION_TYPES = ("team_eliminated", "parity")
-MIN_PLAYERS, MAX_PLAYERS = 6, 9
+MIN_PLAYERS = 3  # one werewolf and two others: the fewest the roles allow (werewolves start outnumbered)
 
 DEFAULT_GOALS = {
     VILLAGER: "Work with the others in the open to find and exile the werewolves.",
@@ -152,9 +152,9 @@ def _parse_roster(agents: Any, where: str) -> tuple[tuple[str, ...], dict[str, s
             raise WerewolfConfigError(f"{key}.team: a {role} plays for {team_of(role)!r}, got {team!r}")
         names.append(name)
         roles[name] = role
-    if not MIN_PLAYERS <= len(names) <= MAX_PLAYERS:
+    if len(names) < MIN_PLAYERS:
         raise WerewolfConfigError(
-            f"{where}: agents: expected {MIN_PLAYERS} to {MAX_PLAYERS} players, got {len(names)}"
+            f"{where}: agents: expected at least {MIN_PLAYERS} players, got {len(names)}"
         )
     wolves = sum(role == WEREWOLF for role in roles.values())
     if not 1 <= wolves < len(names) - wolves:

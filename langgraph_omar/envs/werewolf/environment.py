@@ -1,4 +1,11 @@
-"""The Werewolf `Environment`: the variant file, seats by team, win rates and vote metrics."""
+"""The Werewolf `Environment`: the variant file, seats by team, win rates and vote metrics.
+
+Roles are game roles (Villager, Werewolf, Seer, ...): every turn is keyed by its player's game role (the player
+is in `Turn.metadata["player"]`), the final state's `rewards` give each game role its players' mean reward, and
+`adapter_by_role` seats an adapter on every player dealt that role. An evaluation seat is a team: the tested
+model plays every role of one team (so every player of it, however `shuffle_roles` deals the roles), the
+opponent every role of the other.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,6 @@ from langgraph_omar.envs.werewolf.config import (
     team_of,
 )
 from langgraph_omar.envs.werewolf.graph import build_graph, recursion_limit
-from langgraph_omar.envs.werewolf.rules import new_game
 from langgraph_omar.trajectory import Episode
 
 BUNDLED = tuple(sorted(p.stem for p in BUNDLED_DIR.glob("*.json")))
@@ -34,7 +40,10 @@ class Werewolf(Environment):
     description = "the social-deduction game (villagers against werewolves), roster and rules from a file"
     seat_metrics = {
         "win": Metric("the seat's team won", rate=True),
-        "reward": Metric("the team's players' mean reward (win discounted for early elimination, loss -1)"),
+        "reward": Metric(
+            "the mean over the team's game roles of their players' mean reward (win discounted for early "
+            "elimination, loss -1)"
+        ),
     }
     game_metrics = {
         "draw": Metric("the round limit ended the game", rate=True),
@@ -47,6 +56,12 @@ class Werewolf(Environment):
         "classic_6", f"a bundled variant ({', '.join(BUNDLED)}) or a JSON/YAML file"
     )
     max_rounds: int | None = option(None, "round limit (default: the config's)")
+    behaviour_rewards: float | None = option(
+        None,
+        "size b of MARO's behaviour-level rewards: each vote, kill, inspection, protection, save and poison "
+        "scored +b/-b by its effect on the player's team, as Turn.reward (default: the config's "
+        "rules.behaviour_rewards, 0 = none)",
+    )
     game: WerewolfConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -54,7 +69,8 @@ class Werewolf(Environment):
             raise ValueError(f"max_rounds must be >= 1, got {self.max_rounds}")
         name = self.werewolf_config
         path = bundled_config_path(name) if name in BUNDLED else Path(name)
-        rules = {"max_rounds": self.max_rounds} if self.max_rounds is not None else None
+        overrides = {"max_rounds": self.max_rounds, "behaviour_rewards": self.behaviour_rewards}
+        rules = {key: value for key, value in overrides.items() if value is not None}
         self.game = load_werewolf_config(path, rules=rules)  # checked now, not at the first episode
 
     def build_graph(self, model: BaseChatModel, *, judge: BaseChatModel | None = None) -> Any:
@@ -65,14 +81,15 @@ class Werewolf(Environment):
 
     @property
     def roles(self) -> tuple[str, ...]:
-        return tuple(self.game.players)
+        """The roster's game roles, in order of first seat."""
+        return tuple(dict.fromkeys(self.game.roles[player] for player in self.game.players))
 
     @property
     def recursion_limit(self) -> int:
         return max(DEFAULT_RECURSION_LIMIT, recursion_limit(self.game))
 
     def seating(self, seed: int, roles: tuple[str, ...]) -> dict[str, str]:
-        return {player: team_of(role) for player, role in new_game(self.game, seed)["roles"].items()}
+        return {role: team_of(role) for role in roles}  # whoever the seed deals a role to plays for its team
 
     def seats(self, roles: tuple[str, ...]) -> tuple[str, ...]:
         return TEAMS

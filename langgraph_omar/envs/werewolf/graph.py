@@ -5,11 +5,16 @@
     <phase> -> <next phase> | dawn (between night and day) | finish;   dawn -> <first day phase> | finish
     finish -> END
 
-Every player node carries the node metadata `{"role": player}` and calls its chat model with the node's
-RunnableConfig (callbacks and metadata propagate; the role is also merged into the call's metadata), on a prompt
-built from that player's `Observation` only. Players of one group (the werewolves' kill, the day vote) are sent
-together, so a batching engine sees their calls at once. The final state holds `rewards`, `metrics`,
-`fallbacks` and `winner`. Input: `{}` or `{"seed": int}` (overrides the build-time seed, for batches of games).
+Every player node carries the node metadata `{"player": player}` and calls its chat model through the shared
+action layer (`langgraph_omar.conversation.calls`) with the node's RunnableConfig (callbacks and metadata
+propagate), on a prompt built from that player's `Observation` only. The call's `role` is the player's game role
+(Werewolf, Seer, Villager, ...: dealt by the seed when `shuffle_roles`), and the player goes into the turn's
+metadata (`Turn.metadata["player"]`): trajectories, per-role baselines and `adapter_by_role` seating are keyed by
+game role. The call's id is stamped on the action it chose and on its fallback, if any, so the recorded turn
+carries `Turn.fallback` and its behaviour-level reward. Players of one group (the werewolves' kill, the day vote)
+are sent together, so a batching engine sees their calls at once. The final state holds `rewards` (per game
+role), `player_rewards`, `turn_rewards`, `metrics`, `fallbacks` and `winner`. Input: `{}` or `{"seed": int}`
+(overrides the build-time seed, for batches of games).
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
+from langgraph_omar.conversation.calls import ModelReply, ainvoke_model, invoke_model, stamp_call
 from langgraph_omar.envs.werewolf.config import (
     NIGHT_PHASE_ROLE,
     WerewolfConfig,
@@ -44,7 +49,7 @@ from langgraph_omar.envs.werewolf.rules import (
     resolve_group,
     take_action,
 )
-from langgraph_omar.envs.werewolf.state import WerewolfState, apply_update, combine_updates
+from langgraph_omar.envs.werewolf.state import Observation, WerewolfState, apply_update, combine_updates
 
 DEFAULT_MAX_TOKENS = 96  # a werewolf turn is a command or one or two sentences
 
@@ -56,15 +61,6 @@ def player_node_name(player: str, taken: set[str] | None = None) -> str:
     while taken is not None and name in taken:
         name, suffix = f"{base}_{suffix}", suffix + 1
     return name
-
-
-def reply_text(reply: BaseMessage) -> str:
-    """The text of a model reply, whatever the shape of its content."""
-    return str(reply.text)
-
-
-def _with_role(config: RunnableConfig, player: str) -> RunnableConfig:
-    return {**config, "metadata": {**config.get("metadata", {}), "role": player}}  # type: ignore[typeddict-item]
 
 
 def _resolve_models(
@@ -87,15 +83,26 @@ def _resolve_models(
 def _player_runnable(
     game: WerewolfConfig, player: str, chat_model: BaseChatModel, node: str
 ) -> RunnableLambda:
+    def call(observation: Observation) -> dict[str, Any]:
+        return {"role": observation["role"], "turn_metadata": {"player": player}}
+
+    def record(observation: Observation, reply: ModelReply, seed: int) -> dict[str, Any]:
+        update = take_action(game, observation, reply.text, seed)
+        for key in ("actions", "fallbacks"):
+            update[key] = stamp_call(update[key], reply.call_id)
+        return update
+
     def act(payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         observation = payload["observation"]
-        reply = chat_model.invoke(build_messages(game, observation), _with_role(config, player))
-        return take_action(game, observation, reply_text(reply), payload["seed"])
+        messages = build_messages(game, observation)
+        reply = invoke_model(chat_model, messages, config, **call(observation))
+        return record(observation, reply, payload["seed"])
 
     async def aact(payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         observation = payload["observation"]
-        reply = await chat_model.ainvoke(build_messages(game, observation), _with_role(config, player))
-        return take_action(game, observation, reply_text(reply), payload["seed"])
+        messages = build_messages(game, observation)
+        reply = await ainvoke_model(chat_model, messages, config, **call(observation))
+        return record(observation, reply, payload["seed"])
 
     return RunnableLambda(act, afunc=aact, name=node)
 
@@ -147,7 +154,9 @@ def build_graph(
     graph = StateGraph(WerewolfState)
     graph.add_node("setup", lambda state: new_game(game, state.get("seed", seed)))
     for player, node in player_nodes.items():
-        graph.add_node(node, _player_runnable(game, player, models[player], node), metadata={"role": player})
+        graph.add_node(
+            node, _player_runnable(game, player, models[player], node), metadata={"player": player}
+        )
         graph.add_edge(node, "resolve")
 
     def phase_node(phase: str) -> Any:

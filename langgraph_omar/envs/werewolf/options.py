@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -27,9 +28,19 @@ class WerewolfRules:
             "('random'), to the earliest-seated werewolf who voted ('first'), or to nobody ('no_kill')."
         },
     )
+    exile: str = field(
+        default="plurality",
+        metadata={
+            "help": "Who the day vote exiles: 'plurality' (the most-voted player; a tie follows vote_tie) or "
+            "'majority' (the most-voted player only with votes from more than half of the living players, "
+            "as in Werewolf Arena; otherwise nobody)."
+        },
+    )
     vote_tie: str = field(
         default="no_exile",
-        metadata={"help": "Day vote tie: 'no_exile' (nobody leaves) or 'random' (seeded)."},
+        metadata={
+            "help": "Day vote tie under plurality exile: 'no_exile' (nobody leaves) or 'random' (seeded)."
+        },
     )
     fallback: str = field(
         default="random",
@@ -53,6 +64,13 @@ class WerewolfRules:
     elimination_discount: float = field(
         default=0.9, metadata={"help": "Factor in [0, 1] shrinking a winner's reward per round missed."}
     )
+    behaviour_rewards: float = field(
+        default=0.0,
+        metadata={
+            "help": "Size b of the behaviour-level rewards (MARO): each vote, kill, inspection, protection, save "
+            "and poison gets +b or -b by its effect on the player's team (see werewolf.behaviour); 0: none."
+        },
+    )
     discount_scheme: str = field(
         default="exponential",
         metadata={"help": "'exponential' (d**n), 'linear' (max(0, 1-(1-d)*n)) or 'none'; n = rounds missed."},
@@ -66,6 +84,7 @@ class WerewolfRules:
         if self.max_rounds < 1 or self.max_speech_chars < 1:
             raise ValueError("max_rounds and max_speech_chars: expected at least 1")
         _choice(self.werewolf_disagreement, ("random", "first", "no_kill"), "werewolf_disagreement")
+        _choice(self.exile, ("plurality", "majority"), "exile")
         _choice(self.vote_tie, ("no_exile", "random"), "vote_tie")
         _choice(self.fallback, ("random", "abstain"), "fallback")
         _choice(self.discount_scheme, ("exponential", "linear", "none"), "discount_scheme")
@@ -75,10 +94,12 @@ class WerewolfRules:
         for name in ("reveal_role_on_death", "shuffle_roles"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: expected true or false, got {getattr(self, name)!r}")
-        for name in ("win_reward", "loss_reward", "draw_reward", "elimination_discount"):
+        for name in ("win_reward", "loss_reward", "draw_reward", "elimination_discount", "behaviour_rewards"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{name}: expected a number, got {value!r}")
+        if not (math.isfinite(self.behaviour_rewards) and self.behaviour_rewards >= 0):
+            raise ValueError(f"behaviour_rewards: expected a number >= 0, got {self.behaviour_rewards}")
         if not 0.0 <= self.elimination_discount <= 1.0:
             raise ValueError(
                 f"elimination_discount: expected a number in [0, 1], got {self.elimination_discount}"

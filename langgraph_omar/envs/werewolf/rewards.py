@@ -10,6 +10,11 @@ Example: a villager killed on night 1 of a game the village wins in round 3 miss
 The discount applies to wins only: scaling a negative loss reward by d**n would make dying early *less* bad,
 so a loser gets the full loss reward whenever they were eliminated.
 
+Trajectories are keyed by game role (a turn's role is its player's role: Villager, Werewolf, Seer, ...), so the
+final state's `rewards` are per game role: the mean reward of the role's players (two villagers, one killed on
+night 1 of a 3-round win: (0.81 + 1) / 2 = 0.905). `player_rewards` keeps each player's. With
+`rules.behaviour_rewards`, `turn_rewards` scores each decision (see `werewolf.behaviour`).
+
 Metrics: win rate per team (1/0 for one game; `aggregate_metrics` pools many), seer accuracy (inspections that
 hit a werewolf / inspections made), vote accuracy (votes cast by village-team players against werewolves / votes
 they cast; abstentions excluded, fallback votes included since they were cast), and fallback counts.
@@ -21,7 +26,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from langgraph_omar.conversation.calls import turn_reward
 from langgraph_omar.envs.werewolf import actions as act
+from langgraph_omar.envs.werewolf.behaviour import behaviour_scores
 from langgraph_omar.envs.werewolf.config import (
     TEAMS,
     VILLAGERS_TEAM,
@@ -63,6 +70,14 @@ def player_rewards(
     return rewards
 
 
+def role_rewards(roles: Mapping[str, str], rewards: Mapping[str, float]) -> dict[str, float]:
+    """game role -> the mean reward of its players (`rewards`: player -> reward), in order of first seat."""
+    by_role: dict[str, list[float]] = {}
+    for player, role in roles.items():
+        by_role.setdefault(role, []).append(rewards[player])
+    return {role: sum(values) / len(values) for role, values in by_role.items()}
+
+
 def _ratio(hits: int, total: int) -> float | None:
     return hits / total if total else None
 
@@ -79,6 +94,7 @@ def game_metrics(state: WerewolfState) -> dict[str, Any]:
     ]
     vote_hits = sum(roles[a["target"]] == WEREWOLF for a in votes)  # type: ignore[index]
     fallbacks = state.get("fallbacks", [])
+    by_role = {role: 0 for role in roles.values()} | dict(Counter(f["role"] for f in fallbacks))
     return {
         "winner": winner if winner is not None else "draw",
         "rounds": state.get("round", 0),
@@ -92,7 +108,7 @@ def game_metrics(state: WerewolfState) -> dict[str, Any]:
         "vote_accuracy": _ratio(vote_hits, len(votes)),
         "decisions": len(actions),
         "fallbacks": len(fallbacks),
-        "fallbacks_by_role": dict(Counter(f["role"] for f in fallbacks)),
+        "fallbacks_by_role": by_role,  # every game role, 0 included: a mean over games is then per game
     }
 
 
@@ -114,14 +130,23 @@ def aggregate_metrics(games: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def finish(state: WerewolfState, config: WerewolfConfig) -> dict[str, Any]:
-    """The game's closing update: rewards for every player and the metrics."""
+    """The game's closing update: rewards per game role and per player, the metrics, and the behaviour-level
+    rewards of the model calls (when the rules ask for them)."""
     rewards = player_rewards(
         state["roles"], state.get("eliminated", {}), state.get("winner"), state.get("round", 0), config.rules
     )
+    size = config.rules.behaviour_rewards
+    scored = behaviour_scores(state) if size else []
     return {
         "phase": "end",
         "finished": True,
         "current": None,
-        "rewards": rewards,
+        "rewards": role_rewards(state["roles"], rewards),
+        "player_rewards": rewards,
+        "turn_rewards": [
+            turn_reward(action["call_id"], size * score, why)
+            for action, score, why in scored
+            if "call_id" in action
+        ],
         "metrics": game_metrics(state),
     }

@@ -8,7 +8,8 @@ Night semantics: the werewolves chat privately, then each names a victim (most v
 `werewolf_disagreement`). The doctor's or guard's protection, and the witch's save, stop the werewolves' attack
 but not the poison. The witch learns the victim, plays one command per night, and each potion once per game.
 Day: everybody alive speaks in seating order for `discussion_rounds` rounds, then votes at once; the most votes
-exile (a tie follows `vote_tie`). Win checks run after dawn and after the vote, in the config's order.
+exile (a tie follows `vote_tie`; under `exile: majority` only votes from more than half of the living exile).
+Win checks run after dawn and after the vote, in the config's order.
 A game still running after `max_rounds` cycles is a draw (winner None).
 """
 
@@ -39,6 +40,7 @@ from langgraph_omar.envs.werewolf.rewards import finish
 from langgraph_omar.envs.werewolf.state import (
     ActionRecord,
     Fallback,
+    NightLog,
     NightRecord,
     Observation,
     Task,
@@ -82,6 +84,7 @@ def new_game(config: WerewolfConfig, seed: int = 0) -> WerewolfState:
         witch_poison_available=config.witch_poison_available,
         guard_last_target=None,
         night=_empty_night(),
+        nights=[],
         eliminated={},
         events=[],
         actions=[],
@@ -222,23 +225,31 @@ def take_action(config: WerewolfConfig, observation: Observation, raw: object, s
             truncated=flags.get("truncated", False),
         )  # fmt: skip
 
-    def fallback(move: str, reason: str) -> Fallback:
+    def fallback(move: str, reason: str, action: dict[str, Any]) -> Fallback:
         role = observation["role"]
-        return Fallback(role=role, player=player, turn=step, raw=raw_text, fallback=move, reason=reason)
+        return Fallback(
+            role=role, player=player, turn=step, raw=raw_text, fallback=move, reason=reason, action=action
+        )
 
     if kind in act.CHAT_KINDS:
         speech, truncated = act.parse_speech(raw_text, config.rules.max_speech_chars)
         chat = record(speech=speech, truncated=truncated, fallback=not speech)
-        return {"actions": [chat], "fallbacks": [] if speech else [fallback("silence", "empty speech")]}
-    parsed = act.parse_action(raw_text, kind, observation["legal"], config.players)
-    if parsed.ok:
-        return {"actions": [record(parsed.verb, parsed.target, lenient=parsed.lenient)], "fallbacks": []}
-    rng = _rng(seed, step, player)
-    verb, target = act.fallback_move(kind, observation["legal"], config.rules.fallback, rng)
-    return {
-        "actions": [record(verb, target, fallback=True)],
-        "fallbacks": [fallback(act.describe_move(verb, target), parsed.reason)],
-    }
+        silence = [fallback("silence", "empty speech", act.move(None))]
+        return {"actions": [chat], "fallbacks": [] if speech else silence}
+    parsed = act.parse_action(
+        raw_text,
+        kind,
+        observation["legal"],
+        config.players,
+        fallback=config.rules.fallback,
+        rng=_rng(seed, step, player),
+    )
+    verb, target = act.verb_of(parsed.action), parsed.action["target"]
+    lenient = bool(parsed.action.get("lenient"))
+    chosen = record(verb, target, lenient=lenient, fallback=parsed.fallback is not None)
+    if parsed.fallback is None:
+        return {"actions": [chosen], "fallbacks": []}
+    return {"actions": [chosen], "fallbacks": [fallback(parsed.fallback, parsed.reason or "", parsed.action)]}
 
 
 def _current_records(state: WerewolfState) -> list[ActionRecord]:
@@ -293,6 +304,7 @@ def dawn(state: WerewolfState, config: WerewolfConfig) -> Update:
         "guard_last_target": night["guard_target"],
         "current": None,
         "pending": [],
+        "nights": [NightLog(**night, round=state["round"])],
     }
     probe = apply_update(state, update)
     cause: dict[str, str] = {}
@@ -311,14 +323,18 @@ def dawn(state: WerewolfState, config: WerewolfConfig) -> Update:
 def _resolve_vote(state: WerewolfState, config: WerewolfConfig, records: list[ActionRecord]) -> Update:
     ballots = [f"{a['player']} -> {a['target']}" for a in records if a["verb"] == act.VOTE and a["target"]]
     abstained = [a["player"] for a in records if not (a["verb"] == act.VOTE and a["target"])]
-    top = _top_choices(
-        [a["target"] for a in records if a["verb"] == act.VOTE and a["target"]], state["players"]
-    )
+    targets = [a["target"] for a in records if a["verb"] == act.VOTE and a["target"]]
+    top = _top_choices(targets, state["players"])
     summary = "Votes: " + (", ".join(ballots) if ballots else "none") + "."
     if abstained:
         summary += f" Abstained: {', '.join(abstained)}."
     exiled = top[0] if len(top) == 1 else None
-    if len(top) > 1:
+    if config.rules.exile == "majority":
+        needed = len(state["alive"]) // 2 + 1  # more than half of the living players (a tie never has it)
+        if exiled is None or targets.count(exiled) < needed:
+            exiled = None
+            summary += f" Nobody has a majority ({needed} of {len(state['alive'])} votes): nobody is exiled."
+    elif len(top) > 1:
         if config.rules.vote_tie == "random":
             exiled = _rng(state["seed"], state["step"], "vote_tie").choice(top)
             summary += f" Tie between {', '.join(top)}, broken by lot."

@@ -9,11 +9,14 @@ player's view is built, so no prompt can hold an event outside the player's audi
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
+from langgraph_omar.conversation.calls import TurnReward
+from langgraph_omar.conversation.observations import sees
+from langgraph_omar.conversation.state import FallbackRecord
 from langgraph_omar.envs.werewolf.config import WEREWOLF, WerewolfConfig
 
-APPEND_FIELDS = ("events", "actions", "fallbacks")
+APPEND_FIELDS = ("events", "actions", "fallbacks", "nights")
 
 
 class Event(TypedDict):
@@ -38,15 +41,15 @@ class ActionRecord(TypedDict):
     fallback: bool
     lenient: bool
     truncated: bool
+    call_id: NotRequired[str]  # the model call that chose it (set by the graph; see conversation.calls)
 
 
-class Fallback(TypedDict):
-    role: str  # the player's game role (Werewolf, Seer, ...)
+class Fallback(FallbackRecord):
+    """The conversation building blocks' fallback record: `role` is the player's game role (Werewolf, Seer,
+    ...), `turn` the step of the game at which the action was due, `fallback` the move played instead (e.g.
+    "VOTE Bram", "PASS", "no action", "silence"); plus the player."""
+
     player: str
-    turn: int  # the step of the game at which the action was due
-    raw: str
-    fallback: str  # the move played instead, e.g. "VOTE Bram", "PASS", "no action", "silence"
-    reason: str
 
 
 class Task(TypedDict):
@@ -61,6 +64,12 @@ class NightRecord(TypedDict):
     guard_target: str | None
     saved: bool
     poisoned: str | None
+
+
+class NightLog(NightRecord):
+    """A night as dawn resolved it."""
+
+    round: int
 
 
 class Elimination(TypedDict):
@@ -84,13 +93,16 @@ class WerewolfState(TypedDict, total=False):
     witch_poison_available: bool
     guard_last_target: str | None
     night: NightRecord
+    nights: Annotated[list[NightLog], operator.add]  # every night resolved so far
     eliminated: dict[str, Elimination]
     events: Annotated[list[Event], operator.add]
     actions: Annotated[list[ActionRecord], operator.add]
     fallbacks: Annotated[list[Fallback], operator.add]
     finished: bool
     winner: str | None  # "Villagers", "Werewolves", or None for a draw
-    rewards: dict[str, float]
+    rewards: dict[str, float]  # game role -> the mean reward of its players (what trajectories are keyed by)
+    player_rewards: dict[str, float]  # player -> reward
+    turn_rewards: list[TurnReward]  # behaviour-level rewards of the model calls, when the rules ask for them
     metrics: dict[str, Any]
 
 
@@ -155,7 +167,7 @@ def render_event(event: Event) -> str:
 
 
 def visible_events(state: WerewolfState, player: str) -> list[Event]:
-    return [e for e in state.get("events", []) if e["audience"] is None or player in e["audience"]]
+    return [e for e in state.get("events", []) if sees(player, e["audience"], e["speaker"])]
 
 
 def observe(
