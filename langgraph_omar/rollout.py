@@ -11,14 +11,14 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from tqdm.auto import tqdm
 
 from langgraph_omar.errors import OmarError
-from langgraph_omar.tracing import TraceRecorder
+from langgraph_omar.tracing import TraceRecorder, source_counts
 from langgraph_omar.trajectory import Episode
 
 
@@ -29,15 +29,18 @@ class RolloutSummary:
     turns: int
     generated_tokens: int
     seconds: float
+    sources: dict[str, int] = field(default_factory=dict)  # turns per source: policy, model, human
 
     @property
     def tokens_per_second(self) -> float:
         return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        sources = ", ".join(f"{source} {n}" for source, n in self.sources.items())
         return (
-            f"episodes {self.episodes}, failed {self.failed}, turns {self.turns}, generated tokens "
-            f"{self.generated_tokens}, {self.tokens_per_second:.1f} tokens/s, {self.seconds:.1f} s"
+            f"episodes {self.episodes}, failed {self.failed}, turns {self.turns}"
+            f"{f' ({sources})' if sources else ''}, generated tokens {self.generated_tokens}, "
+            f"{self.tokens_per_second:.1f} tokens/s, {self.seconds:.1f} s"
         )
 
 
@@ -97,6 +100,7 @@ async def arun_episodes(
         turns=sum(len(e.turns) for e in episodes),
         generated_tokens=sum(len(t.completion_ids) for e in episodes for t in e.turns),
         seconds=seconds,
+        sources=source_counts(episodes),
     )
     return episodes, summary
 
