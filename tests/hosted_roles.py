@@ -30,3 +30,14 @@ def mixed_graph(max_turns: int = 4, rewards: dict[str, float] | None = None) -> 
     buyer = Role("buyer", persona="You buy the bike.", model=hosted_model())
     reward_fn = None if rewards is None else (lambda state: dict(rewards))
     return build_conversation_graph([seller, buyer], max_turns=max_turns, reward_fn=reward_fn)
+
+
+def seller_wins(episode: Any) -> dict[str, float]:
+    """A reward function for `--reward hosted_roles:seller_wins`: a sale, learnt after the episode."""
+    return {"seller": 1.0, "buyer": 0.0}
+
+
+def by_episode_number(episode: Any) -> dict[str, float]:
+    """Rewards that rank the episodes of a group: the number at the end of the episode id."""
+    number = float(episode.episode_id.rsplit("-", 1)[-1])
+    return {"seller": number, "buyer": number}

@@ -84,3 +84,12 @@ def test_a_record_without_a_speaker_or_text_is_an_error() -> None:
             ValueError, match=r"metadata.fallbacks\[0\] must be a dict with 'raw' and 'player'"
         ):
             mark_degenerate([Episode("x", [], metadata={"fallbacks": [record]})], DegenerateSettings())
+
+
+def test_a_text_only_turn_is_empty_only_when_its_text_is():
+    # Another model's or a person's turn has no completion ids by design: that alone is not "empty".
+    hosted = Turn("buyer", "buyer", "I offer 100.", [], [], [], source="model")
+    blank = Turn("buyer", "buyer", "  ", [], [], [], source="human")
+    episode = Episode("e", turns=[hosted, blank])
+    mark_degenerate([episode], DegenerateSettings())
+    assert [t.degenerate for t in episode.turns] == [None, "empty"]

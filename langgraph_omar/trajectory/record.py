@@ -122,7 +122,8 @@ def _upgraded_from_v1(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _upgraded_turn(turn: dict[str, Any], model: Any) -> dict[str, Any]:
-    upgraded = {"source": "policy", "model": model if isinstance(model, str) else None, "messages": []}
+    upgraded: dict[str, Any] = {"source": "policy", "model": model if isinstance(model, str) else None}
+    upgraded["messages"] = []
     upgraded.update(turn)
     if isinstance(turn.get("metadata"), dict):
         upgraded["metadata"] = json.dumps(turn["metadata"])
