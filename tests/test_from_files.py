@@ -12,14 +12,15 @@ from hosted_roles import BUYER_LINES, mixed_graph
 from peft import PeftModel
 
 from langgraph_omar.cli import main
+from langgraph_omar.errors import OmarError
 from langgraph_omar.rl.checkpoint import CheckpointError, load_adapter_weights
 from langgraph_omar.rl.config import RunConfig
-from langgraph_omar.rl.from_files import iteration_chunks, render_text_turn
+from langgraph_omar.rl.from_files import check_roles, iteration_chunks, render_text_turn
 from langgraph_omar.rl.selfplay import behaviour_cloning_filter
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.rollout import run_episodes
 from langgraph_omar.testing import tiny_model
-from langgraph_omar.trajectory import Episode, read_episodes, write_episodes
+from langgraph_omar.trajectory import Episode, Turn, read_episodes, write_episodes
 
 FAST = ["--model", "tiny", "--no-progress", "--micro-batch-size", "8", "--gradient-accumulation-steps", "1"]
 
@@ -189,3 +190,17 @@ def test_init_adapter_starts_from_a_saved_adapter(policy, tmp_path):
     other_rank = RunConfig().with_overrides({"lora.rank": 4})
     with pytest.raises(CheckpointError, match=r"LoRA settings differ: r 8 \(the run's 4\)"):
         load_adapter_weights(PPOTrainer(policy, other_rank, "third"), saved)
+
+
+def test_the_default_roles_are_the_rewarded_ones():
+    def episode(rewards: dict[str, float]) -> Episode:
+        turns = [Turn(r, r, "x", [], [], [], source="model") for r in ("buyer", "seller", "judge")]
+        return Episode("e", turns=turns, rewards=rewards)
+
+    assert check_roles([episode({"buyer": 1.0, "seller": 0.0})], None, "sft") == ["buyer", "seller"]
+    assert check_roles([episode({})], None, "sft") == ["buyer", "seller", "judge"]  # nothing rewarded: all
+    assert check_roles([episode({})], ["judge"], "sft") == ["judge"]
+    with pytest.raises(
+        OmarError, match=r"--algo ppo: no episode rewards roles judge \(rewards are for buyer\)"
+    ):
+        check_roles([episode({"buyer": 1.0})], ["judge"], "ppo")

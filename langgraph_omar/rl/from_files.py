@@ -2,7 +2,8 @@
 
 No rollout: the episodes of the files (any graph's traces, an expert's episodes, a self-play run's
 `trajectories.jsonl`), labelled by `reward` when one is given, train the adapter in one pass. `--roles`
-chooses whose turns learn. Algorithms (`update.algo`):
+chooses whose turns learn (default: the roles that have rewards, so a judge's calls are not cloned; every
+role when the files hold no reward). Algorithms (`update.algo`):
 - `sft`: behaviour cloning of every chosen turn of the ok episodes. A turn the policy itself sampled (source
   "policy", recorded by the same model) trains on its recorded ids; any other turn (another model's, a
   person's, or another local model's) is tokenized from its recorded `messages` and text with the policy's
@@ -98,22 +99,22 @@ def load_labelled_episodes(paths: Sequence[Path], reward: RewardFunction | None,
 
 
 def check_roles(episodes: Sequence[Episode], roles: Sequence[str] | None, algo: str) -> list[str]:
-    """The chosen roles (all that took a turn when None); unknown ones, or chosen roles that never have a
-    reward under an algorithm that needs one, are refused."""
+    """The chosen roles. By default the roles some episode rewards (a judge's or a narrator's calls have no
+    reward: they are not cloned), or every role that took a turn when no episode has rewards. Unknown roles,
+    or chosen roles that never have a reward under an algorithm that needs one, are refused."""
     present = list(dict.fromkeys(role for e in episodes for role in e.roles))
-    chosen = list(roles) if roles else present
+    rewarded = [role for role in present if any(role in e.rewards for e in episodes)]
+    chosen = list(roles) if roles else (rewarded or present)
     unknown = [role for role in chosen if role not in present]
     if unknown:
         raise OmarError(
             f"--roles {' '.join(unknown)}: no turn of that role (the files have {', '.join(present)})"
         )
-    if algo in NEEDS_REWARDS:
-        rewarded = {role for e in episodes for role in e.rewards}
-        if not rewarded & set(chosen):
-            raise OmarError(
-                f"--algo {algo}: no episode rewards roles {', '.join(chosen)} (rewards are for "
-                f"{', '.join(sorted(rewarded))}); pass --reward module:function or --roles"
-            )
+    if algo in NEEDS_REWARDS and not set(rewarded) & set(chosen):
+        raise OmarError(
+            f"--algo {algo}: no episode rewards roles {', '.join(chosen)} (rewards are for "
+            f"{', '.join(rewarded)}); pass --reward module:function or --roles"
+        )
     return chosen
 
 
