@@ -3,6 +3,7 @@ added after the fact; the traced graph has a hosted (fake) chat model in one rol
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -15,11 +16,12 @@ from langgraph_omar.cli import main
 from langgraph_omar.errors import OmarError
 from langgraph_omar.rl.checkpoint import CheckpointError, load_adapter_weights
 from langgraph_omar.rl.config import RunConfig
-from langgraph_omar.rl.from_files import check_roles, iteration_chunks, render_text_turn
+from langgraph_omar.rl.from_files import bc_samples, check_roles, iteration_chunks, render_text_turn
 from langgraph_omar.rl.selfplay import behaviour_cloning_filter
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.rollout import run_episodes
-from langgraph_omar.testing import tiny_model
+from langgraph_omar.serving.engine import SharedPolicy
+from langgraph_omar.testing import tiny_model, tiny_tokenizer
 from langgraph_omar.trajectory import Episode, Turn, read_episodes, write_episodes
 
 FAST = ["--model", "tiny", "--no-progress", "--micro-batch-size", "8", "--gradient-accumulation-steps", "1"]
@@ -204,3 +206,18 @@ def test_the_default_roles_are_the_rewarded_ones():
         OmarError, match=r"--algo ppo: no episode rewards roles judge \(rewards are for buyer\)"
     ):
         check_roles([episode({"buyer": 1.0})], ["judge"], "ppo")
+
+
+def test_messages_the_chat_template_refuses_get_one_line():
+    tokenizer = copy.deepcopy(tiny_tokenizer())
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'tool' %}{{ raise_exception('no tool messages') }}{% endif %}"
+        "{{ m['content'] }}{% endfor %}"
+    )
+    strict = SharedPolicy("strict", tiny_model(), tokenizer)
+    messages = [{"role": "tool", "content": "42"}]
+    episode = Episode("e", turns=[Turn("a", "a", "hi", [], [], [], source="model", messages=messages)])
+    with pytest.raises(
+        OmarError, match=r"episode 'e' turn 0: 'strict''s chat template cannot render its messages: "
+    ):
+        bc_samples([episode], ["a"], strict)

@@ -176,7 +176,15 @@ def bc_samples(
                 temperature = turn.temperature if turn.temperature > 0 else 1.0
                 counts["bc_recorded_turns"] += 1
             elif turn.messages:
-                prompt, completion = render_text_turn(policy, turn.messages, turn.text)
+                try:
+                    prompt, completion = render_text_turn(policy, turn.messages, turn.text)
+                except OmarError:
+                    raise
+                except Exception as e:  # the tokenizer's template (jinja) refusing these messages
+                    raise OmarError(
+                        f"episode {episode.episode_id!r} turn {t}: {policy.model_name!r}'s chat template cannot "
+                        f"render its messages: {type(e).__name__}: {e}"
+                    ) from e
                 logprobs, temperature = [0.0] * len(completion), 1.0
                 counts["bc_tokenized_turns"] += 1
             else:
