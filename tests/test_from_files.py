@@ -55,7 +55,8 @@ def test_sft_on_a_hosted_models_turns_makes_its_text_more_likely(policy, tmp_pat
         main([*argv, *FAST, "--learning-rate", "0.01", "--epochs", "12", "--target-modules", "all-linear"])
         == 0
     )
-    assert "trained 1 iteration(s), 8 turns (sft)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "trained 1 iteration(s), 8 turns (sft; recorded: policy 0, model 8, human 0)" in out
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert record["bc_tokenized_turns"] == 8 and record["turns_model"] == 8 and "turns_policy" not in record
     assert "logprob_mismatch" not in record  # the tokenized turns have no sampling log-probabilities
