@@ -128,9 +128,8 @@ def sampled_by(turn: Turn, model: str) -> bool:
 
 
 def _ids(encoded: Any) -> list[int]:
-    return list(
-        encoded if isinstance(encoded, list) else encoded["input_ids"]
-    )  # transformers 5: BatchEncoding
+    """Token ids from `apply_chat_template` or a tokenizer call (transformers 5 returns a BatchEncoding)."""
+    return list(encoded if isinstance(encoded, list) else encoded["input_ids"])
 
 
 def render_text_turn(
