@@ -221,6 +221,12 @@ def train_config(args: argparse.Namespace) -> Any:
 def _train(args: argparse.Namespace) -> None:
     from langgraph_omar.rl.selfplay import run_selfplay
 
+    if args.from_files:
+        return _train_from_files(args)
+    if args.env is None or args.roles or args.reward:
+        raise OmarError(
+            "give ENV (self-play) or --from FILE (train from recorded episodes; --roles, --reward)"
+        )
     config = train_config(args)
     env = _load_environment(args, config.env.options)
     if not getattr(env, "takes_model", True):
@@ -246,6 +252,27 @@ def _train(args: argparse.Namespace) -> None:
             f"degenerate {last['degenerate_fraction']:.2f}, "
             f"logprob_mismatch {last.get('logprob_mismatch', float('nan')):.4f}"
         )
+    print(f"adapter: {Path(args.out) / 'adapter'}")
+
+
+def _train_from_files(args: argparse.Namespace) -> None:
+    from langgraph_omar.rl.from_files import train_from_files
+    from langgraph_omar.trajectory import SOURCES
+
+    if args.env is not None:
+        raise OmarError(f"ENV {args.env} and --from exclude each other: --from trains on the files' episodes")
+    config = train_config(args)
+    history = train_from_files(
+        config, args.out, args.from_files, roles=args.roles, reward=args.reward, progress=not args.no_progress
+    )
+    if history and all(r.get("untrained") for r in history):
+        raise OmarError(
+            f"no iteration trained a turn (see the warnings above); {args.out}/adapter is untrained"
+        )
+    turns = sum(r.get("trained_turns", 0.0) for r in history)
+    kinds = ", ".join(f"{k} {sum(r.get(f'turns_{k}', 0.0) for r in history):.0f}" for k in SOURCES)
+    done = f"trained {len(history)} iteration(s), {turns:.0f} turns ({config.update.algo}; recorded: {kinds})"
+    print(done if history else f"nothing to do: {args.out} already trained on these files")
     print(f"adapter: {Path(args.out) / 'adapter'}")
 
 
@@ -338,8 +365,29 @@ def build_parser(env_spec: str | None = None) -> argparse.ArgumentParser:
     add_env_option_flags(rollout, env_spec)
     rollout.set_defaults(run=_rollout)
 
-    train = commands.add_parser("train", help="self-play RL on an environment")
-    train.add_argument("env", help=ENV_HELP)
+    train = commands.add_parser(
+        "train", help="self-play RL on an environment, or training from recorded episodes (--from)"
+    )
+    train.add_argument("env", nargs="?", default=None, help=f"{ENV_HELP} (omit with --from)")
+    train.add_argument(
+        "--from",
+        dest="from_files",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="train on the episodes of this trajectory file (.jsonl/.parquet; repeat for more) instead of "
+        "self-play; --algo sft | filtered-bc | ppo",
+    )
+    train.add_argument(
+        "--roles", nargs="+", default=None, help="with --from: the roles that learn (default: all)"
+    )
+    train.add_argument(
+        "--reward",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="with --from: reward every episode with this function of an Episode returning {role: float} "
+        "(or path/to/file.py:function)",
+    )
     train.add_argument("--out", required=True, help="run folder (config, metrics, trajectories, adapters)")
     train.add_argument("--config", default=None, help="YAML config (see training/negotiation.yaml)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")

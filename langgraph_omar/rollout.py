@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from langchain_core.runnables import RunnableConfig
 from tqdm.auto import tqdm
 
 from langgraph_omar.errors import OmarError
-from langgraph_omar.tracing import TraceRecorder
+from langgraph_omar.tracing import TraceRecorder, source_counts
 from langgraph_omar.trajectory import JSONL_SUFFIXES, PARQUET_SUFFIX, Episode, write_episodes
 
 
@@ -34,15 +34,18 @@ class RolloutSummary:
     generated_tokens: int
     seconds: float
     written: int | None = None  # episodes appended to `out` (None without one)
+    sources: dict[str, int] = field(default_factory=dict)  # turns per source: policy, model, human
 
     @property
     def tokens_per_second(self) -> float:
         return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        sources = ", ".join(f"{source} {n}" for source, n in self.sources.items())
         return (
-            f"episodes {self.episodes}, failed {self.failed}, turns {self.turns}, generated tokens "
-            f"{self.generated_tokens}, {self.tokens_per_second:.1f} tokens/s, {self.seconds:.1f} s"
+            f"episodes {self.episodes}, failed {self.failed}, turns {self.turns}"
+            f"{f' ({sources})' if sources else ''}, generated tokens {self.generated_tokens}, "
+            f"{self.tokens_per_second:.1f} tokens/s, {self.seconds:.1f} s"
         )
 
 
@@ -147,6 +150,7 @@ async def arun_episodes(
         generated_tokens=sum(len(t.completion_ids) for e in episodes for t in e.turns),
         seconds=seconds,
         written=written,
+        sources=source_counts(episodes),
     )
     return episodes, summary
 

@@ -1,11 +1,18 @@
-"""Token-faithful capture of every ChatPolicy call in any LangGraph run, without touching the graph.
+"""Capture of every chat-model call in any LangGraph run, without touching the graph.
 
 `TraceRecorder` is a LangChain callback handler. Pass it in `config["callbacks"]`, or use it as a context
 manager, which adds it to every run started inside the block (LangChain's configure hook, the mechanism
 behind `collect_runs`). Runs are grouped into episodes by `config["metadata"]["episode_id"]`, else the
-LangGraph thread id, else one episode per top-level run. The token ids come from the engine through the
-`token_records` side channel; the final state of each top-level run supplies `rewards`,
-`reward_dimensions`, `metrics` and `fallbacks` when the graph writes them.
+LangGraph thread id, else one episode per top-level run. The final state of each top-level run supplies
+`rewards`, `reward_dimensions`, `metrics` and `fallbacks` when the graph writes them.
+
+Every call of any LangChain chat model becomes a turn with its role, the messages it was given and its text.
+A call of the local policy (`ChatPolicy`) is recorded token for token: its prompt ids, completion ids and
+sampling log-probabilities come from the engine through the `token_records` side channel (`source`
+"policy"). Any other chat model's call (a hosted model, a fake one in a test) is recorded as text with its
+model name (`source` "model", no ids, no log-probabilities: never PPO data). A person's move through
+`interrupt` is recorded when the node reports it with `record_human_turn` (the conversation graphs' human
+roles do; `source` "human").
 
 Per-turn annotations (see `langgraph_omar.conversation.calls`): a call's run metadata `turn_metadata` is copied
 into its turn's metadata; final-state records that name a call by `call_id` (its run id) land on its turn:
@@ -22,11 +29,14 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.outputs import LLMResult
+from langchain_core.callbacks.manager import dispatch_custom_event
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
+from langgraph_omar.chat_model import to_chat_dicts
 from langgraph_omar.serving.records import token_records
-from langgraph_omar.trajectory import Episode, Turn, role_of
+from langgraph_omar.trajectory import SOURCES, Episode, Turn, role_of
 
 _active_recorder: ContextVar[TraceRecorder | None] = ContextVar("omar_trace_recorder", default=None)
 register_configure_hook(_active_recorder, inheritable=True)
@@ -35,6 +45,23 @@ EPISODE_METADATA_KEYS = ("scenario_id", "group_id", "seed")
 TURN_METADATA = "turn_metadata"  # run metadata: {name: JSON value} copied into the call's Turn.metadata
 CALL_ID = "call_id"  # in a final-state record: the model call (its run id) the record is about
 TURN_REWARDS = "turn_rewards"  # final-state key: [{call_id, reward, ...}], per-turn rewards
+HUMAN_TURN_EVENT = "omar_human_turn"  # the custom callback event of `record_human_turn`
+
+
+def record_human_turn(role: str, messages: list[BaseMessage], text: str) -> None:
+    """Report a person's move (the resume value of an `interrupt`) from inside a graph node, so that a
+    `TraceRecorder` records it as a turn of `role` (source "human") given `messages`. A LangChain custom
+    callback event: without a recorder it goes nowhere."""
+    dispatch_custom_event(HUMAN_TURN_EVENT, {"role": role, "messages": list(messages), "text": text})
+
+
+def source_counts(episodes: list[Episode]) -> dict[str, int]:
+    """Turns per source over `episodes`: {"policy": n, "model": n, "human": n}."""
+    counts = dict.fromkeys(SOURCES, 0)
+    for episode in episodes:
+        for source, n in episode.source_counts().items():
+            counts[source] += n
+    return counts
 
 
 @dataclass
@@ -44,6 +71,8 @@ class _Call:
     node: str
     role: str
     step: int
+    messages: list[dict[str, str]]
+    model: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,7 +100,6 @@ class TraceRecorder(BaseCallbackHandler):
         self._episodes: dict[str, _EpisodeBuilder] = {}
         self._order = 0
         self._token: Token[TraceRecorder | None] | None = None
-        self.missing_records = 0  # chat-model calls that carried no token record (not a ChatPolicy)
 
     # ---- context manager --------------------------------------------------------------------------
     def __enter__(self) -> TraceRecorder:
@@ -146,29 +174,38 @@ class TraceRecorder(BaseCallbackHandler):
                 builder.episode.error = f"{type(error).__name__}: {error}".splitlines()[0][:500]
 
     # ---- model calls --------------------------------------------------------------------------------
+    def _call(self, run_id: UUID, parent_run_id: UUID | None, metadata: dict[str, Any] | None) -> _Call:
+        """Where a call or move of run `run_id` belongs (under the lock)."""
+        metadata = metadata or {}
+        self._parents.setdefault(run_id, parent_run_id)
+        call = _Call(
+            order=self._order,
+            episode_id=self._episode_for(run_id, metadata),
+            node=str(metadata.get("langgraph_node", "model")),
+            role=role_of(metadata),
+            step=int(metadata.get("langgraph_step", 0)),
+            messages=[],
+            model="",
+            metadata=dict(metadata.get(TURN_METADATA) or {}),
+        )
+        self._order += 1
+        return call
+
     def on_chat_model_start(
         self,
         serialized: dict[str, Any] | None,
-        messages: Any,
+        messages: list[list[BaseMessage]],
         *,
         run_id: UUID,
         parent_run_id: UUID | None = None,
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        metadata = metadata or {}
         with self._lock:
-            self._parents[run_id] = parent_run_id
-            node = str(metadata.get("langgraph_node", "model"))
-            self._calls[run_id] = _Call(
-                order=self._order,
-                episode_id=self._episode_for(run_id, metadata),
-                node=node,
-                role=role_of(metadata),
-                step=int(metadata.get("langgraph_step", 0)),
-                metadata=dict(metadata.get(TURN_METADATA) or {}),
-            )
-            self._order += 1
+            call = self._call(run_id, parent_run_id, metadata)
+            call.messages = to_chat_dicts(messages[0]) if messages else []
+            call.model = _model_name(serialized, metadata or {}, kwargs.get("invocation_params") or {})
+            self._calls[run_id] = call
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         record = token_records.pop(run_id)
@@ -176,33 +213,66 @@ class TraceRecorder(BaseCallbackHandler):
             call = self._calls.pop(run_id, None)
             if call is None:
                 return
-            if record is None:
-                self.missing_records += 1
-                return
-            turn = Turn(
-                role=call.role,
-                node=call.node,
-                text=record.text,
-                prompt_ids=record.prompt_ids,
-                completion_ids=record.completion_ids,
-                logprobs=record.logprobs,
-                step=call.step,
-                finish_reason=record.finish_reason,
-                temperature=record.temperature,
-                adapter=record.adapter,
-                adapter_version=record.adapter_version,
-                run_id=str(run_id),
-                metadata={**call.metadata, "truncated_messages": record.truncated_messages}
-                if record.truncated_messages
-                else call.metadata,
-            )
-            builder = self._episodes[call.episode_id]
-            builder.turns.append((call.order, turn))
-            builder.episode.metadata.setdefault("model", record.model)
+            if record is not None:  # the local policy: token for token
+                turn = Turn(
+                    role=call.role,
+                    node=call.node,
+                    text=record.text,
+                    prompt_ids=record.prompt_ids,
+                    completion_ids=record.completion_ids,
+                    logprobs=record.logprobs,
+                    step=call.step,
+                    finish_reason=record.finish_reason,
+                    temperature=record.temperature,
+                    adapter=record.adapter,
+                    adapter_version=record.adapter_version,
+                    run_id=str(run_id),
+                    metadata={**call.metadata, "truncated_messages": record.truncated_messages}
+                    if record.truncated_messages
+                    else call.metadata,
+                    source="policy",
+                    model=record.model,
+                    messages=call.messages,
+                )
+                self._episodes[call.episode_id].episode.metadata.setdefault("model", record.model)
+            else:
+                turn = _text_turn(call, response, run_id)
+            self._episodes[call.episode_id].turns.append((call.order, turn))
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
             self._calls.pop(run_id, None)
+
+    def on_custom_event(
+        self,
+        name: str,
+        data: Any,
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if name != HUMAN_TURN_EVENT:
+            return
+        with self._lock:
+            call = self._call(run_id, None, metadata)
+            turn = Turn(
+                role=str(data["role"]),
+                node=call.node,
+                text=str(data["text"]),
+                prompt_ids=[],
+                completion_ids=[],
+                logprobs=[],
+                step=call.step,
+                run_id=str(run_id),
+                source="human",
+                messages=to_chat_dicts(data["messages"]),
+            )
+            self._episodes[call.episode_id].turns.append((call.order, turn))
+
+    def source_counts(self) -> dict[str, int]:
+        """Turns recorded so far per source: {"policy": n, "model": n, "human": n}."""
+        return source_counts(self.trajectories())
 
     # ---- results ------------------------------------------------------------------------------------
     def trajectories(self) -> list[Episode]:
@@ -237,3 +307,52 @@ def _annotate_turns(turns: list[Turn], final_state: dict[str, Any]) -> None:
             rewards[call_id] = rewards.get(call_id, 0.0) + float(record["reward"])
     for call_id, reward in rewards.items():
         by_call[call_id].reward = reward
+
+
+def _model_name(
+    serialized: dict[str, Any] | None, metadata: dict[str, Any], invocation: dict[str, Any]
+) -> str:
+    """The chat model's name as LangChain reports it: `ls_model_name`, else the invocation's model
+    parameter, else the model's class name."""
+    for value in (
+        metadata.get("ls_model_name"),
+        invocation.get("model"),
+        invocation.get("model_name"),
+        invocation.get("model_id"),
+    ):
+        if isinstance(value, str) and value:
+            return value
+    ids = (serialized or {}).get("id") or ["unknown"]
+    return str((serialized or {}).get("name") or ids[-1])
+
+
+def _text_turn(call: _Call, response: LLMResult, run_id: UUID) -> Turn:
+    """A turn of a chat model other than the local policy: its text, model name and finish reason, no ids."""
+    generation = response.generations[0][0] if response.generations and response.generations[0] else None
+    text, finish_reason, model, metadata = "", "stop", call.model, {}
+    if generation is not None:
+        text = generation.text
+        info = generation.generation_info or {}
+        if isinstance(generation, ChatGeneration):
+            text = generation.message.text
+            info = {**info, **generation.message.response_metadata}
+            tool_calls = getattr(generation.message, "tool_calls", None)
+            if tool_calls:
+                metadata["tool_calls"] = [dict(c) for c in tool_calls]
+        finish_reason = str(info.get("finish_reason") or info.get("stop_reason") or "stop")
+        model = str(info.get("model_name") or info.get("model") or model)
+    return Turn(
+        role=call.role,
+        node=call.node,
+        text=text,
+        prompt_ids=[],
+        completion_ids=[],
+        logprobs=[],
+        step=call.step,
+        finish_reason=finish_reason,
+        run_id=str(run_id),
+        metadata={**call.metadata, **metadata},
+        source="model",
+        model=model,
+        messages=call.messages,
+    )

@@ -65,8 +65,9 @@ def test_rows_are_prompt_plus_completion_ids_with_aligned_logprobs_and_mask():
     assert part.input_ids.tolist() == [[1, 2]]  # trimmed to the row's length
 
 
-def test_failed_episodes_unrewarded_roles_and_other_adapters_seats_are_not_trained():
-    ok = episode("ok", [turn("a", [1]), turn("judge", [2])], {"a": 1.0})
+def test_failed_episodes_unrewarded_roles_other_seats_and_other_sources_are_not_trained():
+    hosted = Turn("a", "a", "a hosted model's reply", [], [], [], source="model", adapter="policy")
+    ok = episode("ok", [turn("a", [1]), turn("judge", [2]), hosted], {"a": 1.0})
     failed = episode("bad", [turn("a", [1])], {"a": 1.0})
     failed.status = "failed"
     against_base = episode("vs", [turn("a", [1]), turn("b", [2])], {"a": 1.0, "b": 0.0})
@@ -76,7 +77,12 @@ def test_failed_episodes_unrewarded_roles_and_other_adapters_seats_are_not_train
     against_base.turns[1].adapter = None  # recorded as the base model's turn
     samples, counts = collect_samples([ok, failed, against_base], trained_adapter="policy")
     assert [(s.episode_index, s.role) for s in samples] == [(0, "a"), (2, "a")]
-    assert counts == {"failed_episodes": 1, "unrewarded_turns": 1, "other_seat_turns": 1}
+    assert counts == {
+        "failed_episodes": 1,
+        "unrewarded_turns": 1,
+        "other_seat_turns": 1,
+        "other_source_turns": 1,  # the hosted model's turn: no recorded ids, never PPO data
+    }
 
 
 def test_hierarchical_compares_each_turn_position_with_the_same_position_in_its_group():

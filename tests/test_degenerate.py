@@ -53,3 +53,12 @@ def test_off_format_reads_the_turn_alone() -> None:
     episode.turns[1].fallback = "speak"
     mark_degenerate([episode], DegenerateSettings())
     assert [t.degenerate for t in episode.turns] == [None, "off_format"]
+
+
+def test_a_text_only_turn_is_empty_only_when_its_text_is():
+    # Another model's or a person's turn has no completion ids by design: that alone is not "empty".
+    hosted = Turn("buyer", "buyer", "I offer 100.", [], [], [], source="model")
+    blank = Turn("buyer", "buyer", "  ", [], [], [], source="human")
+    episode = Episode("e", turns=[hosted, blank])
+    mark_degenerate([episode], DegenerateSettings())
+    assert [t.degenerate for t in episode.turns] == [None, "empty"]

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from langgraph_omar import ChatPolicy
 from langgraph_omar.tracing import TraceRecorder
-from langgraph_omar.trajectory import read_episodes
+from langgraph_omar.trajectory import read_episodes, write_episodes
 
 
 class Verdict(BaseModel):
@@ -159,3 +159,70 @@ def test_calls_inside_a_subgraph_are_recorded_in_the_parent_episode(policy):
             ("outer_talk", "outer_talk"),
             ("inner_talk", "advisor"),
         ]
+
+
+def test_a_hosted_model_and_the_policy_in_one_graph_are_both_recorded(policy, tmp_path):
+    from hosted_roles import BUYER_LINES, mixed_graph
+    from langchain_core.messages import SystemMessage
+
+    from langgraph_omar.rollout import run_episodes
+
+    graph = mixed_graph(rewards={"seller": 0.5, "buyer": 1.0})
+    episodes, summary = run_episodes(
+        graph, [{}, {}], [{"episode_id": "a"}, {"episode_id": "b"}], progress=False
+    )
+    assert "turns 8 (policy 4, model 4, human 0)" in summary.line()
+    path = tmp_path / "traced.jsonl"
+    write_episodes(path, episodes)
+    for episode in read_episodes(path):
+        assert [t.role for t in episode.turns] == ["seller", "buyer", "seller", "buyer"]
+        seller, buyer = episode.turns[0], episode.turns[1]
+        assert (seller.source, seller.model) == ("policy", "tiny")
+        assert seller.completion_ids and len(seller.logprobs) == len(seller.completion_ids)
+        assert seller.messages[0] == {"role": "system", "content": "You sell a bike."}
+        assert (buyer.source, buyer.model) == ("model", "GenericFakeChatModel")
+        assert buyer.text in BUYER_LINES
+        assert (buyer.prompt_ids, buyer.completion_ids, buyer.logprobs) == ([], [], [])  # nothing invented
+        assert buyer.messages[0] == {"role": "system", "content": "You buy the bike."}
+        assert buyer.messages[1] == {"role": "user", "content": f"seller: {seller.text}"}
+        assert episode.rewards == {"seller": 0.5, "buyer": 1.0}
+    # the recorded messages are what ChatPolicy renders for the same chat (to_chat_dicts)
+    from langgraph_omar.chat_model import to_chat_dicts
+
+    assert to_chat_dicts([SystemMessage("You buy the bike.")]) == episodes[0].turns[1].messages[:1]
+
+
+def test_a_persons_moves_through_interrupt_are_recorded_as_human_turns():
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+
+    from langgraph_omar.conversation import Role, ScriptedChatModel, build_conversation_graph
+
+    bot = ScriptedChatModel(respond=lambda messages: f"bot saw {len(messages) - 1}")
+    person = Role("person", persona="You are the buyer.", human=True)
+    graph = build_conversation_graph(
+        [Role("bot", model=bot), person],
+        max_turns=4,
+        checkpointer=InMemorySaver(),
+        reward_fn=lambda state: {"bot": 0.0, "person": 1.0},
+    )
+    config = {"configurable": {"thread_id": "chat-1"}}
+    with TraceRecorder() as rec:
+        graph.invoke({}, config)
+        graph.invoke(Command(resume="Too expensive."), config)
+        graph.invoke(Command(resume={"text": "Fine, deal."}), config)
+    (episode,) = rec.trajectories()
+    assert episode.episode_id == "chat-1"
+    assert [(t.role, t.source, t.text) for t in episode.turns] == [
+        ("bot", "model", "bot saw 0"),
+        ("person", "human", "Too expensive."),
+        ("bot", "model", "bot saw 2"),
+        ("person", "human", "Fine, deal."),
+    ]
+    assert episode.turns[1].messages == [
+        {"role": "system", "content": "You are the buyer."},
+        {"role": "user", "content": "bot: bot saw 0"},
+    ]
+    assert episode.turns[1].model is None and not episode.turns[1].completion_ids
+    assert episode.rewards == {"bot": 0.0, "person": 1.0}
+    assert rec.source_counts() == {"policy": 0, "model": 2, "human": 2}

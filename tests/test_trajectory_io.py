@@ -23,12 +23,15 @@ from langgraph_omar.trajectory import (
     Turn,
     iter_episodes,
     read_episodes,
+    to_trl_conversations,
     to_trl_records,
     write_episodes,
 )
+from langgraph_omar.trajectory.record import episode_record
 from langgraph_omar.trajectory.validation import _VALUE_CHECKS
 
 REPO = Path(__file__).parents[1]
+DATA = Path(__file__).parent / "data"
 FORMATS = ["episodes.jsonl", "episodes.parquet"]
 
 
@@ -40,6 +43,7 @@ def make_turn(role: str, n_completion: int = 3, **extra: object) -> Turn:
         prompt_ids=[1, 2, 3, 4],
         completion_ids=list(range(10, 10 + n_completion)),
         logprobs=[-0.25 * (k + 1) for k in range(n_completion)],
+        messages=[{"role": "user", "content": f"{role}, your turn"}],
         **extra,  # type: ignore[arg-type]
     )
 
@@ -51,6 +55,30 @@ def make_episode(episode_id: str, **extra: object) -> Episode:
             make_turn("buyer", step=1, metadata={"observation": "private", "n": 1}),
             make_turn("seller", n_completion=2, step=2, adapter="lora-a", adapter_version=3, reward=0.5),
             make_turn("buyer", n_completion=0, step=3, degenerate="empty", fallback="pass"),
+            Turn(
+                role="seller",
+                node="seller_node",
+                text="A hosted model's reply",
+                prompt_ids=[],
+                completion_ids=[],
+                logprobs=[],
+                step=4,
+                source="model",
+                model="gpt-x",
+                messages=[{"role": "system", "content": "You sell."}, {"role": "user", "content": "Hi"}],
+                metadata={"tool_calls": []},
+            ),
+            Turn(
+                "buyer",
+                "buyer_node",
+                "a person's move",
+                [],
+                [],
+                [],
+                step=5,
+                source="human",
+                messages=[{"role": "user", "content": "Your move."}],
+            ),
         ],
         rewards={"buyer": 1.0, "seller": -0.5},
         reward_dimensions={"buyer": {"goal": 7.0, "believability": 8.5}, "seller": {"goal": 2.0}},
@@ -83,10 +111,54 @@ def test_jsonl_line_starts_with_version_and_id(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     write_episodes(path, [make_episode("e1")])
     line = path.read_text(encoding="utf-8")
-    assert line.startswith('{"schema_version":1,"episode_id":"e1",')
+    assert line.startswith('{"schema_version":2,"episode_id":"e1",')
     assert line.endswith("\n") and line.count("\n") == 1
     assert list(json.loads(line))[-1] == "turns"
-    assert json.loads(line) == make_episode("e1").to_dict()
+    assert json.loads(line) == episode_record(make_episode("e1"))
+
+
+def test_jsonl_lines_and_parquet_rows_are_the_same_records(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    episodes = [make_episode("a"), make_episode("b", status="failed", error="x")]
+    write_episodes(tmp_path / "e.jsonl", episodes)
+    write_episodes(tmp_path / "e.parquet", episodes)
+    rows = pq.read_table(tmp_path / "e.parquet").to_pylist()
+    assert jsonl_lines(tmp_path / "e.jsonl") == rows  # same keys, same shapes, same values
+    assert rows[0]["rewards"] == [{"role": "buyer", "value": 1.0}, {"role": "seller", "value": -0.5}]
+    assert rows[0]["reward_dimensions"][0] == {"role": "buyer", "name": "goal", "value": 7.0}
+    assert json.loads(rows[0]["metadata"]) == episodes[0].metadata
+    assert rows[0]["turns"][3]["messages"][1] == {"role": "user", "content": "Hi"}
+
+
+def test_parquet_to_jsonl_to_parquet_gives_identical_episodes(tmp_path: Path) -> None:
+    episodes = [make_episode("a"), make_episode("b", status="failed", error="x")]
+    write_episodes(tmp_path / "first.parquet", episodes)
+    write_episodes(tmp_path / "middle.jsonl", read_episodes(tmp_path / "first.parquet"))
+    write_episodes(tmp_path / "last.parquet", read_episodes(tmp_path / "middle.jsonl"))
+    assert read_episodes(tmp_path / "middle.jsonl") == episodes
+    assert read_episodes(tmp_path / "last.parquet") == episodes
+    assert (tmp_path / "first.parquet").read_bytes() == (tmp_path / "last.parquet").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["trajectory_v1.jsonl", "trajectory_v1.parquet"])
+def test_version_1_files_are_read_and_upgraded(tmp_path: Path, name: str) -> None:
+    # Files written by schema version 1 (tests/data, made with the version 1 writer from the first three turns
+    # of make_episode and metadata["model"] = "tiny"): every turn was the policy's own.
+    episodes = read_episodes(DATA / name)
+    expected = [make_episode("v1-a"), make_episode("v1-b", status="failed", error="judge timed out")]
+    for episode in expected:
+        del episode.turns[3:]
+        for turn in episode.turns:
+            turn.model = "tiny" if episode.episode_id == "v1-a" else None
+            turn.messages = []
+    expected[0].metadata["model"] = "tiny"
+    assert episodes == expected
+    assert all(e.schema_version == SCHEMA_VERSION for e in episodes)
+    copy = tmp_path / name
+    copy.write_bytes((DATA / name).read_bytes())
+    assert write_episodes(copy, [make_episode("v2")]) == 1  # appending to a version 1 file
+    assert read_episodes(copy) == [*expected, make_episode("v2")]
 
 
 @pytest.mark.parametrize("name", FORMATS)
@@ -104,12 +176,14 @@ def test_appends_by_another_writer_and_rewrites_in_place_are_noticed(tmp_path: P
     path = tmp_path / "t.jsonl"
     write_episodes(path, [make_episode("a"), make_episode("b")])
     with open(path, "ab") as other_writer:
-        other_writer.write(json.dumps(make_episode("c").to_dict()).encode() + b"\n")
+        other_writer.write(json.dumps(episode_record(make_episode("c"))).encode() + b"\n")
     assert write_episodes(path, [make_episode("c"), make_episode("d")]) == 1  # "c" is there already
 
     with open(path, "r+b") as in_place:  # same inode, new content, longer than what was read
         in_place.truncate(0)
-        in_place.write(b"\n".join(json.dumps(make_episode(i).to_dict()).encode() for i in "wxyzv") + b"\n")
+        in_place.write(
+            b"\n".join(json.dumps(episode_record(make_episode(i))).encode() for i in "wxyzv") + b"\n"
+        )
     assert write_episodes(path, [make_episode("a"), make_episode("w")]) == 1  # "a" is gone, "w" is there
     assert [ep.episode_id for ep in read_episodes(path)] == ["w", "x", "y", "z", "v", "a"]
 
@@ -174,11 +248,25 @@ def test_datasets_loads_both_formats(tmp_path: Path, name: str, builder: str) ->
     )
     assert ds.num_rows == 2
     assert ds[1]["episode_id"] == "b"
+    assert ds[0]["rewards"] == [{"role": "buyer", "value": 1.0}, {"role": "seller", "value": -0.5}]
     first_turn = ds[0]["turns"][0]
     if isinstance(ds[0]["turns"], dict):  # older datasets versions present list<struct> as a dict of lists
         first_turn = {k: v[0] for k, v in ds[0]["turns"].items()}
     assert first_turn["completion_ids"] == [10, 11, 12]
     assert first_turn["logprobs"] == [-0.25, -0.5, -0.75]
+
+
+def test_datasets_loads_both_formats_into_the_same_rows(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    episodes = [make_episode("a"), make_episode("b", status="failed", error="x")]
+    loaded = []
+    for name, builder in (("e.jsonl", "json"), ("e.parquet", "parquet")):
+        write_episodes(tmp_path / name, episodes)
+        ds = datasets.load_dataset(
+            builder, data_files=str(tmp_path / name), split="train", cache_dir=str(tmp_path / "cache")
+        )
+        loaded.append(ds.to_list())
+    assert loaded[0] == loaded[1]
 
 
 # ---------------------------------------------------------------------------------------------- torn lines
@@ -188,7 +276,7 @@ def test_torn_last_line_is_skipped_with_a_warning_then_repaired_by_the_next_writ
     path = tmp_path / "t.jsonl"
     write_episodes(path, [make_episode("a"), make_episode("b"), make_episode("c")])
     data = path.read_bytes()
-    third_line_start = data.index(b'{"schema_version":1,"episode_id":"c"')
+    third_line_start = data.index(b'{"schema_version":2,"episode_id":"c"')
     path.write_bytes(data[: third_line_start + 50])  # a writer killed 50 bytes into line 3
     with pytest.warns(
         TornLineWarning, match=r"t\.jsonl line 3: skipped 1 torn last line \(50 bytes.*after 2 complete"
@@ -204,7 +292,7 @@ def test_torn_last_line_is_skipped_with_a_warning_then_repaired_by_the_next_writ
 
 def test_complete_last_line_without_newline_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    write_raw_jsonl(path, [make_episode("a").to_dict()], tail="")  # e.g. written by an editor
+    write_raw_jsonl(path, [episode_record(make_episode("a"))], tail="")  # e.g. written by an editor
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert [ep.episode_id for ep in read_episodes(path)] == ["a"]
@@ -328,7 +416,7 @@ def test_kill_9_inside_one_large_write(tmp_path: Path) -> None:
 
 def test_bad_json_in_the_middle_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "trajectories.jsonl"
-    good = json.dumps(make_episode("a").to_dict())
+    good = json.dumps(episode_record(make_episode("a")))
     path.write_text(f"{good}\n{good[:40]}\n{good}\n", encoding="utf-8")  # line 2 cut, then more lines
     with pytest.raises(TrajectoryFileError, match=r"trajectories\.jsonl line 2: not valid JSON \("):
         read_episodes(path)
@@ -338,17 +426,17 @@ def test_bad_json_in_the_middle_names_file_and_line(tmp_path: Path) -> None:
 
 def test_not_an_object(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    write_raw_jsonl(path, [make_episode("a").to_dict(), [1, 2]])
+    write_raw_jsonl(path, [episode_record(make_episode("a")), [1, 2]])
     with pytest.raises(TrajectoryFileError, match=r"t\.jsonl line 2: expected a JSON object, got list"):
         read_episodes(path)
 
 
 def test_wrong_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    record = make_episode("a").to_dict() | {"schema_version": SCHEMA_VERSION + 1}
+    record = episode_record(make_episode("a")) | {"schema_version": SCHEMA_VERSION + 1}
     write_raw_jsonl(path, [record])
     with pytest.raises(
-        TrajectoryFileError, match=r"t\.jsonl line 1: schema_version 2 is not supported \(.*reads"
+        TrajectoryFileError, match=r"t\.jsonl line 1: schema_version 3 is not supported \(.*reads schema_ver"
     ):
         read_episodes(path)
     del record["schema_version"]
@@ -359,7 +447,7 @@ def test_wrong_schema_version(tmp_path: Path) -> None:
 
 def test_unknown_and_missing_keys(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    good = make_episode("a").to_dict()
+    good = episode_record(make_episode("a"))
     write_raw_jsonl(path, [good, good | {"episode_id": "b", "reward": 1.0}])
     with pytest.raises(TrajectoryFileError, match=r"t\.jsonl line 2: unknown episode keys \['reward'\]"):
         read_episodes(path)
@@ -379,13 +467,13 @@ def test_unknown_and_missing_keys(tmp_path: Path) -> None:
 
 def test_logprobs_length_and_types_are_checked(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    record = make_episode("a").to_dict()
+    record = json.loads(json.dumps(episode_record(make_episode("a"))))
     record["turns"][0]["logprobs"] = [-0.1]  # 1 logprob for 3 completion ids
     write_raw_jsonl(path, [record])
     with pytest.raises(TrajectoryFileError, match=r"line 1: turn 0: 1 logprobs for 3 completion ids"):
         read_episodes(path)
 
-    record = make_episode("a").to_dict()
+    record = json.loads(json.dumps(episode_record(make_episode("a"))))
     record["turns"][1]["completion_ids"] = ["10", "11"]
     write_raw_jsonl(path, [record])
     with pytest.raises(
@@ -393,9 +481,28 @@ def test_logprobs_length_and_types_are_checked(tmp_path: Path) -> None:
     ):
         read_episodes(path)
 
-    record = make_episode("a").to_dict() | {"rewards": {"buyer": "high"}}
+    record = episode_record(make_episode("a")) | {"rewards": [{"role": "buyer", "value": "high"}]}
     write_raw_jsonl(path, [record])
     with pytest.raises(TrajectoryFileError, match=r"line 1: key 'rewards' should be dict\[str, float\]"):
+        read_episodes(path)
+
+    record = episode_record(make_episode("a")) | {"rewards": {"buyer": 1.0}}  # version 1's shape
+    write_raw_jsonl(path, [record])
+    with pytest.raises(
+        TrajectoryFileError, match=r"line 1: key 'rewards' should be a list of \{role, value\}"
+    ):
+        read_episodes(path)
+
+    record = episode_record(make_episode("a")) | {"metadata": "{not json"}
+    write_raw_jsonl(path, [record])
+    with pytest.raises(TrajectoryFileError, match=r"line 1: key 'metadata' is not valid JSON"):
+        read_episodes(path)
+
+    record = json.loads(json.dumps(episode_record(make_episode("a"))))
+    record["turns"][3]["logprobs"] = [-0.5]
+    record["turns"][3]["completion_ids"] = [7]
+    write_raw_jsonl(path, [record])
+    with pytest.raises(TrajectoryFileError, match=r"line 1: .*a 'model' turn carries no token ids"):
         read_episodes(path)
 
 
@@ -420,9 +527,9 @@ def test_parquet_corrupt_and_foreign_files(tmp_path: Path) -> None:
     newer = tmp_path / "newer.parquet"
     write_episodes(newer, [make_episode("a"), make_episode("b")])
     table = pq.read_table(newer)
-    table = table.set_column(0, "schema_version", pa.array([1, 2], pa.int64()))
+    table = table.set_column(0, "schema_version", pa.array([2, 3], pa.int64()))
     pq.write_table(table, newer)
-    with pytest.raises(TrajectoryFileError, match=r"newer\.parquet row 2: schema_version 2 is not supported"):
+    with pytest.raises(TrajectoryFileError, match=r"newer\.parquet row 2: schema_version 3 is not supported"):
         read_episodes(newer)
 
 
@@ -437,7 +544,8 @@ def test_missing_file() -> None:
 def test_to_trl_records_one_per_turn_with_role_reward() -> None:
     episodes = [make_episode("a"), make_episode("f", status="failed"), make_episode("b")]
     records = to_trl_records(episodes)
-    # 3 turns in each of the 2 "ok" episodes; the failed one is left out.
+    # 3 policy turns in each of the 2 "ok" episodes (the hosted model's and the person's have no token ids);
+    # the failed episode is left out.
     assert len(records) == 6
     assert records[1] == {
         "prompt_ids": [1, 2, 3, 4],
@@ -466,3 +574,31 @@ def test_to_trl_records_missing_reward_is_an_error() -> None:
     ):
         to_trl_records([episode])
     assert len(to_trl_records([episode], roles=["buyer"])) == 2
+
+
+def test_to_trl_conversations_one_chat_per_turn_of_every_source() -> None:
+    episodes = [make_episode("a"), make_episode("f", status="failed")]
+    records = to_trl_conversations(episodes, roles="seller")
+    assert [r["source"] for r in records] == ["policy", "model"]
+    assert records[1] == {
+        "messages": [
+            {"role": "system", "content": "You sell."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "A hosted model's reply"},
+        ],
+        "episode_id": "a",
+        "role": "seller",
+        "source": "model",
+        "model": "gpt-x",
+        "reward": -0.5,
+    }
+    split = to_trl_conversations(episodes, roles=["buyer"], prompt_completion=True, include_failed=True)
+    assert len(split) == 6
+    assert split[-1]["prompt"] == [{"role": "user", "content": "Your move."}]
+    assert split[0]["prompt"] == [{"role": "user", "content": "buyer, your turn"}]
+    assert split[0]["completion"] == [{"role": "assistant", "content": "buyer says héllo ✓"}]
+    del episodes[0].rewards["seller"]
+    assert to_trl_conversations(episodes, roles="seller")[0]["reward"] is None
+    episodes[0].turns[0].messages = []
+    with pytest.raises(ValueError, match=r"episode 'a' turn 0: no recorded messages"):
+        to_trl_conversations(episodes)

@@ -15,6 +15,7 @@ from langgraph_omar.conversation.calls import ainvoke_model, invoke_model, stamp
 from langgraph_omar.conversation.observations import messages_as_dicts, observe
 from langgraph_omar.conversation.roles import Role
 from langgraph_omar.conversation.state import FallbackRecord, current_turn, make_utterance
+from langgraph_omar.tracing import record_human_turn
 
 
 class NodeFunction(Protocol):
@@ -72,12 +73,15 @@ def ask_person(role: Role, state: Mapping[str, Any], messages: list[BaseMessage]
         {"role": role.name, "turn": current_turn(state), "messages": messages_as_dicts(messages)}
     )
     if isinstance(answer, Mapping) and isinstance(answer.get("text"), str):
-        return answer["text"]
-    if isinstance(answer, str):
-        return answer
-    raise ValueError(
-        f"human role {role.name!r}: resume value must be a str or {{'text': str}}, got {type(answer).__name__}"
-    )
+        text = answer["text"]
+    elif isinstance(answer, str):
+        text = answer
+    else:
+        raise ValueError(
+            f"human role {role.name!r}: resume value must be a str or {{'text': str}}, got {type(answer).__name__}"
+        )
+    record_human_turn(role.name, messages, text)  # a TraceRecorder records it as the person's turn
+    return text
 
 
 def move_update(

@@ -122,10 +122,11 @@ class TrainingBatch:
 def collect_samples(
     episodes: Sequence[Episode], trained_adapter: str | None = None
 ) -> tuple[list[TurnSample], dict[str, float]]:
-    """The trained turns of `episodes` in order, and counts of what was left out. With `trained_adapter`,
-    a turn recorded as played by another adapter (the base model as an opponent) is not the policy's."""
+    """The trained turns of `episodes` in order, and counts of what was left out. Only turns the policy
+    sampled (source "policy") are kept. With `trained_adapter`, a turn recorded as played by another adapter
+    (the base model as an opponent) is not the policy's."""
     samples: list[TurnSample] = []
-    failed = unrewarded = other_seat = 0
+    failed = unrewarded = other_seat = other_source = 0
     for e, episode in enumerate(episodes):
         if episode.status != "ok":
             failed += 1
@@ -134,6 +135,9 @@ def collect_samples(
         meta = episode.metadata
         scenario = str(meta.get("baseline_key", meta.get("scenario_id", group)))
         for t, turn in enumerate(episode.turns):
+            if turn.source != "policy":  # another model's or a person's: no recorded ids, never PPO data
+                other_source += 1
+                continue
             if trained_adapter is not None and turn.adapter != trained_adapter:
                 other_seat += 1
                 continue
@@ -160,6 +164,7 @@ def collect_samples(
         "failed_episodes": failed,
         "unrewarded_turns": unrewarded,
         "other_seat_turns": other_seat,
+        "other_source_turns": other_source,
     }
 
 

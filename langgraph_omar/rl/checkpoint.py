@@ -18,6 +18,7 @@ other object a pickle names (a crafted file is a CheckpointError, its payload ne
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -170,12 +171,7 @@ def load_checkpoint(path: str | Path, trainer: PPOTrainer, ema: EmaBaseline) -> 
     if not weights.exists() or not (path / STATE_FILE).exists():
         raise CheckpointError(f"checkpoint {path} is incomplete: expected adapter/ and {STATE_FILE}")
     state = load_state(path)
-    result = set_peft_model_state_dict(
-        trainer.module.peft_model, load_file(str(weights)), adapter_name=trainer.adapter_name
-    )
-    unexpected = getattr(result, "unexpected_keys", [])
-    if unexpected:
-        raise CheckpointError(f"checkpoint {path}: adapter weights do not fit the model: {unexpected[:3]}")
+    _load_adapter_weights(trainer, weights, f"checkpoint {path}")
     if trainer.value_head is not None:
         head_file = path / "value_head.safetensors"
         if not head_file.exists():
@@ -220,6 +216,51 @@ def load_state(path: str | Path) -> dict[str, Any]:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def _load_adapter_weights(trainer: PPOTrainer, weights: Path, what: str) -> None:
+    try:
+        result = set_peft_model_state_dict(
+            trainer.module.peft_model, load_file(str(weights)), adapter_name=trainer.adapter_name
+        )
+    except RuntimeError as e:  # a shape mismatch: another rank or model
+        raise CheckpointError(
+            f"{what}: adapter weights do not fit the model: {str(e).splitlines()[0]}"
+        ) from e
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise CheckpointError(f"{what}: adapter weights do not fit the model: {unexpected[:3]}")
+
+
+def load_adapter_weights(trainer: PPOTrainer, directory: str | Path) -> None:
+    """Start the trained adapter from a saved one (`save_pretrained` layout: adapter_config.json and
+    adapter_model.safetensors), e.g. a behaviour-cloning run's RUN/adapter; its LoRA rank, alpha and target
+    modules must be the run's."""
+    directory = Path(directory).expanduser()
+    weights = directory / "adapter_model.safetensors"
+    if not (directory / "adapter_config.json").is_file() or not weights.is_file():
+        raise CheckpointError(f"init adapter {directory}: expected adapter_config.json and {weights.name}")
+    saved = json.loads((directory / "adapter_config.json").read_text())
+    lora = trainer.config.lora
+    targets = lora.target_modules if lora.target_modules != ["all-linear"] else "all-linear"
+    wanted = {"r": lora.rank, "lora_alpha": lora.alpha}
+    differ = [f"{k} {saved.get(k)!r} (the run's {v!r})" for k, v in wanted.items() if saved.get(k) != v]
+    if isinstance(targets, list) and sorted(saved.get("target_modules") or []) != sorted(targets):
+        differ.append(f"target_modules {saved.get('target_modules')!r} (the run's {targets!r})")
+    if differ:
+        raise CheckpointError(f"init adapter {directory}: LoRA settings differ: {', '.join(differ)}")
+    _load_adapter_weights(trainer, weights, f"init adapter {directory}")
+    trainer.policy.bump_adapter_version(trainer.adapter_name)
+
+
+def resume_or_start(checkpoint: Path | None, trainer: PPOTrainer, ema: EmaBaseline) -> int:
+    """The iteration a run starts at: the checkpoint's (restored), else 0, from `update.init_adapter` when
+    the config names one."""
+    if checkpoint is not None:
+        return load_checkpoint(checkpoint, trainer, ema)
+    if trainer.config.update.init_adapter:
+        load_adapter_weights(trainer, trainer.config.update.init_adapter)
+    return 0
 
 
 def saved_config(path: str | Path) -> dict[str, Any]:

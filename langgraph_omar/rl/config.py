@@ -23,7 +23,7 @@ import yaml
 from langgraph_omar.errors import OmarError
 
 ADVANTAGE_MODES = ("hierarchical", "hierarchical-critic", "grpo", "rloo", "rae")
-ALGORITHMS = ("ppo", "filtered-bc")
+ALGORITHMS = ("ppo", "filtered-bc", "sft")
 SCHEDULERS = ("constant", "linear", "cosine")
 WHITEN_MODES = ("auto", "role", "batch", "none")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -96,7 +96,13 @@ class OptimizerSettings:
 
 @dataclass
 class UpdateSettings:
-    algo: str = field(default="ppo", metadata=_help(f"update rule, one of {ALGORITHMS}"))
+    algo: str = field(
+        default="ppo",
+        metadata=_help(
+            f"update rule, one of {ALGORITHMS}; sft: behaviour cloning of every turn (self-play: every "
+            "well-formed one, as in the warm start)"
+        ),
+    )
     epochs: int = field(default=1, metadata=_help("passes over each iteration's batch"))
     micro_batch_size: int = field(default=4, metadata=_help("sequences (turns) per forward pass"))
     gradient_accumulation_steps: int = field(
@@ -130,6 +136,13 @@ class UpdateSettings:
         ),
     )
     seed: int = field(default=0, metadata=_help("seed of python, numpy and torch RNGs at the start"))
+    init_adapter: str | None = field(
+        default=None,
+        metadata=_help(
+            "start from this LoRA adapter directory (e.g. a behaviour-cloning run's RUN/adapter) instead of a "
+            "fresh one; its rank, alpha and target modules must match the lora section"
+        ),
+    )
 
     def __post_init__(self) -> None:
         _require(self.algo in ALGORITHMS, "update.algo", f"one of {ALGORITHMS}", self.algo)

@@ -41,7 +41,7 @@ def _normalized(text: str) -> str:
 def degenerate_reason(turn: Turn, earlier_texts: Iterable[str], settings: DegenerateSettings) -> str | None:
     """Why `turn` is degenerate, or None. earlier_texts: normalized texts of the role's earlier turns."""
     text = _normalized(turn.text)
-    if settings.empty and (not turn.completion_ids or not text):
+    if settings.empty and ((turn.source == "policy" and not turn.completion_ids) or not text):
         return "empty"
     if settings.over_length and turn.finish_reason == "length":
         return "over_length"

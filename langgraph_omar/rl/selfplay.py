@@ -47,7 +47,7 @@ from langgraph_omar.rl.batch import TrainingBatch, build_batch
 from langgraph_omar.rl.checkpoint import (
     CheckpointError,
     latest_checkpoint,
-    load_checkpoint,
+    resume_or_start,
     save_checkpoint,
     saved_config,
     seed_everything,
@@ -275,11 +275,11 @@ def export_adapter(trainer: PPOTrainer, run_dir: Path) -> Path:
 
 
 def behaviour_cloning_filter(config: RunConfig, iteration: int) -> FilterSettings | None:
-    """Which turns iteration `iteration` clones: during the warm start every well-formed one (of a role's
-    episodes with reward >= `filter.min_reward`, when set), with `algo: filtered-bc` the `filter` section's;
-    None: a PPO update."""
+    """Which turns iteration `iteration` clones: during the warm start, or always with `algo: sft`, every
+    well-formed one (of a role's episodes with reward >= `filter.min_reward`, when set), with
+    `algo: filtered-bc` the `filter` section's; None: a PPO update."""
     if (
-        iteration < config.update.warm_start_iterations
+        iteration < config.update.warm_start_iterations or config.update.algo == "sft"
     ):  # every episode of every group, degenerate turns dropped
         return FilterSettings(top_fraction=1.0, min_reward=config.filter.min_reward)
     return config.filter if config.update.algo == "filtered-bc" else None
@@ -424,7 +424,7 @@ def run_selfplay(
         policy, config, ADAPTER, log_with=trackers, logging_dir=str(run_dir / "logs"), progress=progress
     )
     ema = EmaBaseline(decay=config.advantage.ema_decay)
-    start = load_checkpoint(checkpoint, trainer, ema) if checkpoint is not None else 0
+    start = resume_or_start(checkpoint, trainer, ema)
     log = MetricsLog(run_dir, trainer.accelerator) if main else None
     if log is not None:
         write_atomic(run_dir / "config.yaml", config.to_yaml())

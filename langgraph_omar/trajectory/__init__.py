@@ -1,11 +1,29 @@
 """Trajectories: the episode schema (`Episode`, `Turn`: episode -> turns -> tokens) and its files.
 
-Files: episodes to and from JSONL or Parquet, and per-turn records for TRL.
+Files: episodes to and from JSONL or Parquet, per-turn token records for TRL's GRPO (`to_trl_records`) and
+per-turn chats in TRL's conversational format (`to_trl_conversations`); rewards added after the fact live in
+`langgraph_omar.trajectory.labels`.
 
-JSONL (`.jsonl`, `.ndjson`): one `Episode.to_dict()` per line, keys ordered `schema_version`, `episode_id`,
-..., `turns` last. Parquet (`.parquet`): one row per episode, `turns` a list<struct> column; `rewards` and
-`reward_dimensions` become lists of structs and free-form `metadata` a JSON string, because `datasets` has no
-equivalent of Arrow's map type. Both load with `datasets.load_dataset("json" | "parquet", data_files=...)`.
+One record per episode, the same fields with the same shapes in both formats (schema version 2;
+`record.episode_record`), because `datasets` and Arrow have no type for a mapping whose keys vary by row:
+
+    schema_version     int                 episode_id, status, error   str (error may be null)
+    rewards            list of {role: str, value: float}
+    reward_dimensions  list of {role: str, name: str, value: float}
+    metadata           str: JSON text of the episode's metadata mapping
+    turns              list of turns, each: role, node, text, source ("policy" | "model" | "human"), model,
+                       messages (list of {role, content}), prompt_ids, completion_ids (int lists: empty unless
+                       source is "policy"), logprobs (floats, one per completion id), step, finish_reason,
+                       temperature, adapter, adapter_version, reward, degenerate, fallback, run_id, and
+                       metadata (JSON text)
+
+JSONL (`.jsonl`, `.ndjson`): one record per line, keys ordered `schema_version`, `episode_id`, ..., `turns`
+last. Parquet (`.parquet`): one row per record (`PARQUET_SCHEMA`). Both load with
+`datasets.load_dataset("json" | "parquet", data_files=...)` into the same columns. In Python an `Episode` holds
+mappings (`rewards` {role: value}, `reward_dimensions` {role: {name: value}}, `metadata` a dict); the record is
+only the file's shape. Version 1 files (JSONL with mappings, turns without source/model/messages) are read and
+upgraded; appending to a version 1 JSONL file leaves lines of both versions, which this reader reads but
+`datasets` cannot load as one table: rewrite it with `write_episodes(path, read_episodes(path), append=False)`.
 
 Guarantees of `write_episodes`:
 - Episode-atomic: a writer killed at any instant (kill -9) leaves a file whose complete episodes all read
@@ -27,7 +45,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from langgraph_omar.trajectory.episode import ADAPTER_BY_ROLE, SCHEMA_VERSION, Episode, Turn, role_of
+from langgraph_omar.trajectory.episode import (
+    ADAPTER_BY_ROLE,
+    READABLE_SCHEMA_VERSIONS,
+    SCHEMA_VERSION,
+    SOURCES,
+    Episode,
+    Turn,
+    role_of,
+)
 from langgraph_omar.trajectory.files import _remove_stale_temp_files, _writer_lock
 from langgraph_omar.trajectory.jsonl import TornLineWarning, _iter_jsonl, _write_jsonl
 from langgraph_omar.trajectory.parquet import PARQUET_SCHEMA, _iter_parquet, _write_parquet
@@ -41,11 +67,14 @@ __all__ = [
     "JSONL_SUFFIXES",
     "PARQUET_SCHEMA",
     "PARQUET_SUFFIX",
+    "READABLE_SCHEMA_VERSIONS",
+    "SOURCES",
     "TornLineWarning",
     "TrajectoryFileError",
     "iter_episodes",
     "read_episodes",
     "role_of",
+    "to_trl_conversations",
     "to_trl_records",
     "write_episodes",
 ]
@@ -94,39 +123,90 @@ def read_episodes(path: str | os.PathLike[str]) -> list[Episode]:
     return list(iter_episodes(path))
 
 
-def to_trl_records(
-    episodes: Iterable[Episode], roles: Iterable[str] | str | None = None, *, include_failed: bool = False
-) -> list[dict[str, Any]]:
-    """One record per turn: the `prompt_ids`, `completion_ids` and `logprobs` that TRL's GRPOTrainer
-    `rollout_func` returns, plus `episode_id`, `role` and `reward` (the role's terminal reward).
-
-    roles: keep only these roles' turns (a single string is one role); None keeps all.
-    Episodes whose status is not "ok" are left out unless include_failed. A kept turn whose role has no
-    terminal reward in its episode raises ValueError.
-    """
+def _chosen_turns(
+    episodes: Iterable[Episode], roles: Iterable[str] | str | None, include_failed: bool
+) -> Iterator[tuple[Episode, int, Turn]]:
+    """(episode, turn index, turn) of the kept roles' turns (a single string is one role; None keeps all) of
+    the episodes whose status is "ok" (every episode with include_failed)."""
     wanted = None if roles is None else ({roles} if isinstance(roles, str) else set(roles))
-    records = []
     for episode in episodes:
         if episode.status != "ok" and not include_failed:
             continue
-        for turn in episode.turns:
-            if wanted is not None and turn.role not in wanted:
-                continue
-            if turn.role not in episode.rewards:
-                raise ValueError(
-                    f"episode {episode.episode_id!r}: no terminal reward for role {turn.role!r} "
-                    f"(rewards are for {sorted(episode.rewards)})"
-                )
-            records.append(
-                {
-                    "prompt_ids": list(turn.prompt_ids),
-                    "completion_ids": list(turn.completion_ids),
-                    "logprobs": list(turn.logprobs),
-                    "episode_id": episode.episode_id,
-                    "role": turn.role,
-                    "reward": float(episode.rewards[turn.role]),
-                }
+        for index, turn in enumerate(episode.turns):
+            if wanted is None or turn.role in wanted:
+                yield episode, index, turn
+
+
+def to_trl_records(
+    episodes: Iterable[Episode], roles: Iterable[str] | str | None = None, *, include_failed: bool = False
+) -> list[dict[str, Any]]:
+    """One record per turn the policy sampled: the `prompt_ids`, `completion_ids` and `logprobs` that TRL's
+    GRPOTrainer `rollout_func` returns, plus `episode_id`, `role` and `reward` (the role's terminal reward).
+
+    roles: keep only these roles' turns (a single string is one role); None keeps all. Turns of another
+    source (a hosted model, a person) have no token ids and are left out (see `to_trl_conversations`).
+    Episodes whose status is not "ok" are left out unless include_failed. A kept turn whose role has no
+    terminal reward in its episode raises ValueError.
+    """
+    records = []
+    for episode, _, turn in _chosen_turns(episodes, roles, include_failed):
+        if turn.source != "policy":
+            continue
+        if turn.role not in episode.rewards:
+            raise ValueError(
+                f"episode {episode.episode_id!r}: no terminal reward for role {turn.role!r} "
+                f"(rewards are for {sorted(episode.rewards)})"
             )
+        records.append(
+            {
+                "prompt_ids": list(turn.prompt_ids),
+                "completion_ids": list(turn.completion_ids),
+                "logprobs": list(turn.logprobs),
+                "episode_id": episode.episode_id,
+                "role": turn.role,
+                "reward": float(episode.rewards[turn.role]),
+            }
+        )
+    return records
+
+
+def to_trl_conversations(
+    episodes: Iterable[Episode],
+    roles: Iterable[str] | str | None = None,
+    *,
+    include_failed: bool = False,
+    prompt_completion: bool = False,
+) -> list[dict[str, Any]]:
+    """One record per turn in TRL's conversational dataset format, for its SFT (or, paired, DPO) trainers:
+    `messages` = the chat the turn was given + `{"role": "assistant", "content": turn.text}`, or with
+    prompt_completion `prompt` (the chat) and `completion` (the one assistant message), so that the loss
+    covers the reply only. Plus `episode_id`, `role`, `source`, `model` and `reward` (the role's terminal
+    reward, None when it has none). `datasets.Dataset.from_list(records)` makes the dataset.
+
+    roles / include_failed: as in `to_trl_records`; turns of every source are kept. A kept turn without
+    recorded messages (a version 1 file) raises ValueError.
+    """
+    records = []
+    for episode, index, turn in _chosen_turns(episodes, roles, include_failed):
+        if not turn.messages:
+            raise ValueError(
+                f"episode {episode.episode_id!r} turn {index}: no recorded messages (recorded before schema "
+                "version 2?)"
+            )
+        prompt = [{"role": m["role"], "content": m["content"]} for m in turn.messages]
+        reply = [{"role": "assistant", "content": turn.text}]
+        chat = {"prompt": prompt, "completion": reply} if prompt_completion else {"messages": prompt + reply}
+        reward = episode.rewards.get(turn.role)
+        records.append(
+            chat
+            | {
+                "episode_id": episode.episode_id,
+                "role": turn.role,
+                "source": turn.source,
+                "model": turn.model,
+                "reward": None if reward is None else float(reward),
+            }
+        )
     return records
 
 

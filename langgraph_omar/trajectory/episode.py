@@ -1,8 +1,12 @@
 """Trajectories: episode -> roles -> turns -> tokens, plus rewards.
 
-One `Turn` is one recorded model call. An `Episode` holds the turns in call order and the rewards: a
-terminal reward per role, optional per-turn rewards (`Turn.reward`) and named reward dimensions per role
-(judges). Serialization lives beside it (`langgraph_omar.trajectory`: JSONL, Parquet).
+One `Turn` is one recorded move: a model call, or a person's move through `interrupt`. Its `source` says
+where it came from: "policy" (sampled by the local engine through `ChatPolicy`: the prompt ids, completion ids
+and sampling log-probabilities are recorded token for token), "model" (any other LangChain chat model: text
+only, no ids, no log-probabilities) or "human". Every turn keeps the chat `messages` it was given, so that a
+text-only turn can be tokenized later with a policy's chat template. An `Episode` holds the turns in call
+order and the rewards: a terminal reward per role, optional per-turn rewards (`Turn.reward`) and named reward
+dimensions per role (judges). Serialization lives beside it (`langgraph_omar.trajectory`: JSONL, Parquet).
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: Turn.source, Turn.model, Turn.messages; one on-disk record for JSONL and Parquet
+READABLE_SCHEMA_VERSIONS = (1, 2)  # version 1 files are upgraded on read
+
+SOURCES = ("policy", "model", "human")  # Turn.source: who produced the turn
 
 
 @dataclass
@@ -32,8 +39,18 @@ class Turn:
     fallback: str | None = None  # what replaced an illegal action, when one was replaced
     run_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = "policy"  # one of SOURCES; only "policy" turns carry token ids and log-probabilities
+    model: str | None = None  # the model that produced it (the engine's name, or the chat model's name)
+    messages: list[dict[str, str]] = field(default_factory=list)  # the chat it was given: {role, content}
 
     def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"turn of role {self.role!r}: source {self.source!r} is not one of {SOURCES}")
+        if self.source != "policy" and (self.completion_ids or self.logprobs):
+            raise ValueError(
+                f"turn of role {self.role!r}: a {self.source!r} turn carries no token ids or log-probabilities "
+                "(only the policy's own samples have them)"
+            )
         if len(self.logprobs) != len(self.completion_ids):
             raise ValueError(
                 f"turn of role {self.role!r}: {len(self.logprobs)} logprobs for "
@@ -76,6 +93,13 @@ class Episode:
 
     def turns_of(self, role: str) -> list[Turn]:
         return [t for t in self.turns if t.role == role]
+
+    def source_counts(self) -> dict[str, int]:
+        """How many turns each source produced: {"policy": n, "model": n, "human": n}."""
+        counts = dict.fromkeys(SOURCES, 0)
+        for turn in self.turns:
+            counts[turn.source] += 1
+        return counts
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

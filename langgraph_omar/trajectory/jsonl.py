@@ -7,12 +7,13 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from langgraph_omar.trajectory.episode import Episode, Turn
+from langgraph_omar.trajectory.episode import Episode
 from langgraph_omar.trajectory.files import _fsync_directory, _replace_atomically
+from langgraph_omar.trajectory.record import episode_record
 from langgraph_omar.trajectory.validation import TrajectoryFileError, _episode_from_dict
 
 
@@ -40,16 +41,8 @@ _LEADING_KEYS = (
 )
 
 
-def _plain_dict(episode: Episode) -> dict[str, Any]:
-    """`Episode.to_dict()` without its copies: `dataclasses.asdict` deep-copies every token id, which costs
-    more than the whole JSON encoding of a long episode. The result shares lists with `episode`: read only."""
-    data = {f.name: getattr(episode, f.name) for f in fields(Episode)}
-    data["turns"] = [{f.name: getattr(turn, f.name) for f in fields(Turn)} for turn in episode.turns]
-    return data
-
-
 def _episode_line(episode: Episode) -> bytes:
-    data = _plain_dict(episode)
+    data = episode_record(episode)
     ordered = {k: data[k] for k in _LEADING_KEYS} | {k: v for k, v in data.items() if k not in _LEADING_KEYS}
     try:
         text = json.dumps(ordered, ensure_ascii=False, allow_nan=False, separators=(",", ":"))

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_omar.errors import OmarError
-from langgraph_omar.trajectory.episode import SCHEMA_VERSION, Episode, Turn
+from langgraph_omar.trajectory.episode import READABLE_SCHEMA_VERSIONS, Episode, Turn
+from langgraph_omar.trajectory.record import record_to_dict
 
 
 class TrajectoryFileError(OmarError):
@@ -36,6 +37,10 @@ _VALUE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "list[float]": lambda v: isinstance(v, list) and all(_number(x) for x in v),
     "list[Turn]": lambda v: isinstance(v, list),
     "dict[str, Any]": lambda v: isinstance(v, dict),
+    "list[dict[str, str]]": lambda v: (
+        isinstance(v, list)
+        and all(isinstance(d, dict) and all(isinstance(x, str) for x in d.values()) for d in v)
+    ),
     "dict[str, float]": lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()),
     "dict[str, dict[str, float]]": lambda v: (
         isinstance(v, dict)
@@ -81,12 +86,14 @@ def _warn_on_duplicate_ids(path: Path, episodes: Iterator[Episode]) -> Iterator[
         yield episode
 
 
-def _episode_from_dict(data: Any, path: Path, where: str) -> Episode:
-    """Validate one decoded record and build the Episode; every problem becomes a TrajectoryFileError."""
-    if not isinstance(data, dict):
-        raise TrajectoryFileError(path, where, f"expected a JSON object, got {type(data).__name__}")
-    _check_schema_version(data, path, where)
+def _episode_from_dict(record: Any, path: Path, where: str) -> Episode:
+    """Validate one record (a JSONL line's object, a Parquet row) and build the Episode; every problem becomes
+    a TrajectoryFileError."""
+    if not isinstance(record, dict):
+        raise TrajectoryFileError(path, where, f"expected a JSON object, got {type(record).__name__}")
+    _check_schema_version(record, path, where)
     try:
+        data = record_to_dict(record)
         _check_keys_and_types(data, Episode, "")
         for i, turn in enumerate(data.get("turns", [])):
             if not isinstance(turn, dict):
@@ -103,12 +110,13 @@ def _episode_from_dict(data: Any, path: Path, where: str) -> Episode:
 def _check_schema_version(data: dict[str, Any], path: Path, where: str) -> None:
     if "schema_version" not in data:
         raise TrajectoryFileError(path, where, "missing key 'schema_version'")
-    if data["schema_version"] != SCHEMA_VERSION:
+    version = data["schema_version"]
+    if type(version) is not int or version not in READABLE_SCHEMA_VERSIONS:
         raise TrajectoryFileError(
             path,
             where,
             f"schema_version {data['schema_version']!r} is not supported "
-            f"(this langgraph-omar reads schema_version {SCHEMA_VERSION})",
+            f"(this langgraph-omar reads schema_version {' and '.join(map(str, READABLE_SCHEMA_VERSIONS))})",
         )
 
 
