@@ -39,7 +39,7 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-class Mood(str, enum.Enum):
+class Mood(enum.StrEnum):
     calm = "calm"
     angry = "angry"
 
