@@ -96,7 +96,8 @@ def bound_schema(schema: Any) -> Any:
         key: bound_schema(value) if key not in ("enum", "const", "default") else value
         for key, value in schema.items()
     }
-    kinds = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    declared = out.get("type")
+    kinds: list[Any] = declared if isinstance(declared, list) else [declared]
     if "integer" in kinds or "number" in kinds:
         if "minimum" not in out and "exclusiveMinimum" not in out:
             out["minimum"] = -NUMBER_BOUND
