@@ -124,19 +124,25 @@ class ToolSet:
             return None
         allowed = [t for t in self.tools if self.choice == REQUIRED or t["function"]["name"] == self.choice]
         calls = [_call_schema(t["function"]) for t in allowed]
+        definitions = {k: v for call in calls for k, v in call.pop("$defs", {}).items()}
         schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
+        if definitions:  # "#/$defs/..." references resolve from the root, where the call schema now is
+            schema = {**schema, "$defs": definitions}
         if self.tagged:
             return Constraint.json_schema(schema, prefix=TAG_OPEN + "\n", suffix="\n" + TAG_CLOSE)
         return Constraint.json_schema(schema)
 
 
 def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
-    parameters = function.get("parameters") or {"type": "object", "properties": {}}
+    """`{"name": <the tool>, "arguments": <its parameters>}`, the parameters' `$defs` lifted to the top."""
+    parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
+    definitions = parameters.pop("$defs", None)
     return {
         "type": "object",
         "properties": {"name": {"const": function["name"]}, "arguments": parameters},
         "required": ["name", "arguments"],
         "additionalProperties": False,
+        **({"$defs": definitions} if definitions else {}),
     }
 
 

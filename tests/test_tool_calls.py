@@ -245,3 +245,22 @@ def test_json_mode_is_constrained_to_an_object_then_validated(policy):
 def test_unknown_method_is_refused(policy):
     with pytest.raises(ValueError, match="unknown method 'xml'"):
         ChatPolicy(model="tiny").with_structured_output(Verdict, method="xml")
+
+
+def test_a_tool_whose_schema_has_definitions_is_constrained_with_them(policy):
+    parameters = {
+        "type": "object",
+        "properties": {"size": {"$ref": "#/$defs/Size"}},
+        "required": ["size"],
+        "$defs": {"Size": {"enum": ["small", "large"]}},
+    }
+    pick = {
+        "type": "function",
+        "function": {"name": "pick", "description": "Pick a size.", "parameters": parameters},
+    }
+    reply = (
+        ChatPolicy(model="tiny", max_tokens=64, temperature=1.0, seed=1)
+        .bind_tools([pick], tool_choice="pick")
+        .invoke("x")
+    )
+    assert reply.tool_calls[0]["args"]["size"] in ("small", "large")
