@@ -32,8 +32,9 @@ def lookup_price(item: str, quantity: int) -> str:
 
 def tool_loop():
     """bind_tools (forced) -> ToolNode -> the model again, which answers from the tool's result."""
-    caller = ChatPolicy(temperature=0.7, max_tokens=40).bind_tools([lookup_price], tool_choice="lookup_price")
-    answerer = ChatPolicy(temperature=0.7, max_tokens=12)
+    # the call's JSON with an item name of up to 100 characters (`bound_schema`) fits in 96 tokens
+    caller = ChatPolicy(temperature=0.7, max_tokens=96).bind_tools([lookup_price], tool_choice="lookup_price")
+    answerer = ChatPolicy(temperature=0.7, max_tokens=8)
 
     def agent(state: MessagesState):
         return {"messages": [caller.invoke(state["messages"])]}
@@ -59,6 +60,7 @@ async def test_a_forced_tool_loop_over_8_concurrent_episodes_calls_validly_runs_
     with TraceRecorder() as recorder:
         outputs = await tool_loop().abatch(inputs, {"max_concurrency": 8})
     for output in outputs:
+        assert len(output["messages"]) == 4, output["messages"]
         call_message, result, final = output["messages"][1:]
         assert isinstance(call_message, AIMessage) and not call_message.invalid_tool_calls
         (call,) = call_message.tool_calls
