@@ -57,7 +57,7 @@ def test_dev_server_settings_refuse_nan_and_nonsense(
 def _rewrite_first_reward(path: Path, value: float) -> None:
     if path.suffix == ".jsonl":
         data = json.loads(path.read_text())
-        data["rewards"]["a"] = value
+        data["rewards"][0]["value"] = value  # schema 2: rewards are [{role, value}] in both formats
         path.write_text(json.dumps(data) + "\n")  # Python writes NaN as the bare word NaN
     else:
         rows = pq.read_table(path).to_pylist()
@@ -81,8 +81,8 @@ def test_the_reader_refuses_a_non_finite_reward_the_writer_refuses(
 
 def test_nan_anywhere_in_a_jsonl_line_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "e.jsonl"
-    write_episodes(path, [Episode("e", metadata={"score": 1.0})])
-    path.write_text(path.read_text().replace('"score":1.0', '"score":NaN'))
+    write_episodes(path, [Episode("e", reward_dimensions={"a": {"goal": 1.0}})])
+    path.write_text(path.read_text().replace('"value":1.0', '"value":NaN'))
     with pytest.raises(TrajectoryFileError, match="line 1: not valid JSON \\(NaN is not a JSON number"):
         read_episodes(path)
 
