@@ -4,8 +4,10 @@ Both sides run the SAME graph (same prompts, same sampling settings, same weight
 differs: `ChatPolicy` (batched shared engine, episodes run with `abatch`) against langchain-huggingface's
 `ChatHuggingFace` over a transformers pipeline, called one at a time (the path a user would pick today).
 The baseline's rate does not depend on how many conversations wait, so by default it runs a subset of them
-(`--baseline-conversations`) to keep the benchmark short; both rates are generated tokens per second.
-Last line: `speedup: X.XX`.
+(`--baseline-conversations`, 0 skips it) to keep the benchmark short; both rates are generated tokens per second.
+The shared engine also runs the same graph with every reply constrained to a JSON schema (`{"say": <string>}`,
+decoded under a grammar, see `langgraph_omar.serving.constraints`), so the cost of the token masks shows as
+tokens/s with and without constraints, side by side. Last line: `speedup: X.XX`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from langgraph_omar import ChatPolicy, SharedPolicy
 from langgraph_omar.conversation import Role, build_conversation_graph
 from langgraph_omar.serving.models import DEFAULT_MODEL
 
+SAY_SCHEMA = {
+    "type": "object",
+    "properties": {"say": {"type": "string", "maxLength": 400}},
+    "required": ["say"],
+    "additionalProperties": False,
+}
 PERSONAS = {
     "seller": "You are Sam, selling a used bicycle. You want a high price.",
     "buyer": "You are Alex, who wants to buy a used bicycle cheaply.",
@@ -42,6 +50,17 @@ def count_tokens(outputs, tokenizer) -> int:
         for o in outputs
         for u in o["transcript"]
     )
+
+
+def run_batched(graph, inputs, engine, label: str) -> float:
+    """Run every conversation at once through the shared engine; print and return generated tokens/s."""
+    asyncio.run(graph.abatch(inputs[:2]))  # warm-up (and the grammar's compilation, for a constrained model)
+    start = time.perf_counter()
+    outputs = asyncio.run(graph.abatch(inputs, {"max_concurrency": len(inputs)}))
+    seconds = time.perf_counter() - start
+    tokens = count_tokens(outputs, engine.tokenizer)
+    print(f"{label:32}{tokens} tokens in {seconds:.1f} s = {tokens / seconds:.1f} tokens/s")
+    return tokens / seconds
 
 
 def main() -> None:
@@ -65,16 +84,14 @@ def main() -> None:
     ours = ChatPolicy(
         model=args.model, device=args.device, temperature=args.temperature, max_tokens=args.max_tokens
     )
-    graph = conversation_graph(ours, args.turns)
-    asyncio.run(graph.abatch(inputs[:2]))  # warm-up
-    start = time.perf_counter()
-    outputs = asyncio.run(graph.abatch(inputs, {"max_concurrency": args.conversations}))
-    ours_seconds = time.perf_counter() - start
-    ours_tokens = count_tokens(outputs, engine.tokenizer)
-    ours_rate = ours_tokens / ours_seconds
-    print(
-        f"shared engine (batched):        {ours_tokens} tokens in {ours_seconds:.1f} s = {ours_rate:.1f} tokens/s"
+    ours_rate = run_batched(conversation_graph(ours, args.turns), inputs, engine, "shared engine (batched):")
+    constrained = ours.bind(response_format=SAY_SCHEMA)
+    constrained_rate = run_batched(
+        conversation_graph(constrained, args.turns), inputs, engine, "  same, JSON-constrained:"
     )
+    print(f"constrained / unconstrained tokens/s: {constrained_rate / ours_rate:.2f}")
+    if args.baseline_conversations <= 0:
+        return
 
     generator = pipeline(
         "text-generation",

@@ -16,7 +16,7 @@ def main(model: str = DEFAULT_MODEL, seed: int = 0, max_tokens: int = 64) -> Non
     players = ChatPolicy(model=model, temperature=0.7, max_tokens=max_tokens)
     judge = ChatPolicy(
         model=model, temperature=0.0
-    )  # the default judge asks one short question per dimension
+    )  # the default judge: one constrained JSON answer per agent
     graph = sotopia.build_graph(models={"agent_1": players, "agent_2": players}, model=judge)
     with TraceRecorder() as recorder:  # records every model call of the run, the graph is unchanged
         final = graph.invoke(sotopia.sample_input(seed))

@@ -3,6 +3,13 @@
 Cheap to construct: the engine loads on first call and is shared through `SharedPolicy.get`, so a graph can
 hold one `ChatPolicy` per role and still run one model in batches. Each call's token record goes to the
 `token_records` side channel keyed by the LangChain run id, never into the message.
+
+Tools and structured output (`bind_tools`, `with_structured_output`) are constrained where a guarantee is asked
+for: a forced tool call (`tool_choice` "any"/"required"/a tool's name) and the json_schema and json_mode
+methods decode under a grammar (`serving.constraints`), so even the 135M default model returns a result that
+parses on every call. Such a call's record holds the sampled ids and their log-probabilities under the
+unmasked distribution, the one the trainer recomputes (the masked ones are in `extra["masked_logprobs"]`; see
+`serving.sampling` for why and what it means for PPO): constrained and tool-call turns train like any other.
 """
 
 from __future__ import annotations
@@ -10,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from operator import itemgetter
 from typing import Any
 from uuid import UUID
@@ -20,57 +27,94 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-)
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
-from langchain_core.utils.function_calling import convert_to_json_schema
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field
 
+from langgraph_omar.serving.constraints import Constraint
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.models import DEFAULT_MODEL
 from langgraph_omar.serving.records import TokenRecord, token_records
 from langgraph_omar.serving.sampling import SamplingParams, derive_seed
+from langgraph_omar.tool_calls import (
+    TAG_OPEN,
+    CallGate,
+    ToolSet,
+    json_template,
+    normalize_tool_choice,
+    parse_tool_calls,
+    to_chat_dicts,
+)
 from langgraph_omar.trajectory import ADAPTER_BY_ROLE, role_of
 
-_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user", "function": "user"}
+__all__ = ["ChatPolicy", "to_chat_dicts"]
+_CALL_OPTIONS = {
+    "response_format",
+    "ls_structured_output_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+}
+STRUCTURED_METHODS = ("json_schema", "json_mode", "function_calling")
 
 
-def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
-    """LangChain messages -> chat-template dicts. Any order and any number of system/human/AI messages.
-
-    A message's `name` (a speaker in a multi-party transcript) is kept as a "name: " prefix, since most chat
-    templates have no field for it; a ChatMessage with a custom role is sent as a user turn the same way.
-    """
-    out = []
-    for message in messages:
-        content = message.text if hasattr(message, "text") else str(message.content)
-        role, speaker = _ROLES.get(message.type, "user"), message.name
-        if isinstance(message, ChatMessage) and message.role not in ("system", "user", "assistant"):
-            role, speaker = "user", message.name or message.role
-        if speaker and role == "user":
-            content = f"{speaker}: {content}"
-        out.append({"role": role, "content": content})
-    return out
-
-
-def _format_instruction(schema: dict[str, Any]) -> str:
+def _format_instruction(schema: dict[str, Any] | None) -> str:
     """Small models follow a filled-in template far better than a JSON schema, so show one when we can."""
-    properties = schema.get("properties")
-    if isinstance(properties, dict) and properties:
-        fields = ", ".join(
-            f'"{k}": <{v.get("type", "value")}>' for k, v in properties.items() if isinstance(v, dict)
-        )
-        return f"Answer with one JSON object only, no other text, in this form: {{{fields}}}"
+    template = json_template(schema or {})
+    if template is not None:
+        return f"Answer with one JSON object only, no other text, in this form: {template}"
+    if not schema or schema == {"type": "object"}:
+        return "Answer with one JSON object only, no other text."
     return "Answer with one JSON object only, no other text, that matches this JSON schema: " + json.dumps(
         schema, ensure_ascii=False
     )
+
+
+def response_constraint(response_format: dict[str, Any]) -> tuple[Constraint, str | None]:
+    """A `response_format` call option -> the grammar and the instruction added to the prompt (None: none).
+
+    Accepted: a JSON schema; {"type": "json_schema", "json_schema": {"schema": ...}} (OpenAI's shape);
+    {"type": "json_object"} (any JSON object; an optional "schema" key only shapes the instruction);
+    {"type": "regex", "regex": pattern} (the prompt itself must explain the format).
+    """
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return Constraint.json_object(), _format_instruction(response_format.get("schema"))
+    if kind == "regex":
+        return Constraint.regex(str(response_format["regex"])), None
+    if kind == "json_schema" and isinstance(response_format.get("json_schema"), dict):
+        response_format = response_format["json_schema"].get("schema") or {}
+    return Constraint.json_schema(response_format), _format_instruction(response_format)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One prepared call: the engine, the prompt, the sampling, the grammar and the tools it was made with."""
+
+    engine: SharedPolicy
+    prompt_ids: list[int]
+    params: SamplingParams
+    adapter: str | None
+    dropped: int
+    constraint: Constraint | None
+    tools: ToolSet | None
+
+    def submit(self, on_token: Callable[[int], object] | None = None) -> Any:
+        return self.engine.submit(
+            self.prompt_ids,
+            self.params,
+            self.adapter,
+            on_token=on_token,
+            truncated_messages=self.dropped,
+            constraint=self.constraint,
+        )
 
 
 class ChatPolicy(BaseChatModel):
@@ -137,12 +181,13 @@ class ChatPolicy(BaseChatModel):
     # ---- request building -------------------------------------------------------------------------
     def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], run_manager: Any
-    ) -> tuple[SharedPolicy, list[int], SamplingParams, str | None, int]:
+    ) -> _Call:
         """Render the prompt and build the request. Without a seed of its own, a call inside a run whose
         metadata has `sampling_seed` (one per episode, set by the rollout) is seeded from that and its prompt
         tokens, so concurrent episodes sample the same tokens whatever the batch they land in. A run whose
         metadata has `adapter_by_role` ({role: adapter or None}) seats that adapter in that role's calls: one
-        graph serves a self-play episode and an episode against the base model alike."""
+        graph serves a self-play episode and an episode against the base model alike. Bound tools are shown
+        (see `tool_calls`); a forced tool call or a `response_format` constrains the output."""
         engine = self.engine
         run_metadata = getattr(run_manager, "metadata", None) or {}
         options: dict[str, Any] = {
@@ -153,7 +198,7 @@ class ChatPolicy(BaseChatModel):
             "seed": self.seed,
             "adapter": self.adapter,
         }
-        unknown = set(kwargs) - set(options) - {"response_format", "ls_structured_output_format"}
+        unknown = set(kwargs) - set(options) - _CALL_OPTIONS
         if unknown:
             raise ValueError(
                 f"ChatPolicy got unsupported arguments {sorted(unknown)}; accepted: {sorted(options)}"
@@ -162,9 +207,15 @@ class ChatPolicy(BaseChatModel):
         seats = run_metadata.get(ADAPTER_BY_ROLE) or {}
         if role_of(run_metadata) in seats:
             options["adapter"] = seats[role_of(run_metadata)]
-        chat = to_chat_dicts(messages)
-        if kwargs.get("response_format") is not None:
-            chat.append({"role": "system", "content": _format_instruction(kwargs["response_format"])})
+        tools = self._tool_set(engine, kwargs)
+        chat = to_chat_dicts(messages, native_tools=engine.has_tool_template)
+        constraint = tools.constraint() if tools else None
+        if tools and (instruction := tools.instruction()):
+            chat.append({"role": "system", "content": instruction})
+        if constraint is None and kwargs.get("response_format") is not None:
+            constraint, instruction = response_constraint(kwargs["response_format"])
+            if instruction:
+                chat.append({"role": "system", "content": instruction})
         params = SamplingParams(
             temperature=options["temperature"],
             top_p=options["top_p"],
@@ -173,33 +224,58 @@ class ChatPolicy(BaseChatModel):
             stop=tuple(stop if stop is not None else self.stop or ()),
             seed=options["seed"],
         )
-        prompt_ids, dropped = engine.render(chat, params.max_new_tokens)
+        prompt_ids, dropped = engine.render(
+            chat, params.max_new_tokens, tools.template_tools() if tools else None
+        )
         episode_seed = run_metadata.get("sampling_seed")
         if params.seed is None and episode_seed is not None:
             params = replace(params, seed=derive_seed(episode_seed, *prompt_ids))
         adapter = engine.ensure_adapter(options["adapter"]) if options["adapter"] else None
-        return engine, prompt_ids, params, adapter, dropped
+        return _Call(engine, prompt_ids, params, adapter, dropped, constraint, tools)
 
-    def _result(self, record: TokenRecord, run_id: Any) -> ChatResult:
+    @staticmethod
+    def _tool_set(engine: SharedPolicy, kwargs: dict[str, Any]) -> ToolSet | None:
+        if not kwargs.get("tools"):
+            return None
+        tools = tuple(kwargs["tools"])
+        names = [t["function"]["name"] for t in tools]
+        template = str(getattr(engine.tokenizer, "chat_template", "") or "")
+        native = engine.has_tool_template
+        return ToolSet(
+            tools,
+            normalize_tool_choice(kwargs.get("tool_choice"), names),
+            native,
+            native and TAG_OPEN in template,
+        )
+
+    def _result(self, record: TokenRecord, run_id: Any, tools: ToolSet | None) -> ChatResult:
         if run_id is not None:
             token_records.put(run_id, record)
-        return ChatResult(generations=[ChatGeneration(message=self._message(record))])
+        return ChatResult(generations=[ChatGeneration(message=self._message(record, tools))])
 
-    def _message(self, record: TokenRecord) -> AIMessage:
+    def _message(self, record: TokenRecord, tools: ToolSet | None) -> AIMessage:
+        """The reply: the text, or with tools bound the text around the calls plus the calls themselves."""
+        usage = {
+            "input_tokens": len(record.prompt_ids),
+            "output_tokens": len(record.completion_ids),
+            "total_tokens": len(record.prompt_ids) + len(record.completion_ids),
+        }
+        metadata = {
+            "model_name": self.model_name,
+            "finish_reason": record.finish_reason,
+            "adapter": record.adapter,
+            "adapter_version": record.adapter_version,
+            "model_provider": "langgraph-omar",
+        }
+        if tools is None or not tools.active:
+            return AIMessage(content=record.text, usage_metadata=usage, response_metadata=metadata)  # type: ignore[arg-type]
+        parsed = parse_tool_calls(record.text, tools.names)
         return AIMessage(
-            content=record.text,
-            usage_metadata={
-                "input_tokens": len(record.prompt_ids),
-                "output_tokens": len(record.completion_ids),
-                "total_tokens": len(record.prompt_ids) + len(record.completion_ids),
-            },
-            response_metadata={
-                "model_name": self.model_name,
-                "finish_reason": record.finish_reason,
-                "adapter": record.adapter,
-                "adapter_version": record.adapter_version,
-                "model_provider": "langgraph-omar",
-            },
+            content=parsed.content,
+            tool_calls=parsed.tool_calls,
+            invalid_tool_calls=parsed.invalid_tool_calls,
+            usage_metadata=usage,  # type: ignore[arg-type]
+            response_metadata=metadata,
         )
 
     # ---- LangChain entry points ---------------------------------------------------------------------
@@ -210,9 +286,9 @@ class ChatPolicy(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs, run_manager)
-        record = engine.submit(ids, params, adapter, truncated_messages=dropped).result()
-        return self._result(record, run_manager.run_id if run_manager else None)
+        call = self._prepare(messages, stop, kwargs, run_manager)
+        record = call.submit().result()
+        return self._result(record, run_manager.run_id if run_manager else None, call.tools)
 
     async def _agenerate(
         self,
@@ -221,9 +297,9 @@ class ChatPolicy(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs, run_manager)
-        record = await asyncio.wrap_future(engine.submit(ids, params, adapter, truncated_messages=dropped))
-        return self._result(record, run_manager.run_id if run_manager else None)
+        call = self._prepare(messages, stop, kwargs, run_manager)
+        record = await asyncio.wrap_future(call.submit())
+        return self._result(record, run_manager.run_id if run_manager else None, call.tools)
 
     def _stream(
         self,
@@ -232,10 +308,10 @@ class ChatPolicy(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs, run_manager)
+        call = self._prepare(messages, stop, kwargs, run_manager)
         tokens: queue.Queue[int] = queue.Queue()
-        future = engine.submit(ids, params, adapter, on_token=tokens.put, truncated_messages=dropped)
-        stream = _TextStream(engine, params.stop)
+        future = call.submit(on_token=tokens.put)
+        stream = _TextStream(call.engine, call.params.stop, call.tools)
         while not (future.done() and tokens.empty()):
             try:
                 token = tokens.get(timeout=0.05)
@@ -246,7 +322,7 @@ class ChatPolicy(BaseChatModel):
                 if run_manager:
                     run_manager.on_llm_new_token(delta)
                 yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
-        last = self._last_chunk(future.result(), stream)
+        last = self._last_chunk(future.result(), stream, call.tools)
         yield last
         self._file_record(future.result(), last, run_manager)
 
@@ -257,33 +333,44 @@ class ChatPolicy(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        engine, ids, params, adapter, dropped = self._prepare(messages, stop, kwargs, run_manager)
+        call = self._prepare(messages, stop, kwargs, run_manager)
         loop = asyncio.get_running_loop()
         tokens: asyncio.Queue[int | None] = asyncio.Queue()
-        future = engine.submit(
-            ids,
-            params,
-            adapter,
-            on_token=lambda t: loop.call_soon_threadsafe(tokens.put_nowait, t),
-            truncated_messages=dropped,
-        )
+        future = call.submit(on_token=lambda t: loop.call_soon_threadsafe(tokens.put_nowait, t))
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(tokens.put_nowait, None))
-        stream = _TextStream(engine, params.stop)
+        stream = _TextStream(call.engine, call.params.stop, call.tools)
         while (token := await tokens.get()) is not None:
             delta = stream.push(token)
             if delta:
                 if run_manager:
                     await run_manager.on_llm_new_token(delta)
                 yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
-        last = self._last_chunk(future.result(), stream)
+        last = self._last_chunk(future.result(), stream, call.tools)
         yield last
         self._file_record(future.result(), last, run_manager)
 
-    def _last_chunk(self, record: TokenRecord, stream: _TextStream) -> ChatGenerationChunk:
-        full = self._message(record)
+    def _last_chunk(
+        self, record: TokenRecord, stream: _TextStream, tools: ToolSet | None
+    ) -> ChatGenerationChunk:
+        """The rest of the content, the usage and metadata, and the calls as tool-call chunks (one per call,
+        its arguments whole: a call is known to be one only once the output is complete)."""
+        full = self._message(record, tools)
+        chunks = [
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+            for i, c in enumerate(full.tool_calls)
+        ]
+        # Merged chunks become calls whenever their arguments parse, even partly (LangChain's rule), and chunks
+        # carry no error field: an invalid call's arguments start with the reason, so it stays invalid.
+        chunks += [
+            tool_call_chunk(
+                name=c["name"], args=f"(invalid: {c['error']}) {c['args']}", id=c["id"], index=len(chunks) + i
+            )
+            for i, c in enumerate(full.invalid_tool_calls)
+        ]
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content=record.text[stream.emitted :],
+                content=full.text[stream.emitted :],
+                tool_call_chunks=chunks,
                 usage_metadata=full.usage_metadata,
                 response_metadata=full.response_metadata,
                 chunk_position="last",
@@ -302,39 +389,88 @@ class ChatPolicy(BaseChatModel):
         elif (message_id := last.message.id or "").startswith("lc_run--"):
             token_records.put(UUID(message_id.removeprefix("lc_run--")), record)
 
-    # ---- structured output ------------------------------------------------------------------------
-    def with_structured_output(  # type: ignore[override]
-        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
-    ) -> Runnable[LanguageModelInput, Any]:
-        """JSON output for a pydantic model, TypedDict or JSON schema, asked for in a system message.
+    # ---- tools and structured output ----------------------------------------------------------------
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        strict: bool | None = None,
+        parallel_tool_calls: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Offer `tools` (functions, pydantic models, TypedDicts, `BaseTool`s, OpenAI dicts) to the model.
 
-        A 135M model has no tool calling, so this uses prompting plus parsing; output that does not parse
-        raises `OutputParserException` naming the schema (or, with include_raw, is returned as
-        `parsing_error`).
+        tool_choice: "auto" (default: the model decides), "any"/"required" (one call of some tool, constrained),
+            a tool's name (one call of that tool, constrained), "none" (no tools shown).
+        strict: accepted for compatibility; forced calls are always schema-valid, by construction.
+        parallel_tool_calls: accepted for compatibility; a forced call is one call, an unforced output may hold
+            several.
         """
-        kwargs.pop("method", None)
-        kwargs.pop("strict", None)
+        formatted = [convert_to_openai_tool(tool, strict=strict) for tool in tools]
+        names = [t["function"]["name"] for t in formatted]
+        choice = normalize_tool_choice(tool_choice, names)  # fail at bind time, not at the first call
+        return super().bind(tools=formatted, tool_choice=choice, **kwargs)
+
+    def with_structured_output(  # type: ignore[override]
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: str = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Output parsed as a pydantic model, TypedDict or JSON schema, generated under a grammar.
+
+        method: "json_schema" (default; decoding constrained to the schema: a schema-valid object on every
+            call that ends before max_tokens), "json_mode" (constrained to some JSON object, then validated
+            against the schema), "function_calling" (a forced call of a tool made from the schema, parsed back).
+        Output that does not parse (a reply cut at max_tokens, say) raises `OutputParserException` naming the
+        schema, or with include_raw is returned as `parsing_error`.
+        strict: accepted for compatibility (the grammar is strict already).
+        """
         if kwargs:
             raise ValueError(f"unsupported arguments {sorted(kwargs)}")
-        json_schema = convert_to_json_schema(schema)
-        llm = self.bind(
-            response_format=json_schema,
-            ls_structured_output_format={"kwargs": {"method": "json_schema"}, "schema": json_schema},
-        )
+        if method not in STRUCTURED_METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(STRUCTURED_METHODS)}")
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
         base_parser: Runnable[Any, Any]
-        if isinstance(schema, type) and is_basemodel_subclass(schema):
-            base_parser = PydanticOutputParser(pydantic_object=schema)
+        if method == "function_calling":
+            tool = convert_to_openai_tool(schema)
+            name = tool["function"]["name"]
+            llm = self.bind_tools(
+                [schema],
+                tool_choice=name,
+                ls_structured_output_format={"kwargs": {"method": method}, "schema": tool},
+            )
+            if is_pydantic:
+                base_parser = PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+            else:
+                base_parser = JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            title = name
         else:
-            base_parser = JsonOutputParser()
-        title = json_schema.get("title", "the requested JSON schema")
+            json_schema = convert_to_json_schema(schema)
+            response_format = (
+                json_schema if method == "json_schema" else {"type": "json_object", "schema": json_schema}
+            )
+            llm = self.bind(
+                response_format=response_format,
+                ls_structured_output_format={"kwargs": {"method": method}, "schema": json_schema},
+            )
+            base_parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()  # type: ignore[arg-type]
+            title = json_schema.get("title", "the requested JSON schema")
 
         def parse(message: BaseMessage) -> Any:
             try:
-                return base_parser.invoke(message)
+                parsed = base_parser.invoke(message)
             except (OutputParserException, ValueError) as exc:
                 raise OutputParserException(
                     f"model output does not parse as {title}: {message.text[:200]!r}", llm_output=message.text
                 ) from exc
+            if parsed is None:  # the tools parser found no call
+                raise OutputParserException(f"model output holds no call of {title}", llm_output=message.text)
+            return parsed
 
         parser = RunnableLambda(parse)
         if include_raw:
@@ -348,13 +484,19 @@ class ChatPolicy(BaseChatModel):
 
 class _TextStream:
     """Token ids -> text deltas. With stop strings, holds back as many characters as the longest stop string
-    could still cover, so no delta ever shows text the final message drops."""
+    could still cover, so no delta ever shows text the final message drops; with tools bound, holds back
+    whatever may be a call (`CallGate`). `emitted`: how many characters of the final content went out."""
 
-    def __init__(self, engine: SharedPolicy, stops: tuple[str, ...]) -> None:
+    def __init__(self, engine: SharedPolicy, stops: tuple[str, ...], tools: ToolSet | None = None) -> None:
         self.engine = engine
         self.ids: list[int] = []
-        self.emitted = 0
+        self.released = 0
         self.hold = max((len(s) for s in stops), default=0)
+        self.gate = CallGate() if tools is not None and tools.active else None
+
+    @property
+    def emitted(self) -> int:
+        return self.gate.passed if self.gate is not None else self.released
 
     def push(self, token: int) -> str:
         self.ids.append(token)
@@ -362,7 +504,7 @@ class _TextStream:
         if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for the next token
             return ""
         ready = len(text) - self.hold
-        if ready <= self.emitted:
+        if ready <= self.released:
             return ""
-        delta, self.emitted = text[self.emitted : ready], ready
-        return delta
+        delta, self.released = text[self.released : ready], ready
+        return self.gate.push(delta) if self.gate is not None else delta

@@ -18,7 +18,11 @@ class TestChatPolicyUnit(ChatModelUnitTests):
 
     @property
     def has_tool_calling(self) -> bool:
-        return False  # a 135M model cannot call tools; bind_tools is not offered
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
 
     @property
     def has_structured_output(self) -> bool:

@@ -428,3 +428,19 @@ def test_briefs_sample_input_and_bad_arguments() -> None:
         build_graph(scenario=BIKE, models={"judge": scripted(["x"])})
     with pytest.raises(ValueError, match="final state key 'outcome' is missing"):
         result_from_state({"rewards": {}, "metrics": {}})
+
+
+@pytest.mark.parametrize("kind", ["price", "split"])
+def test_constrained_actions_give_a_legal_action_line_on_every_reply(kind: str) -> None:
+    from langgraph_omar import ChatPolicy, SharedPolicy
+    from langgraph_omar.envs.negotiation.graph import build_graph
+    from langgraph_omar.testing import tiny_model, tiny_tokenizer
+
+    SharedPolicy.register(
+        SharedPolicy("tiny-long", tiny_model(context=4096), tiny_tokenizer(), max_wait_ms=5)
+    )
+    model = ChatPolicy(model="tiny-long", temperature=1.0, max_tokens=260)
+    final = build_graph(
+        model, kind=kind, rules=NegotiationRules(max_turns=4), constrained_actions=True
+    ).invoke(sample_input(1, kind))
+    assert final["transcript"] and not final.get("fallbacks")  # a random tiny model, and no reply is talk

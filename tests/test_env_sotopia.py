@@ -271,7 +271,7 @@ def test_a_leave_ends_the_episode_and_both_agents_are_judged() -> None:
         ["[speak] Is this bike for sale?", "[action] checks the tyres", "[leave]", "[speak] again"]
     )
     agent_2 = scripted(["Yes, for $300.", "[none]", "[speak] more"])
-    judge = per_dimension_judge(GOOD_SCORES)
+    judge = ScriptedChatModel(respond=lambda messages: GOOD_JUDGE)
     # `model` is every role's model and the judge's; both roles are overridden here, so only the judge uses it.
     graph = build_graph(judge, models={"agent_1": agent_1, "agent_2": agent_2})
     final = graph.invoke(episode_input(episode))
@@ -281,10 +281,10 @@ def test_a_leave_ends_the_episode_and_both_agents_are_judged() -> None:
     assert final["reward_dimensions"]["agent_2"] == {
         name: float(value) for name, value in GOOD_SCORES.items()
     }
-    # the default judge: one call per dimension, so 7 per agent when every answer parses
-    assert final["metrics"]["judge_attempts"] == {"agent_1": 7, "agent_2": 7}
+    # the default judge: one JSON call per agent
+    assert final["metrics"]["judge_attempts"] == {"agent_1": 1, "agent_2": 1}
     assert [(f["role"], f["reason"]) for f in final["fallbacks"]] == [("agent_2", "no_action_tag")]
-    assert [metadata["role"] for metadata in judge.call_metadata] == ["judge"] * 14  # not a player's turn
+    assert [metadata["role"] for metadata in judge.call_metadata] == ["judge"] * 2  # not a player's turn
     judged = judge.calls[0][1].text  # the request that carries the context and the interaction
     assert (
         'Lena Okafor said: "Is this bike for sale?"' in judged
@@ -327,19 +327,20 @@ async def test_judge_failure_gives_no_reward_and_is_recorded() -> None:
     final = await graph.ainvoke(sample_input(1))
     assert final["rewards"] == {} and final["reward_dimensions"] == {}
     assert final["metrics"]["judge_failures"] == ["agent_1", "agent_2"]
-    # the default judge: 7 dimensions x (1 + DEFAULT_JUDGE_RETRIES = 4 retries) = 35 calls per agent
-    assert final["metrics"]["judge_attempts"] == {"agent_1": 35, "agent_2": 35}
-    assert "goal: no integer in the answer" in final["metrics"]["judge_errors"]["agent_1"]
+    # the default judge: 1 + DEFAULT_JUDGE_RETRIES = 4 retries = 5 calls per agent
+    assert final["metrics"]["judge_attempts"] == {"agent_1": 5, "agent_2": 5}
+    assert "no JSON object found" in final["metrics"]["judge_errors"]["agent_1"]
 
 
-def test_a_json_judge_can_replace_the_default_one() -> None:
-    judge_model = ScriptedChatModel(respond=lambda messages: GOOD_JUDGE)
+def test_a_per_dimension_judge_can_replace_the_default_one() -> None:
+    judge_model = per_dimension_judge(GOOD_SCORES)
     graph = build_graph(
-        models={r: scripted(["[leave]"]) for r in ROLES}, judge=SotopiaJudge(judge_model, retries=0)
+        models={r: scripted(["[leave]"]) for r in ROLES},
+        judge=SotopiaJudge(judge_model, retries=0, per_dimension=True),
     )
     final = graph.invoke(sample_input(0))
     assert final["rewards"] == {"agent_1": 0.6, "agent_2": 0.6}  # goal 6 / 10
-    assert final["metrics"]["judge_attempts"] == {"agent_1": 1, "agent_2": 1} and len(judge_model.calls) == 2
+    assert final["metrics"]["judge_attempts"] == {"agent_1": 7, "agent_2": 7} and len(judge_model.calls) == 14
 
 
 def test_transcript_text_and_bad_arguments() -> None:

@@ -392,3 +392,15 @@ def test_sync_issues_every_call_of_every_agent_in_one_batch() -> None:
 def test_per_dimension_configuration_is_validated() -> None:
     with pytest.raises(ValueError, match="max_tokens must be >= 1 or None"):
         SotopiaJudge(answering("{}"), per_dimension=True, max_tokens=0)
+
+
+def test_json_mode_asks_for_the_score_schema_and_parses_on_every_call_of_a_constrained_model(policy) -> None:
+    from langgraph_omar import ChatPolicy
+
+    judge = SotopiaJudge(ChatPolicy(model="tiny", temperature=1.0), retries=0, max_tokens=160)
+    schema = judge._call_options()["response_format"]["json_schema"]["schema"]
+    assert list(schema["properties"]) == [d.name for d in SOTOPIA_DIMENSIONS] == schema["required"]
+    assert schema["properties"]["secret"] == {"type": "integer", "minimum": -10, "maximum": 0}
+    results = judge.score_agents("context", "transcript", ["Ann", "Bob", "Cy"])  # a random tiny model
+    assert all(r.ok and r.attempts == 1 for r in results)
+    assert "response_format" not in SotopiaJudge(judge.model, per_dimension=True)._call_options()

@@ -2,7 +2,11 @@
 
 Written by hand rather than through `model.generate` because each row carries its own sampling parameters,
 stop strings, adapter (peft mixed-adapter batches) and token callback, and because the recorded
-log-probabilities must be those of the untruncated tempered distribution (see `sampling`).
+log-probabilities must be those of the untruncated tempered distribution (see `sampling`). A request may
+carry a grammar (`constraints.RowGrammar`): each step, the rows that have one get their allowed-token masks
+(filled one row at a time, on the CPU), sample under them, and advance their matchers with the sampled token;
+the recorded ids are the sampled ids and the recorded log-probabilities are unmasked (see `sampling`). When
+no row in the batch has a grammar, the loop does exactly what it did before grammars existed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from peft import PeftModel
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from langgraph_omar.serving.constraints import RowGrammar, allowed_tokens
 from langgraph_omar.serving.kv_cache import GrowingLayer, growing_cache
 from langgraph_omar.serving.prefix_cache import CachedSequence, PrefixCache
 from langgraph_omar.serving.sampling import SamplingParams, sample_next
@@ -29,14 +34,16 @@ class DecodeRequest:
     params: SamplingParams
     adapter: str | None = None
     on_token: Callable[[int], object] | None = None
+    grammar: RowGrammar | None = None  # this request's own matcher; None: unconstrained
 
 
 @dataclass
 class DecodeResult:
     completion_ids: list[int]
-    logprobs: list[float]
+    logprobs: list[float]  # unmasked, as for any row (see `sampling`)
     text: str
     finish_reason: str  # "stop", "stop_string" or "length"
+    masked_logprobs: list[float] | None = None  # constrained rows: under the allowed tokens only
 
 
 def _decode(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
@@ -164,13 +171,20 @@ def decode_batch(
 
     completions: list[list[int]] = [[] for _ in requests]
     logprobs: list[list[float]] = [[] for _ in requests]
+    masked_logprobs: list[list[float]] = [[] for _ in requests]
     results: list[DecodeResult | None] = [None] * len(requests)
     active = list(range(len(requests)))  # request index of each row still in the batch
 
     while active:
-        tokens, token_logprobs = sample_next(
-            logits, [requests[i].params for i in active], [generators[i] for i in active]
+        constrained = [row for row, i in enumerate(active) if requests[i].grammar is not None]
+        allowed = None
+        if constrained:
+            grammars = [cast(RowGrammar, requests[active[row]].grammar) for row in constrained]
+            allowed = (constrained, allowed_tokens(grammars, logits.shape[-1], logits.device))
+        tokens, token_logprobs, token_masked = sample_next(
+            logits, [requests[i].params for i in active], [generators[i] for i in active], allowed
         )
+        masked_values = token_masked.tolist() if constrained else []
         keep = []
         for row, (i, token, lp) in enumerate(
             zip(active, tokens.tolist(), token_logprobs.tolist(), strict=True)
@@ -178,6 +192,9 @@ def decode_batch(
             request = requests[i]
             completions[i].append(token)
             logprobs[i].append(lp)
+            if request.grammar is not None:
+                request.grammar.advance(token)
+                masked_logprobs[i].append(masked_values[row])
             if request.on_token is not None:
                 request.on_token(token)
             text = None
@@ -198,7 +215,8 @@ def decode_batch(
                 fed = request.prompt_ids + completions[i][:-1]
                 if (finished := _finished_sequence(cache, row, mask[row], fed)) is not None:
                     prefix_cache.store(request.adapter, finished)
-            results[i] = DecodeResult(completions[i], logprobs[i], text, reason)
+            masked = masked_logprobs[i] if request.grammar is not None else None
+            results[i] = DecodeResult(completions[i], logprobs[i], text, reason, masked)
         if not keep:
             break
         if len(keep) < len(active):

@@ -25,6 +25,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from langgraph_omar.errors import OmarError
 from langgraph_omar.serving.adapters import check_adapter_files, check_adapter_fits, load_error
+from langgraph_omar.serving.constraints import Constraint, GrammarCompiler
 from langgraph_omar.serving.decoding import DecodeRequest, DecodeResult, decode_batch
 from langgraph_omar.serving.models import DEFAULT_MODEL, load_model
 from langgraph_omar.serving.prefix_cache import PrefixCache
@@ -37,6 +38,7 @@ class _Pending:
     request: DecodeRequest
     future: Future[TokenRecord]
     truncated_messages: int = 0
+    constraint: Constraint | None = None
     submitted: float = field(default_factory=time.monotonic)
 
 
@@ -83,6 +85,9 @@ class SharedPolicy:
         self._path_names: dict[str, str] = {}
         self.context_window = int(getattr(model.config, "max_position_embeddings", 2048))
         self.eos_ids = self._eos_ids()
+        self._grammars: GrammarCompiler | None = None
+        self._tool_template: bool | None = None
+        self._grammar_lock = threading.Lock()
         self._lock = threading.RLock()
         self._queue: queue.Queue[_Pending] = queue.Queue()
         self._worker = threading.Thread(target=self._serve, name=f"omar-engine-{name}", daemon=True)
@@ -127,9 +132,16 @@ class SharedPolicy:
         return {i for i in ids if i is not None}
 
     # ---- prompts ----------------------------------------------------------------------------------
-    def render(self, messages: Sequence[dict[str, str]], max_new_tokens: int) -> tuple[list[int], int]:
+    def render(
+        self,
+        messages: Sequence[dict[str, Any]],
+        max_new_tokens: int,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> tuple[list[int], int]:
         """Chat-template token ids for `messages` (role/content dicts), and how many were dropped.
 
+        tools: OpenAI-format tool definitions, handed to the chat template (only meaningful when
+        `has_tool_template`; other templates ignore them).
         Context policy: when prompt + max_new_tokens exceed the context window, the oldest non-system
         messages are dropped one by one (the count goes into the token record); if the last message alone
         does not fit, an OmarError is raised.
@@ -137,9 +149,7 @@ class SharedPolicy:
         messages = list(messages)
         dropped = 0
         while True:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
-                ids = list(ids["input_ids"])
+            ids = self._template_ids(messages, tools)
             if len(ids) + max_new_tokens <= self.context_window:
                 return ids, dropped
             droppable = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
@@ -150,6 +160,42 @@ class SharedPolicy:
                 )
             del messages[droppable[0]]
             dropped += 1
+
+    def _template_ids(self, messages: Sequence[dict[str, Any]], tools: Any) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(
+            list(messages), tools=tools or None, add_generation_prompt=True, tokenize=True
+        )
+        if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
+            ids = list(ids["input_ids"])
+        return ids
+
+    @property
+    def has_tool_template(self) -> bool:
+        """Whether the model's chat template renders tool definitions (it has a tool-calling format of its own):
+        a probe conversation renders differently with a tool than without."""
+        if self._tool_template is None:
+            probe = [{"role": "user", "content": "hi"}]
+            tool = {
+                "type": "function",
+                "function": {"name": "probe_tool", "description": "d", "parameters": {}},
+            }
+            try:
+                self._tool_template = self._template_ids(probe, [tool]) != self._template_ids(probe, None)
+            except Exception:  # a template that fails on tools has no usable tool format
+                self._tool_template = False
+        return self._tool_template
+
+    @property
+    def grammars(self) -> GrammarCompiler:
+        """The grammar compiler for this model's tokenizer, built on first use (it indexes the vocabulary)."""
+        with self._grammar_lock:
+            if self._grammars is None:
+                head = self.model.get_output_embeddings()
+                vocab_size = (
+                    int(head.weight.shape[0]) if head is not None else int(self.model.config.vocab_size)
+                )
+                self._grammars = GrammarCompiler(self.tokenizer, vocab_size, self.eos_ids)
+            return self._grammars
 
     # ---- adapters ---------------------------------------------------------------------------------
     def load_adapter(self, path: str | Path, name: str | None = None) -> str:
@@ -257,26 +303,37 @@ class SharedPolicy:
         adapter: str | None = None,
         on_token: Callable[[int], object] | None = None,
         truncated_messages: int = 0,
+        constraint: Constraint | None = None,
     ) -> Future[TokenRecord]:
+        """Queue one generation. constraint: a grammar the completion must match (compiled here, in the
+        caller's thread, so a schema it cannot handle fails the call at once with an OmarError)."""
         if adapter is not None and adapter not in self.adapter_versions:
             raise OmarError(
                 f"adapter {adapter!r} is not loaded; loaded: {sorted(self.adapter_versions) or 'none'}"
             )
+        grammar = self.grammars.row(constraint) if constraint is not None else None
         future: Future[TokenRecord] = Future()
-        self._queue.put(
-            _Pending(DecodeRequest(prompt_ids, params, adapter, on_token), future, truncated_messages)
-        )
+        request = DecodeRequest(prompt_ids, params, adapter, on_token, grammar)
+        self._queue.put(_Pending(request, future, truncated_messages, constraint))
         return future
 
     def generate(
-        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: str | None = None,
+        constraint: Constraint | None = None,
     ) -> TokenRecord:
-        return self.submit(prompt_ids, params, adapter).result()
+        return self.submit(prompt_ids, params, adapter, constraint=constraint).result()
 
     async def agenerate(
-        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        adapter: str | None = None,
+        constraint: Constraint | None = None,
     ) -> TokenRecord:
-        return await asyncio.wrap_future(self.submit(prompt_ids, params, adapter))
+        return await asyncio.wrap_future(self.submit(prompt_ids, params, adapter, constraint=constraint))
 
     def _serve(self) -> None:
         """Collect a batch: after the first request, keep taking requests while they keep coming (each within
@@ -334,4 +391,12 @@ class SharedPolicy:
             temperature=request.params.temperature,
             top_p=request.params.top_p,
             truncated_messages=pending.truncated_messages,
+            extra=_constraint_extra(pending.constraint, result),
         )
+
+
+def _constraint_extra(constraint: Constraint | None, result: DecodeResult) -> dict[str, Any]:
+    """What a constrained call's record says about its grammar (see `TokenRecord`); nothing for others."""
+    if constraint is None:
+        return {}
+    return {"constraint": constraint.kind, "masked_logprobs": result.masked_logprobs}

@@ -2,7 +2,10 @@
 
 The token record is the unit of token fidelity: the ids the model saw and produced, and the log-probability
 of each produced id under the sampling distribution (log-softmax of logits / temperature, taken before any
-top-k / top-p truncation). These are the "old" log-probabilities of the PPO ratio.
+top-k / top-p truncation, and before any grammar's mask). These are the "old" log-probabilities of the PPO
+ratio: the trainer recomputes the same unmasked quantity, so constrained turns train like any other (see
+`sampling` for the reasons and the PPO consequence). A constrained call's `extra` says so:
+`{"constraint": kind, "masked_logprobs": [...]}`, the latter under the grammar-restricted distribution.
 """
 
 from __future__ import annotations

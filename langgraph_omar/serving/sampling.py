@@ -3,6 +3,21 @@
 transformers' `generate` applies one set of sampling parameters to a whole batch and reports scores after
 its logits processors; a batch that coalesces calls from many roles needs per-row parameters and the
 log-probability under the untruncated tempered distribution, so this small piece is written here.
+
+Constrained rows (a grammar, see `constraints`) sample from the tempered distribution restricted to the tokens
+their grammar allows, renormalised, then top-k / top-p truncated. Their recorded log-probability is still the
+one under the full tempered distribution, the same quantity as for every other row, for three reasons:
+- the trainer recomputes exactly that from the weights (`rl/logprobs.py` knows nothing of grammars), so the
+  PPO ratio starts at 1 and `logprob_mismatch` stays ~0 on constrained turns, as it does for truncated ones;
+- the masked distribution's normaliser depends on the weights too, so training on it would need every
+  position's allowed set (vocabulary/8 bytes a token) replayed in the trainer;
+- the consequence for PPO: the update raises the unconstrained policy's probability of the tokens that won
+  (format tokens included: the model learns the format it was held to), and a forced token (the only one
+  allowed) has a ratio and a gradient like any other, where the masked policy would give it neither. The
+  behaviour policy differs from the recorded one by the allowed mass Z <= 1 at each position, the same kind of
+  gap top-p truncation already leaves.
+The masked log-probability (log p - log Z, what the sampler actually used before truncation) is returned too,
+and the engine keeps it in the token record's `extra["masked_logprobs"]`.
 """
 
 from __future__ import annotations
@@ -10,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -59,22 +75,39 @@ def truncate(logprobs: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor) -
     return torch.empty_like(logprobs).scatter_(-1, order, sorted_lp)
 
 
-def sample_next(
-    logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one token per row and return (tokens (B,), logprobs (B,)) under the tempered distribution.
+class Sampled(NamedTuple):
+    tokens: torch.Tensor  # (B,) the sampled ids
+    logprobs: torch.Tensor  # (B,) their log-probabilities under the tempered, unmasked distribution
+    masked_logprobs: torch.Tensor  # (B,) under the distribution restricted to the allowed tokens (= logprobs
+    # on unconstrained rows)
 
-    A row with a generator (a seeded request) samples from it alone, so its tokens do not depend on what
-    else is in the batch; rows without one share torch's default generator.
+
+def sample_next(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    generators: list[torch.Generator | None],
+    allowed: tuple[list[int], torch.Tensor] | None = None,
+) -> Sampled:
+    """Pick one token per row; see the module docstring for which log-probabilities come back.
+
+    logits (B, V). allowed: (rows, mask) with mask (len(rows), V) bool, True where row rows[j]'s grammar allows
+    the token; None when no row is constrained. A row with a generator (a seeded request) samples from it
+    alone, so its tokens do not depend on what else is in the batch; rows without one share torch's default
+    generator.
     """
     device = logits.device
     temps = torch.tensor([p.temperature for p in params], device=device, dtype=torch.float32)
     logprobs = tempered_logprobs(logits, temps)
-    tokens = logprobs.argmax(dim=-1)
+    sampling = logprobs
+    if allowed is not None:
+        rows = torch.tensor(allowed[0], device=device)
+        sampling = logprobs.clone()
+        sampling[rows] = torch.log_softmax(logprobs[rows].masked_fill(~allowed[1], float("-inf")), dim=-1)
+    tokens = sampling.argmax(dim=-1)
     sampled_rows = [i for i, p in enumerate(params) if p.temperature > 0]
     if sampled_rows:
         rows = torch.tensor(sampled_rows, device=device)
-        candidates = logprobs[rows]
+        candidates = sampling[rows]
         if any(params[i].top_p < 1 or params[i].top_k > 0 for i in sampled_rows):
             top_p = torch.tensor([params[i].top_p for i in sampled_rows], device=device)
             top_k = torch.tensor([params[i].top_k for i in sampled_rows], device=device)
@@ -88,4 +121,5 @@ def sample_next(
             if generators[i] is not None:
                 tokens[i] = torch.multinomial(probs[j], 1, generator=generators[i])[0]
     chosen = logprobs.gather(-1, tokens[:, None]).squeeze(-1)
-    return tokens, chosen
+    masked = chosen if allowed is None else sampling.gather(-1, tokens[:, None]).squeeze(-1)
+    return Sampled(tokens, chosen, masked)

@@ -33,6 +33,9 @@ class Negotiation(Environment):
 
     kind: str = option("price", f"scenario kind: {' | '.join(SCENARIO_KINDS)}")
     max_turns: int | None = option(None, "messages per episode, both roles together (default: 10)")
+    constrained_actions: bool = option(
+        False, "decode every reply under a grammar: one message line, then one legal action line"
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in SCENARIO_KINDS:
@@ -45,7 +48,9 @@ class Negotiation(Environment):
         return NegotiationRules() if self.max_turns is None else NegotiationRules(max_turns=self.max_turns)
 
     def build_graph(self, model: BaseChatModel, *, judge: BaseChatModel | None = None) -> Any:
-        return graph.build_graph(model=model, kind=self.kind, rules=self.rules)
+        return graph.build_graph(
+            model=model, kind=self.kind, rules=self.rules, constrained_actions=self.constrained_actions
+        )
 
     def sample_input(self, seed: int) -> dict[str, Any]:
         return graph.sample_input(seed, self.kind)

@@ -12,6 +12,7 @@ The rules, rewards and parser live in `negotiation.rules`, `negotiation.actions`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -265,6 +266,17 @@ def negotiation_metrics(episodes: Sequence[NegotiationResult | Mapping[str, Any]
 # ---- the graph ------------------------------------------------------------------------------------------------
 
 
+def action_line_pattern(scenario: NegotiationScenario) -> str:
+    """A regular expression for one reply: a short message on one line, then one action line
+    (`OFFER <price>` or `OFFER <count> <item> ...` for the scenario's items, ACCEPT, REJECT, WALK AWAY)."""
+    if isinstance(scenario, SplitScenario):
+        items = "|".join(re.escape(item) for item in scenario.items)
+        offer = f"OFFER( [0-9] ({items})){{1,{len(scenario.items)}}}"
+    else:
+        offer = "OFFER [1-9][0-9]{0,5}"
+    return f"[^\\n]{{1,200}}\\n({offer}|ACCEPT|REJECT|WALK AWAY)"
+
+
 def build_graph(
     model: BaseChatModel | None = None,
     scenario: NegotiationScenario | None = None,
@@ -274,6 +286,7 @@ def build_graph(
     models: Mapping[str, BaseChatModel] | None = None,
     turn_prompts: Mapping[str, TurnPrompt] | None = None,
     checkpointer: BaseCheckpointSaver | None = None,
+    constrained_actions: bool = False,
 ) -> CompiledStateGraph:
     """A compiled negotiation graph: the scenario's two roles take turns (first role first).
 
@@ -282,6 +295,9 @@ def build_graph(
     models: per-role overrides, e.g. {"buyer": trained, "seller": base} for arena evaluation.
     turn_prompts: per-role last user message of every call, a text or a function of the state (default:
         `default_turn_prompt`, naming the other side's standing offer; "" for none).
+    constrained_actions: every reply is asked for with `response_format` {"type": "regex"} of
+        `action_line_pattern` (the default scenario's), which `ChatPolicy` decodes under: a message line, then a
+        legal action line, so no reply falls back to talk. Models that take no such option ignore it.
     The final state holds `rewards` (role -> surplus share), `metrics` (outcome, negotiation_turns, deal,
     illegal_offers, ...) and the parser's `fallbacks`.
     """
@@ -299,6 +315,10 @@ def build_graph(
         model = ChatPolicy()
     action_format = NegotiationActionFormat(default)
     briefs = role_briefs(default)
+    line = {"response_format": {"type": "regex", "regex": action_line_pattern(default)}}
+    bound = {name: models.get(name, model) for name in default.roles}
+    if constrained_actions:
+        bound = {name: m.bind(**line) if m is not None else None for name, m in bound.items()}  # type: ignore[misc]
 
     def default_prompt(role: str) -> TurnPrompt:
         def prompt(state: Mapping[str, Any]) -> str:
@@ -314,7 +334,7 @@ def build_graph(
             persona=briefs[name]["persona"],
             goal=briefs[name]["goal"],
             private_info=briefs[name]["private_info"],
-            model=models.get(name, model),
+            model=bound[name],  # type: ignore[arg-type]  # a bound chat model is a chat model's Runnable
             action_format=action_format,
             turn_prompt=prompts[name],
         )

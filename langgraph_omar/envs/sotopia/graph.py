@@ -10,8 +10,8 @@ plays every episode and traces name roles consistently; `episode_input` carries 
 role's own view only), the characters' names and the judge's context. The rules, the visibility and the action
 parser are in `sotopia.rules`; the loader in `sotopia.data`; the judge in `judge`.
 
-The default judge asks one integer per (agent, dimension) in one batch (see `DEFAULT_JUDGE_MAX_TOKENS`); its
-calls carry `JUDGE_CONFIG` (role "judge", tag "omar:judge"). A role whose judge output stays unusable after the
+The default judge asks SOTOPIA's 7-score JSON, one call per agent, in one batch (see `DEFAULT_JUDGE_MAX_TOKENS`);
+its calls carry `JUDGE_CONFIG` (role "judge", tag "omar:judge"). A role whose judge output stays unusable after the
 retries gets no entry in `rewards` and `reward_dimensions`; `metrics["judge_failures"]` names it,
 `metrics["judge_errors"]` says why and `metrics["judge_attempts"]` counts the role's judge calls.
 """
@@ -48,12 +48,10 @@ SCENARIO_KEY = "sotopia"  # where the input state's `scenario` carries names and
 # The judge runs inside the graph's `score` node, so a trace recorder sees its calls: they are marked as the
 # "judge" role (and tagged) so that they are never mistaken for a player's turns.
 JUDGE_CONFIG: RunnableConfig = {"tags": ["omar:judge"], "metadata": {"role": "judge"}}
-# The default judge asks one integer per (agent, dimension): a small local model cannot write the 7-score JSON
-# (measured with the 135M default model: 0 of 6 attempts parsed), but it can answer with a number. A number
-# fits in a few tokens, so the cap keeps the 14 calls cheap without cutting an answer. Retries are short calls
-# too; with the 135M model on one transcript and 12 sampling seeds, 14 of 24 agents got all 7 scores with 2
-# retries, 20 of 24 with 4.
-DEFAULT_JUDGE_MAX_TOKENS = 10
+# The default judge asks SOTOPIA's JSON, one call per agent, with the score schema as `response_format`: ChatPolicy
+# decodes under it, so the 135M default model's answer parses on every call (unaided it parsed 0 of 6 times).
+# The compact JSON of seven scores is about 45 tokens; the cap leaves room without letting a model ramble.
+DEFAULT_JUDGE_MAX_TOKENS = 64
 DEFAULT_JUDGE_RETRIES = 4
 
 
@@ -131,10 +129,8 @@ def transcript_text(state: Mapping[str, Any]) -> str:
 
 
 def default_judge(model: BaseChatModel) -> SotopiaJudge:
-    """The graph's default judge over `model`: one integer per (agent, dimension), retried with reasons."""
-    return SotopiaJudge(
-        model, retries=DEFAULT_JUDGE_RETRIES, per_dimension=True, max_tokens=DEFAULT_JUDGE_MAX_TOKENS
-    )
+    """The graph's default judge over `model`: one constrained JSON answer per agent, retried with reasons."""
+    return SotopiaJudge(model, retries=DEFAULT_JUDGE_RETRIES, max_tokens=DEFAULT_JUDGE_MAX_TOKENS)
 
 
 def build_graph(
@@ -151,9 +147,9 @@ def build_graph(
     """A compiled SOTOPIA graph: agent_1 and agent_2 alternate until a rule ends the episode, then the judge.
 
     model: every role's chat model, and the judge's unless `judge` is given (default: `ChatPolicy()`).
-    judge: the judge (default: a per-dimension `SotopiaJudge` over `model`, `DEFAULT_JUDGE_MAX_TOKENS` a call,
-        `DEFAULT_JUDGE_RETRIES` retries; pass `SotopiaJudge(model)` for SOTOPIA's one JSON answer per agent,
-        which a capable model writes).
+    judge: the judge (default: a JSON-mode `SotopiaJudge` over `model`, `DEFAULT_JUDGE_MAX_TOKENS` a call,
+        `DEFAULT_JUDGE_RETRIES` retries; pass `SotopiaJudge(model, per_dimension=True)` for one integer per
+        dimension, for a model that takes no `response_format` and cannot write the JSON unaided).
     scenario: the episode played when the input has none (default: the first built-in episode).
     rules: turn limit, silence limit, hints (SOTOPIA's defaults: 20 turns, 2 silent turns); `hints` shapes the
         briefs, so pass the same rules to `episode_input` for the episodes you play.

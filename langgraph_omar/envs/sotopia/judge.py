@@ -1,12 +1,15 @@
 """An LLM judge that scores each SOTOPIA agent on SOTOPIA's seven dimensions, over any LangChain chat model.
 
 Two ways to ask:
-- JSON mode (default): one call per agent asks for a JSON object with one integer score per dimension.
+- JSON mode (default): one call per agent asks for a JSON object with one integer score per dimension. The
+  call carries `response_format` (OpenAI's json_schema shape: each dimension an integer in its range, all
+  required): `ChatPolicy` then decodes under that schema, so even the 135M default model writes a parseable
+  answer on every call, and OpenAI-style models use their own structured output; other models ignore it.
   Accepted answers: a JSON object (in prose or a code fence, found anywhere in the output) mapping each
   dimension to a number, to `{"score": n, ...}` or to SOTOPIA's `[reasoning, n]`.
 - Per-dimension mode (`per_dimension=True`): one short call per (agent, dimension) asks for a single integer
-  in the dimension's range; the answer's first number counts (the one after `score:` when there is one). Small
-  local models, which cannot write the 7-score JSON, can answer this. All the calls are issued together (the
+  in the dimension's range; the answer's first number counts (the one after `score:` when there is one). For
+  models that take no `response_format` and cannot write the 7-score JSON unaided. All the calls are issued together (the
   async path gathers them, the sync path batches them), so a shared engine serves them in one batch.
 In both modes an answer that does not parse, misses a dimension or has a score outside the dimension's range is
 retried (`retries` times per question, telling the model what was wrong: JSON mode goes on with the
@@ -361,7 +364,25 @@ class SotopiaJudge:
                 return
 
     def _call_options(self) -> dict[str, Any]:
-        return {} if self.max_tokens is None else {"max_tokens": self.max_tokens}
+        options: dict[str, Any] = {} if self.max_tokens is None else {"max_tokens": self.max_tokens}
+        if not self.per_dimension:
+            options["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "scores", "schema": self.score_schema(), "strict": True},
+            }
+        return options
+
+    def score_schema(self) -> dict[str, Any]:
+        """The JSON-mode answer's schema: every dimension, in order, an integer in its range."""
+        properties = {
+            d.name: {"type": "integer", "minimum": d.low, "maximum": d.high} for d in self.dimensions
+        }
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": list(properties),
+            "additionalProperties": False,
+        }
 
     def _result(self, agent: str, questions: Sequence[_Question]) -> JudgeScore:
         """Scores when every question parsed; else a recorded failure naming every question's last error."""
