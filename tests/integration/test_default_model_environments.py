@@ -12,7 +12,7 @@ import math
 import pytest
 
 from langgraph_omar.cli import main
-from langgraph_omar.envs.sotopia import DEFAULT_JUDGE_RETRIES
+from langgraph_omar.envs.sotopia import DEFAULT_JUDGE_MAX_TOKENS
 from langgraph_omar.envs.sotopia.judge import SOTOPIA_DIMENSIONS
 from langgraph_omar.envs.sotopia.rules import SotopiaRules
 from langgraph_omar.envs.werewolf.config import load_werewolf_config, team_of
@@ -22,17 +22,12 @@ pytestmark = pytest.mark.integration
 
 # 16 new tokens per model call instead of the CLI's 64: a speech of a dozen words, and room for any Werewolf
 # command (KILL NAME is 3-4 tokens). The model runs at batch 1 for most turns here, so the budget sets the
-# time. Measured on 2 CPU cores, a full SOTOPIA episode (20 turns + 6 judge calls) / Werewolf game took 45 s /
+# time. Measured on 2 CPU cores, a full SOTOPIA episode (20 turns + the judge) / Werewolf game took 45 s /
 # 35 s at 16 tokens and 74 s / 88 s at 64 when idle, but 3.7 / 6 min at 64 with another job on the cores. The
-# SOTOPIA judge is the graph's default (one integer per agent and dimension, its own 10-token cap); with it the
-# SOTOPIA test took 66 s (21 judge calls). The 135M judge does not always give all 7 scores (seeded run here:
-# agent_1 scored, agent_2 a recorded failure, its `secret` answer out of range; on one transcript over 12 seeds,
-# 20 of 24 agents scored), so each agent is checked for a reward or a recorded failure. The rules are the
-# defaults.
+# SOTOPIA judge is the graph's default: one JSON answer per agent, constrained to the 7-score schema, with its
+# own token cap (`DEFAULT_JUDGE_MAX_TOKENS`), so it must parse at the first attempt. The rules are the defaults.
 MAX_TOKENS = "16"
 SOTOPIA_ROLES = ("agent_1", "agent_2")
-DIMENSIONS = len(SOTOPIA_DIMENSIONS)
-JUDGE_TRIES = 1 + DEFAULT_JUDGE_RETRIES  # per dimension: one answer and the retries
 
 
 def rollout_one(env: str, out) -> Episode:
@@ -44,7 +39,8 @@ def rollout_one(env: str, out) -> Episode:
 
 def assert_every_call_is_token_faithful(episode: Episode) -> None:
     for turn in episode.turns:
-        assert turn.prompt_ids and 0 < len(turn.completion_ids) <= int(MAX_TOKENS)
+        cap = DEFAULT_JUDGE_MAX_TOKENS if turn.role == "judge" else int(MAX_TOKENS)
+        assert turn.prompt_ids and 0 < len(turn.completion_ids) <= cap
         assert len(turn.logprobs) == len(turn.completion_ids)
         assert all(math.isfinite(lp) and lp <= 0.0 for lp in turn.logprobs)
 
@@ -87,27 +83,21 @@ def test_full_sotopia_episode_with_its_judge_through_omar_rollout(tmp_path):
     if stop == "max_turns":
         assert len(player_turns) == rules.max_turns
 
-    # The judge: every call traced as the "judge" role, after the conversation; each agent scored on all
-    # seven dimensions within range (reward = goal / 10), or a recorded failure after every attempt, never both.
+    # The judge: every call traced as the "judge" role, after the conversation; one schema-constrained JSON call
+    # per agent that parses the first time: all seven dimensions within range (reward = goal / 10).
     judge_turns = [t for t in episode.turns if t.role == "judge"]
     assert {t.role for t in episode.turns} <= {*SOTOPIA_ROLES, "judge"}
     assert episode.turns[-len(judge_turns) :] == judge_turns
-    assert len(judge_turns) == sum(metrics["judge_attempts"].values())
+    assert not metrics["judge_failures"], metrics["judge_errors"]
+    assert metrics["judge_attempts"] == {role: 1 for role in SOTOPIA_ROLES} and len(judge_turns) == 2
     for role in SOTOPIA_ROLES:
-        if role in metrics["judge_failures"]:
-            assert role not in episode.rewards and role not in episode.reward_dimensions
-            # every dimension asked; a failing one asked JUDGE_TRIES times
-            assert DIMENSIONS + JUDGE_TRIES - 1 <= metrics["judge_attempts"][role] <= DIMENSIONS * JUDGE_TRIES
-            assert metrics["judge_errors"][role].startswith("judge output unusable")
-        else:
-            scores = episode.reward_dimensions[role]
-            assert set(scores) == {d.name for d in SOTOPIA_DIMENSIONS}
-            assert all(d.low <= scores[d.name] <= d.high for d in SOTOPIA_DIMENSIONS)
-            assert (
-                episode.rewards[role] == pytest.approx(scores["goal"] / 10)
-                and 0.0 <= episode.rewards[role] <= 1.0
-            )
-            assert DIMENSIONS <= metrics["judge_attempts"][role] <= DIMENSIONS * JUDGE_TRIES
+        scores = episode.reward_dimensions[role]
+        assert set(scores) == {d.name for d in SOTOPIA_DIMENSIONS}
+        assert all(d.low <= scores[d.name] <= d.high for d in SOTOPIA_DIMENSIONS)
+        assert (
+            episode.rewards[role] == pytest.approx(scores["goal"] / 10)
+            and 0.0 <= episode.rewards[role] <= 1.0
+        )
 
     assert_fallbacks_match_turns(episode)
 
