@@ -94,7 +94,12 @@ def move_update(
     update: dict[str, Any] = {
         "transcript": [
             make_utterance(
-                role.name, text, turn=turn, action=parsed.action, visible_to=role.audience_in(state)
+                role.name,
+                text,
+                turn=turn,
+                action=parsed.action,
+                visible_to=role.audience_in(state),
+                call_id=call_id,
             )
         ]
     }

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from langgraph_omar.conversation.calls import TurnReward
 from langgraph_omar.conversation.state import ConversationState
 from langgraph_omar.conversation.termination import is_silent_utterance
 
@@ -20,6 +21,7 @@ class Outcome:
         default_factory=dict
     )  # role -> name -> score
     metrics: Mapping[str, Any] = field(default_factory=dict)  # merged over the conversation's own metrics
+    turn_rewards: Sequence[TurnReward] = ()  # per-move rewards (`turn_reward` of an utterance's call_id)
 
 
 class ScoreNode(Protocol):
@@ -57,6 +59,7 @@ def score_node(role_names: Sequence[str], reward_fn: RewardFn | None) -> ScoreNo
                 for role, dims in _checked_roles(outcome.reward_dimensions, role_names).items()
             },
             "metrics": {**metrics, **outcome.metrics},
+            "turn_rewards": list(outcome.turn_rewards),
         }
 
     return score

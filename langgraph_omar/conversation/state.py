@@ -30,6 +30,7 @@ class Utterance(TypedDict):
     action: dict[str, Any]  # the parsed action, JSON-able, e.g. {"type": "vote", "target": "bob"}
     visible_to: list[str] | None
     turn: int
+    call_id: NotRequired[str]  # the model call that wrote it (Turn.run_id), for per-turn rewards by move
 
 
 class FallbackRecord(TypedDict):
@@ -81,15 +82,19 @@ def make_utterance(
     turn: int,
     action: Mapping[str, Any] | None = None,
     visible_to: Sequence[str] | None = None,
+    call_id: str | None = None,
 ) -> Utterance:
     """Build a transcript entry (also handy for narrator lines in a hand-written graph)."""
-    return Utterance(
+    utterance = Utterance(
         speaker=speaker,
         text=text,
         action=dict(action) if action is not None else {"type": "speak"},
         visible_to=list(visible_to) if visible_to is not None else None,
         turn=turn,
     )
+    if call_id is not None:
+        utterance["call_id"] = call_id
+    return utterance
 
 
 def current_turn(state: Mapping[str, Any]) -> int:

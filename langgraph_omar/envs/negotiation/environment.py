@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -33,6 +33,11 @@ class Negotiation(Environment):
 
     kind: str = option("price", f"scenario kind: {' | '.join(SCENARIO_KINDS)}")
     max_turns: int | None = option(None, "messages per episode, both roles together (default: 10)")
+    behaviour_rewards: float = option(
+        0.0,
+        "size b of MARO's behaviour-level rewards: each move scored b x the change it makes to the mover's "
+        "achievable surplus share, as Turn.reward (mixed in by training's turn_reward_weight; 0 = none)",
+    )
     constrained_actions: bool = option(
         False, "decode every reply under a grammar: one message line, then one legal action line"
     )
@@ -42,10 +47,12 @@ class Negotiation(Environment):
             raise ValueError(f"kind must be one of {list(SCENARIO_KINDS)}, got {self.kind!r}")
         if self.max_turns is not None and self.max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
+        self.rules  # noqa: B018  # validates behaviour_rewards up front
 
     @property
     def rules(self) -> NegotiationRules:
-        return NegotiationRules() if self.max_turns is None else NegotiationRules(max_turns=self.max_turns)
+        rules = NegotiationRules(behaviour_rewards=self.behaviour_rewards)
+        return rules if self.max_turns is None else replace(rules, max_turns=self.max_turns)
 
     def build_graph(self, model: BaseChatModel, *, judge: BaseChatModel | None = None) -> Any:
         return graph.build_graph(

@@ -22,6 +22,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_omar.conversation import ActionContext, Outcome, ParsedAction, Role, build_conversation_graph
+from langgraph_omar.conversation.calls import TurnReward, turn_reward
 from langgraph_omar.conversation.roles import TurnPrompt
 from langgraph_omar.conversation.state import scenario_of
 from langgraph_omar.envs.negotiation.actions import NegotiationAction, parse_action
@@ -31,6 +32,7 @@ from langgraph_omar.envs.negotiation.rules import (
     NegotiationState,
     Offer,
     episode_rewards,
+    move_rewards,
     step,
 )
 from langgraph_omar.envs.negotiation.rules import negotiation_metrics as _metrics_of_results
@@ -277,6 +279,20 @@ def action_line_pattern(scenario: NegotiationScenario) -> str:
     return f"[^\\n]{{1,200}}\\n({offer}|ACCEPT|REJECT|WALK AWAY)"
 
 
+def _behaviour_rewards(
+    state: Mapping[str, Any], scenario: NegotiationScenario, rules: NegotiationRules
+) -> list[TurnReward]:
+    """`move_rewards` of the transcript's moves, each on the model call that made it (moves by a person or a
+    script have no call and get none)."""
+    moves = [u for u in state.get("transcript") or [] if u["speaker"] in scenario.roles]
+    scores = move_rewards(scenario, [(u["speaker"], action_from_dict(u["action"])) for u in moves], rules)
+    return [
+        turn_reward(u["call_id"], score, f"achievable surplus change x{rules.behaviour_rewards:g}")
+        for u, score in zip(moves, scores, strict=True)
+        if score and "call_id" in u
+    ]
+
+
 def build_graph(
     model: BaseChatModel | None = None,
     scenario: NegotiationScenario | None = None,
@@ -360,7 +376,11 @@ def build_graph(
         }
         if deal is not None:
             metrics["deal"] = {"by": deal.role, "price": deal.price, "split": list(deal.split or [])}
-        return Outcome(rewards=episode_rewards(played, game, rules), metrics=metrics)
+        return Outcome(
+            rewards=episode_rewards(played, game, rules),
+            metrics=metrics,
+            turn_rewards=_behaviour_rewards(state, played, rules) if rules.behaviour_rewards else (),
+        )
 
     return build_conversation_graph(
         roles,

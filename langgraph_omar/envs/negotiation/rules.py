@@ -18,6 +18,11 @@ Rewards (`episode_rewards`):
   deal is worse than none for at least one side (the shares sum to -1).
 - Split kind, a deal: each side's value obtained / the value of the whole pool to it (in [0, 1]).
 - No deal, for any reason: `no_deal_reward` to both (default 0).
+
+Behaviour-level rewards (MARO; `move_rewards`, off unless `behaviour_rewards` = b > 0): each move gets b times
+the change it makes to its mover's `achievable_share`: during the game, the mover's share of the offer on the
+table were it agreed (clamped to [no_deal_reward, 1]), at the end its reward. Conceding lowers it, a better
+counter-offer raises it, walking away from a good offer costs what that offer was worth.
 """
 
 from __future__ import annotations
@@ -55,9 +60,21 @@ class NegotiationRules:
         },
     )
 
+    behaviour_rewards: float = field(
+        default=0.0,
+        metadata={
+            "help": "size b of MARO's behaviour-level rewards: each move gets b times the change it makes to "
+            "its mover's achievable surplus share, as Turn.reward (0: none)"
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.max_turns < 1:
             raise ValueError(f"NegotiationRules.max_turns must be >= 1, got {self.max_turns}")
+        if not (math.isfinite(self.behaviour_rewards) and self.behaviour_rewards >= 0):
+            raise ValueError(
+                f"NegotiationRules.behaviour_rewards must be a number >= 0, got {self.behaviour_rewards}"
+            )
         low, high = self.reward_clip
         if not low < high:
             raise ValueError(
@@ -191,13 +208,45 @@ def episode_rewards(
     deal = state.deal
     if state.outcome != "agreement" or deal is None:
         return dict.fromkeys(scenario.roles, rules.no_deal_reward)
-    if isinstance(scenario, PriceScenario):
-        assert deal.price is not None
-        return price_shares(scenario, deal.price, rules.reward_clip)
-    if isinstance(scenario, SplitScenario):
-        assert deal.split is not None
-        return split_shares(scenario, deal.role, deal.split)
-    raise TypeError(f"unsupported scenario type {type(scenario).__name__}")
+    return offer_shares(scenario, deal, rules)
+
+
+def offer_shares(scenario: NegotiationScenario, offer: Offer, rules: NegotiationRules) -> dict[str, float]:
+    """Each role's reward if the legal `offer` were agreed."""
+    if isinstance(scenario, PriceScenario) and offer.price is not None:
+        return price_shares(scenario, offer.price, rules.reward_clip)
+    if isinstance(scenario, SplitScenario) and offer.split is not None:
+        return split_shares(scenario, offer.role, offer.split)
+    raise TypeError(f"an offer {offer} does not fit a {type(scenario).__name__}")
+
+
+def achievable_share(
+    scenario: NegotiationScenario, state: NegotiationState, role: str, rules: NegotiationRules
+) -> float:
+    """What `role` holds in `state`: its reward once the game is over; during it, its share of the legal offer on
+    the table were it agreed, clamped to [no_deal_reward, 1] (walking away is always open, and no offer wins more
+    than the whole zone), or `no_deal_reward` with no legal offer on the table."""
+    if state.finished:
+        return episode_rewards(scenario, state, rules)[role]
+    if state.offer is None or not state.offer.legal:
+        return rules.no_deal_reward
+    return min(1.0, max(rules.no_deal_reward, offer_shares(scenario, state.offer, rules)[role]))
+
+
+def move_rewards(
+    scenario: NegotiationScenario, moves: Sequence[tuple[str, NegotiationAction]], rules: NegotiationRules
+) -> list[float]:
+    """The behaviour-level reward of each (role, action) move in order: `rules.behaviour_rewards` times the change
+    the move made to its mover's `achievable_share`; 0 for moves after the game ended."""
+    state, rewards = NegotiationState(), []
+    for role, action in moves:
+        if state.finished:
+            rewards.append(0.0)
+            continue
+        before = achievable_share(scenario, state, role, rules)
+        state = step(scenario, state, role, action, rules)
+        rewards.append(rules.behaviour_rewards * (achievable_share(scenario, state, role, rules) - before))
+    return rewards
 
 
 def price_shares(
