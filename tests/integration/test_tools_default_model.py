@@ -32,8 +32,10 @@ def lookup_price(item: str, quantity: int) -> str:
 
 def tool_loop():
     """bind_tools (forced) -> ToolNode -> the model again, which answers from the tool's result."""
-    # the call's JSON with an item name of up to 100 characters (`bound_schema`) fits in 96 tokens
-    caller = ChatPolicy(temperature=0.7, max_tokens=96).bind_tools([lookup_price], tool_choice="lookup_price")
+    # The call's JSON, its item name capped at 100 characters (`bound_schema`), fits in 160 tokens even at one
+    # token per character. Typical calls take 25-60 tokens; at a 96-token cap one call in a suite run of 8 ran
+    # out of tokens and came back as an invalid tool call.
+    caller = ChatPolicy(temperature=0.7, max_tokens=160).bind_tools([lookup_price], tool_choice="lookup_price")
     answerer = ChatPolicy(temperature=0.7, max_tokens=8)
 
     def agent(state: MessagesState):
