@@ -24,6 +24,7 @@ from langgraph_omar.envs.negotiation import (
     standing_offer,
 )
 from langgraph_omar.envs.negotiation.actions import parse_action
+from langgraph_omar.envs.negotiation.graph import action_line_pattern
 from langgraph_omar.envs.negotiation.rules import (
     NegotiationResult,
     NegotiationRules,
@@ -444,3 +445,18 @@ def test_constrained_actions_give_a_legal_action_line_on_every_reply(kind: str) 
         model, kind=kind, rules=NegotiationRules(max_turns=4), constrained_actions=True
     ).invoke(sample_input(1, kind))
     assert final["transcript"] and not final.get("fallbacks")  # a random tiny model, and no reply is talk
+    # ACCEPT is offered only when the other side has an offer on the table: never as the first move
+    assert final["transcript"][0]["action"]["type"] != "accept"
+    assert final["metrics"]["outcome"] != "accept_without_offer"
+
+
+def test_the_action_line_offers_accept_only_with_an_offer_to_accept() -> None:
+    import re
+
+    with_offer, without = (
+        action_line_pattern(BIKE, can_accept=True),
+        action_line_pattern(BIKE, can_accept=False),
+    )
+    assert re.fullmatch(with_offer, "Deal.\nACCEPT") and not re.fullmatch(without, "Deal.\nACCEPT")
+    for line in ("OFFER 120", "REJECT", "WALK AWAY"):
+        assert re.fullmatch(with_offer, f"Hm.\n{line}") and re.fullmatch(without, f"Hm.\n{line}")

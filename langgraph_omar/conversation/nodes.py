@@ -38,8 +38,7 @@ def role_node(role: Role) -> NodeFunction:
         messages = observe(state, role)
         if role.human:
             return move_update(role, state, ask_person(role, state, messages))
-        assert role.model is not None  # Role.__post_init__ guarantees it
-        reply = invoke_model(role.model, messages, config, role=role.name)
+        reply = invoke_model(role.model_in(state), messages, config, role=role.name)
         return move_update(role, state, reply.text, call_id=reply.call_id)
 
     node.__name__ = role.name
@@ -53,8 +52,7 @@ def arole_node(role: Role) -> AsyncNodeFunction:
         messages = observe(state, role)
         if role.human:
             return move_update(role, state, ask_person(role, state, messages))
-        assert role.model is not None
-        reply = await ainvoke_model(role.model, messages, config, role=role.name)
+        reply = await ainvoke_model(role.model_in(state), messages, config, role=role.name)
         return move_update(role, state, reply.text, call_id=reply.call_id)
 
     node.__name__ = role.name

@@ -18,6 +18,7 @@ _RESERVED_CHARACTERS = ("|", ":")
 
 Audience = Sequence[str] | Callable[[Mapping[str, Any]], Sequence[str] | None] | None
 TurnPrompt = str | Callable[[Mapping[str, Any]], str | None] | None
+CallOptions = Mapping[str, Any] | Callable[[Mapping[str, Any]], Mapping[str, Any]] | None
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class Role:
     audience: Audience = None  # who sees its moves: None = everyone; a list or a function of the state
     # a last user message on every call (e.g. "Your turn."), or a function of the state giving it; None: nothing
     turn_prompt: TurnPrompt = None
+    # options of every model call (e.g. a `response_format` to decode under), or a function of the state giving
+    # them; passed to the model as `model.bind(**options)`
+    call_options: CallOptions = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -63,6 +67,12 @@ class Role:
         """The last user message of this role's call in `state` (None or "": no message)."""
         prompt = self.turn_prompt(state) if callable(self.turn_prompt) else self.turn_prompt
         return prompt or None
+
+    def model_in(self, state: Mapping[str, Any]) -> Runnable:
+        """The role's model with this call's options in `state` bound (the model itself when there are none)."""
+        assert self.model is not None, f"role {self.name!r} is played by a person"
+        options = self.call_options(state) if callable(self.call_options) else self.call_options
+        return self.model.bind(**options) if options else self.model
 
 
 @dataclass(frozen=True)

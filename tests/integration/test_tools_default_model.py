@@ -35,7 +35,9 @@ def tool_loop():
     # The call's JSON, its item name capped at 100 characters (`bound_schema`), fits in 160 tokens even at one
     # token per character. Typical calls take 25-60 tokens; at a 96-token cap one call in a suite run of 8 ran
     # out of tokens and came back as an invalid tool call.
-    caller = ChatPolicy(temperature=0.7, max_tokens=160).bind_tools([lookup_price], tool_choice="lookup_price")
+    caller = ChatPolicy(temperature=0.7, max_tokens=160).bind_tools(
+        [lookup_price], tool_choice="lookup_price"
+    )
     answerer = ChatPolicy(temperature=0.7, max_tokens=8)
 
     def agent(state: MessagesState):

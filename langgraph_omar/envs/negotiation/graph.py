@@ -13,7 +13,7 @@ The rules, rewards and parser live in `negotiation.rules`, `negotiation.actions`
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -268,15 +268,17 @@ def negotiation_metrics(episodes: Sequence[NegotiationResult | Mapping[str, Any]
 # ---- the graph ------------------------------------------------------------------------------------------------
 
 
-def action_line_pattern(scenario: NegotiationScenario) -> str:
+def action_line_pattern(scenario: NegotiationScenario, can_accept: bool = True) -> str:
     """A regular expression for one reply: a short message on one line, then one action line
-    (`OFFER <price>` or `OFFER <count> <item> ...` for the scenario's items, ACCEPT, REJECT, WALK AWAY)."""
+    (`OFFER <price>` or `OFFER <count> <item> ...` for the scenario's items, REJECT, WALK AWAY, and ACCEPT when
+    `can_accept`: the other side has a legal offer on the table)."""
     if isinstance(scenario, SplitScenario):
         items = "|".join(re.escape(item) for item in scenario.items)
         offer = f"OFFER( [0-9] ({items})){{1,{len(scenario.items)}}}"
     else:
         offer = "OFFER [1-9][0-9]{0,5}"
-    return f"[^\\n]{{1,200}}\\n({offer}|ACCEPT|REJECT|WALK AWAY)"
+    actions = [offer, *(["ACCEPT"] if can_accept else []), "REJECT", "WALK AWAY"]
+    return f"[^\\n]{{1,200}}\\n({'|'.join(actions)})"
 
 
 def _behaviour_rewards(
@@ -312,8 +314,9 @@ def build_graph(
     turn_prompts: per-role last user message of every call, a text or a function of the state (default:
         `default_turn_prompt`, naming the other side's standing offer; "" for none).
     constrained_actions: every reply is asked for with `response_format` {"type": "regex"} of
-        `action_line_pattern` (the default scenario's), which `ChatPolicy` decodes under: a message line, then a
-        legal action line, so no reply falls back to talk. Models that take no such option ignore it.
+        `action_line_pattern` (for the scenario played and the offer on the table), which `ChatPolicy` decodes
+        under: a message line, then a legal action line (ACCEPT only when there is an offer to accept), so no
+        reply falls back to talk. Models that take no such option ignore it.
     The final state holds `rewards` (role -> surplus share), `metrics` (outcome, negotiation_turns, deal,
     illegal_offers, ...) and the parser's `fallbacks`.
     """
@@ -331,10 +334,14 @@ def build_graph(
         model = ChatPolicy()
     action_format = NegotiationActionFormat(default)
     briefs = role_briefs(default)
-    line = {"response_format": {"type": "regex", "regex": action_line_pattern(default)}}
-    bound = {name: models.get(name, model) for name in default.roles}
-    if constrained_actions:
-        bound = {name: m.bind(**line) if m is not None else None for name, m in bound.items()}  # type: ignore[misc]
+
+    def action_line(role: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+        def options(state: Mapping[str, Any]) -> dict[str, Any]:
+            played = scenario_in(state, default)
+            pattern = action_line_pattern(played, standing_offer(state, role, played, rules) is not None)
+            return {"response_format": {"type": "regex", "regex": pattern}}
+
+        return options
 
     def default_prompt(role: str) -> TurnPrompt:
         def prompt(state: Mapping[str, Any]) -> str:
@@ -350,9 +357,10 @@ def build_graph(
             persona=briefs[name]["persona"],
             goal=briefs[name]["goal"],
             private_info=briefs[name]["private_info"],
-            model=bound[name],  # type: ignore[arg-type]  # a bound chat model is a chat model's Runnable
+            model=models.get(name, model),
             action_format=action_format,
             turn_prompt=prompts[name],
+            call_options=action_line(name) if constrained_actions else None,
         )
         for name in default.roles
     ]
