@@ -317,7 +317,7 @@ def _demo(args: argparse.Namespace) -> None:
     from langgraph_omar.demo import run_demo
 
     out = Path(args.out) if args.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
-    run_demo(out, episodes=args.episodes)
+    run_demo(out, episodes=args.episodes, seed=args.seed, behaviour_rewards=args.behaviour_rewards)
 
 
 # ---- the parser ---------------------------------------------------------------------------------------------
@@ -442,7 +442,20 @@ def build_parser(env_spec: str | None = None) -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the main job on the default model (see README)")
     demo.add_argument("--out", default=None, help="folder for every artefact (default: runs/demo-TIME)")
-    demo.add_argument("--episodes", type=int, default=8)
+    demo.add_argument("--episodes", type=int, default=8, help="episodes of step 1 (the base model, traced)")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the demo seed: the training scenarios, the update's seed and the evaluation's fresh scenario "
+        "seeds follow from it",
+    )
+    demo.add_argument(
+        "--behaviour-rewards",
+        type=float,
+        default=0.0,
+        help="size b of MARO's behaviour-level rewards in the demo's negotiation (0: the outcome alone)",
+    )
     demo.set_defaults(run=_demo)
     return parser
 

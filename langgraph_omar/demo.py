@@ -62,12 +62,19 @@ def show(episode: Episode) -> None:
         print(f"[{turn.role}] {' '.join(turn.text.split())}")
 
 
-def demo_config(model: str, seed: int, iterations: int | None = None) -> RunConfig:
+def demo_config(
+    model: str, seed: int, iterations: int | None = None, env_options: dict[str, Any] | None = None
+) -> RunConfig:
     """The demo's training config; `seed` moves the training scenarios and the update's random seed."""
     selfplay = {**DEMO_SETTINGS["selfplay"], "model": model, "seed": seed * 10_000}
     if iterations is not None:
         selfplay["iterations"] = iterations
-    settings = {**DEMO_SETTINGS, "selfplay": selfplay, "update": {**DEMO_SETTINGS["update"], "seed": seed}}
+    settings = {
+        **DEMO_SETTINGS,
+        "env": {"name": ENV, "options": env_options or ENV_OPTIONS},
+        "selfplay": selfplay,
+        "update": {**DEMO_SETTINGS["update"], "seed": seed},
+    }
     return RunConfig.from_dict(settings, source="demo settings")
 
 
@@ -78,13 +85,16 @@ def run_demo(
     model: str = DEFAULT_MODEL,
     eval_seeds: int = EVAL_SEEDS,
     iterations: int | None = None,
+    behaviour_rewards: float = 0.0,
 ) -> dict[str, Path]:
     """Run the main job into `out`; returns artefact name -> path. seed: the demo seed (training scenarios,
-    update seed, and the evaluation's fresh scenario seeds all follow from it)."""
+    update seed, and the evaluation's fresh scenario seeds all follow from it). behaviour_rewards: the
+    negotiation's MARO behaviour-level rewards in training (evaluation compares outcomes)."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     artefacts: dict[str, Path] = {}
-    env = load_environment(ENV, ENV_OPTIONS)
+    options = {**ENV_OPTIONS, **({"behaviour_rewards": behaviour_rewards} if behaviour_rewards else {})}
+    env = load_environment(ENV, options)
     graph = env.build_graph(ChatPolicy(model=model, temperature=TEMPERATURE, max_tokens=MAX_TOKENS))
 
     def play(seeds: range, adapter: str | None) -> list[Episode]:
@@ -107,7 +117,7 @@ def run_demo(
 
     print("2/5 training: warm start, then hierarchical-advantage PPO on a LoRA adapter of the served model")
     run_dir = out / "train"
-    history = run_selfplay(demo_config(model, seed, iterations), run_dir, env)
+    history = run_selfplay(demo_config(model, seed, iterations, options), run_dir, env)
     for record in history:
         step = "warm start (clone own well-formed turns)" if record.get("warm_start") else "PPO"
         print(
