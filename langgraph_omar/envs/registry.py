@@ -74,14 +74,7 @@ def import_attribute(target: str) -> tuple[ModuleType, Any]:
 def load_environment(spec: str, options: Mapping[str, Any] | None = None) -> Environment:
     """The environment `spec` names (a registered name or `module:attribute`), with its options."""
     options = dict(options or {})
-    if spec in registered():
-        obj = import_attribute(registered()[spec])[1]
-        return _instantiate(obj, options, spec)
-    if ":" not in spec:
-        raise OmarError(
-            f"unknown environment {spec!r}: expected one of {sorted(registered())} or 'module:attribute'"
-        )
-    module, obj = import_attribute(spec)
+    module, obj = import_attribute(_target(spec))
     if isinstance(obj, Environment) or (inspect.isclass(obj) and issubclass(obj, Environment)):
         return _instantiate(obj, options, spec)
     if options:
@@ -93,15 +86,20 @@ def load_environment(spec: str, options: Mapping[str, Any] | None = None) -> Env
 
 def environment_class(spec: str) -> type[Environment] | None:
     """The Environment class of a registered name or `module:attribute` (None for a plain graph)."""
+    obj = import_attribute(_target(spec))[1]
+    if isinstance(obj, Environment):
+        return type(obj)
+    return obj if inspect.isclass(obj) and issubclass(obj, Environment) else None
+
+
+def _target(spec: str) -> str:
+    """The `module:attribute` a registered name or a `module:attribute` spec stands for."""
     target = registered().get(spec, spec)
     if ":" not in target:
         raise OmarError(
             f"unknown environment {spec!r}: expected one of {sorted(registered())} or 'module:attribute'"
         )
-    obj = import_attribute(target)[1]
-    if isinstance(obj, Environment):
-        return type(obj)
-    return obj if inspect.isclass(obj) and issubclass(obj, Environment) else None
+    return target
 
 
 def _instantiate(obj: Any, options: dict[str, Any], spec: str) -> Environment:
