@@ -1,4 +1,5 @@
-"""Degenerate-turn detection: turns that earn no pseudo-reward (OMAR's judge against reward hacking).
+"""Degenerate-turn detection: turns that get no policy signal (OMAR's judge against reward hacking; the rule is
+in docs/design.md, "Degenerate turns").
 
 A turn is degenerate when it is
 - `empty`: no completion token, or only whitespace;

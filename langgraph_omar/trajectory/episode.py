@@ -35,7 +35,7 @@ class Turn:
     adapter: str | None = None
     adapter_version: int = 0
     reward: float = 0.0  # per-turn reward added by an environment or a judge
-    degenerate: str | None = None  # why the turn earns no pseudo-reward ("empty", "repeated", ...)
+    degenerate: str | None = None  # why the turn gets no policy signal ("empty", "repeated", ...)
     fallback: str | None = None  # what replaced an illegal action, when one was replaced
     run_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
