@@ -317,7 +317,14 @@ def _demo(args: argparse.Namespace) -> None:
     from langgraph_omar.demo import run_demo
 
     out = Path(args.out) if args.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
-    run_demo(out, episodes=args.episodes, seed=args.seed, behaviour_rewards=args.behaviour_rewards)
+    run_demo(
+        out,
+        episodes=args.episodes,
+        seed=args.seed,
+        iterations=args.iterations,
+        eval_seeds=args.eval_seeds,
+        behaviour_rewards=args.behaviour_rewards,
+    )
 
 
 # ---- the parser ---------------------------------------------------------------------------------------------
@@ -449,6 +456,15 @@ def build_parser(env_spec: str | None = None) -> argparse.ArgumentParser:
         default=0,
         help="the demo seed: the training scenarios, the update's seed and the evaluation's fresh scenario "
         "seeds follow from it",
+    )
+    demo.add_argument(
+        "--iterations", type=int, default=None, help="training iterations (default: the demo recipe's 7)"
+    )
+    demo.add_argument(
+        "--eval-seeds",
+        type=int,
+        default=None,
+        help="fresh scenario seeds of the evaluation, each played once per seat (default: 40)",
     )
     demo.add_argument(
         "--behaviour-rewards",

@@ -83,13 +83,14 @@ def run_demo(
     episodes: int = 8,
     seed: int = 0,
     model: str = DEFAULT_MODEL,
-    eval_seeds: int = EVAL_SEEDS,
+    eval_seeds: int | None = None,
     iterations: int | None = None,
     behaviour_rewards: float = 0.0,
 ) -> dict[str, Path]:
     """Run the main job into `out`; returns artefact name -> path. seed: the demo seed (training scenarios,
     update seed, and the evaluation's fresh scenario seeds all follow from it). behaviour_rewards: the
     negotiation's MARO behaviour-level rewards in training (evaluation compares outcomes)."""
+    eval_seeds = eval_seeds or EVAL_SEEDS
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     artefacts: dict[str, Path] = {}
