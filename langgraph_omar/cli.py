@@ -324,6 +324,7 @@ def _demo(args: argparse.Namespace) -> None:
         iterations=args.iterations,
         eval_seeds=args.eval_seeds,
         behaviour_rewards=args.behaviour_rewards,
+        advantage=args.advantage,
     )
 
 
@@ -351,6 +352,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser(env_spec: str | None = None) -> argparse.ArgumentParser:
     """The `omar` parser; `env_spec` (the ENV of rollout/train/eval) adds that environment's option flags."""
     from langgraph_omar.eval.arena import EvalConfig
+    from langgraph_omar.rl.config import ADVANTAGE_MODES
 
     parser = argparse.ArgumentParser(
         prog="omar", description="One Model, All Roles: self-play RL for LangGraph"
@@ -465,6 +467,12 @@ def build_parser(env_spec: str | None = None) -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="fresh scenario seeds of the evaluation, each played once per seat (default: 40)",
+    )
+    demo.add_argument(
+        "--advantage",
+        choices=ADVANTAGE_MODES,
+        default=None,
+        help="advantage estimator of the PPO iterations (default: the demo recipe's hierarchical)",
     )
     demo.add_argument(
         "--behaviour-rewards",

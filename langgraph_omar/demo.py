@@ -63,7 +63,11 @@ def show(episode: Episode) -> None:
 
 
 def demo_config(
-    model: str, seed: int, iterations: int | None = None, env_options: dict[str, Any] | None = None
+    model: str,
+    seed: int,
+    iterations: int | None = None,
+    env_options: dict[str, Any] | None = None,
+    advantage: str | None = None,
 ) -> RunConfig:
     """The demo's training config; `seed` moves the training scenarios and the update's random seed."""
     selfplay = {**DEMO_SETTINGS["selfplay"], "model": model, "seed": seed * 10_000}
@@ -74,6 +78,7 @@ def demo_config(
         "env": {"name": ENV, "options": env_options or ENV_OPTIONS},
         "selfplay": selfplay,
         "update": {**DEMO_SETTINGS["update"], "seed": seed},
+        "advantage": {**DEMO_SETTINGS["advantage"], **({"mode": advantage} if advantage else {})},
     }
     return RunConfig.from_dict(settings, source="demo settings")
 
@@ -86,10 +91,12 @@ def run_demo(
     eval_seeds: int | None = None,
     iterations: int | None = None,
     behaviour_rewards: float = 0.0,
+    advantage: str | None = None,
 ) -> dict[str, Path]:
     """Run the main job into `out`; returns artefact name -> path. seed: the demo seed (training scenarios,
     update seed, and the evaluation's fresh scenario seeds all follow from it). behaviour_rewards: the
-    negotiation's MARO behaviour-level rewards in training (evaluation compares outcomes)."""
+    negotiation's MARO behaviour-level rewards in training (evaluation compares outcomes). advantage: the
+    PPO iterations' advantage mode (default: the recipe's)."""
     eval_seeds = eval_seeds or EVAL_SEEDS
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -118,7 +125,7 @@ def run_demo(
 
     print("2/5 training: warm start, then hierarchical-advantage PPO on a LoRA adapter of the served model")
     run_dir = out / "train"
-    history = run_selfplay(demo_config(model, seed, iterations, options), run_dir, env)
+    history = run_selfplay(demo_config(model, seed, iterations, options, advantage), run_dir, env)
     for record in history:
         step = "warm start (clone own well-formed turns)" if record.get("warm_start") else "PPO"
         print(
