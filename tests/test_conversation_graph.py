@@ -322,3 +322,33 @@ def test_one_player_with_two_action_formats_in_a_hand_written_graph() -> None:
     ]
     assert [type(m).__name__ for m in model.calls[1]] == ["SystemMessage", "AIMessage"]  # its own talk
     assert [m["langgraph_node"] for m in model.call_metadata] == ["bob_talk", "bob_vote"]
+
+
+class OptionsModel(BaseChatModel):
+    """Replies with the call's `response_format` option (or "none"), to show which options reached the call."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "options"
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:  # fmt: skip
+        text = str(kwargs.get("response_format", "none"))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_call_options_are_bound_per_call_from_the_state(use_async: bool) -> None:
+    def options(state: Mapping[str, Any]) -> dict[str, Any]:
+        turn = len(state.get("transcript") or [])
+        return {"response_format": f"turn-{turn}"} if turn % 2 == 0 else {}
+
+    roles = [
+        Role("a", model=OptionsModel(), call_options=options),
+        Role("b", model=OptionsModel(), call_options={"response_format": "fixed"}),
+    ]
+    graph = build_conversation_graph(roles, turn_order="round_robin", max_turns=4)
+    final = asyncio.run(graph.ainvoke({})) if use_async else graph.invoke({})
+    assert [u["text"] for u in final["transcript"]] == ["turn-0", "fixed", "turn-2", "fixed"]
