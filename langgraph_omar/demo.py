@@ -123,9 +123,11 @@ def run_demo(
     artefacts["trajectories"] = out / "selfplay.jsonl"
     write_episodes(artefacts["trajectories"], before, append=False)
 
-    print("2/5 training: warm start, then hierarchical-advantage PPO on a LoRA adapter of the served model")
+    config = demo_config(model, seed, iterations, options, advantage)
+    mode = config.advantage.mode
+    print(f"2/5 training: warm start, then {mode}-advantage PPO on a LoRA adapter of the served model")
     run_dir = out / "train"
-    history = run_selfplay(demo_config(model, seed, iterations, options, advantage), run_dir, env)
+    history = run_selfplay(config, run_dir, env)
     for record in history:
         step = "warm start (clone own well-formed turns)" if record.get("warm_start") else "PPO"
         print(
