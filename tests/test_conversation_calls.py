@@ -16,6 +16,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph_omar import ChatPolicy
 from langgraph_omar.conversation import (
     ChoiceAction,
+    Outcome,
     Role,
     ScriptedChatModel,
     TurnReward,
@@ -117,3 +118,23 @@ def test_chat_policy_turns_carry_the_fallback_of_their_call(policy: Any) -> None
     assert [t.role for t in episode.turns] == ["alice", "bob"] * 2
     assert [t.fallback for t in episode.turns] == [None, "abstain"] * 2
     assert [t.run_id for t in episode.turns_of("bob")] == [r["call_id"] for r in final["fallbacks"]]
+
+
+def test_a_reward_function_scores_moves_by_the_call_id_on_their_utterances() -> None:
+    """Per-move rewards from a plain conversation graph's reward function (not a built-in game): each utterance
+    names its model call, and `Outcome.turn_rewards` lands on those turns."""
+
+    def outcome(state: dict[str, Any]) -> Outcome:
+        moves = state["transcript"]
+        scored = [
+            turn_reward(u["call_id"], float(len(u["text"])), "length") for u in moves if u["speaker"] == "a"
+        ]
+        return Outcome(rewards={"a": 1.0, "b": 0.0}, turn_rewards=scored)
+
+    roles = [Role("a", model=saying("hello")), Role("b", model=saying("hi"))]
+    graph = build_conversation_graph(roles, turn_order="round_robin", max_turns=4, reward_fn=outcome)
+    with TraceRecorder() as recorder:
+        final = graph.invoke({}, {"metadata": {"episode_id": "e"}})
+    (episode,) = recorder.trajectories()
+    assert [(t.role, t.reward) for t in episode.turns] == [("a", 5.0), ("b", 0.0), ("a", 5.0), ("b", 0.0)]
+    assert [u["call_id"] for u in final["transcript"]] == [t.run_id for t in episode.turns]
