@@ -279,6 +279,9 @@ def test_witch_has_one_save_and_one_poison(tmp_path: Path) -> None:
     assert final["metrics"]["fallbacks"] == 1
     witch_turns = [a["round"] for a in final["actions"] if a["kind"] == "witch"]
     assert witch_turns == [1, 2, 3]  # both potions spent in round 3: the witch is not woken in round 4
+    moves = final["metrics"]["moves_by_role"]
+    assert moves["Witch"] == 6  # three potion turns and three day votes; speeches are no moves
+    assert final["metrics"]["fallbacks_by_role"]["Witch"] == 1
 
 
 def test_doctor_protection(tmp_path: Path) -> None:

@@ -186,6 +186,23 @@ def test_sotopia_seat_values_read_rewards_and_judge_dimensions() -> None:
     assert arena.metric_kinds()["reward"] == JUDGE
 
 
+def test_werewolf_seat_values_win_and_fallback_share_by_team() -> None:
+    arena = load_environment("werewolf")
+    metrics = {
+        "win_rate": {"Villagers": 0.0, "Werewolves": 1.0},
+        "moves_by_role": {"Villager": 4, "Werewolf": 4, "Seer": 2, "Witch": 2},
+        "fallbacks_by_role": {"Villager": 3, "Werewolf": 1, "Seer": 0, "Witch": 0},
+    }
+    episode = Episode("e", rewards={"Werewolf": 1.0, "Villager": -1.0}, metadata={"metrics": metrics})
+    values = arena.seat_values(episode, arena.seating(0, arena.roles))
+    assert values["Werewolves"] == {"reward": 1.0, "win": 1.0, "fallback_share": 0.25}
+    assert values["Villagers"] == {
+        "reward": -1.0,
+        "win": 0.0,
+        "fallback_share": 3 / 8,
+    }  # villager, seer, witch
+
+
 def test_unknown_environment_is_one_line_error() -> None:
     with pytest.raises(OmarError, match="expected one of"):
         load_environment("chess")

@@ -44,6 +44,10 @@ class Werewolf(Environment):
             "the mean over the team's game roles of their players' mean reward (win discounted for early "
             "elimination, loss -1)"
         ),
+        "fallback_share": Metric(
+            "the share of the team's moves (votes, kills, inspections, potions) that were unparsable or illegal "
+            "and replaced by a fallback"
+        ),
     }
     game_metrics = {
         "draw": Metric("the round limit ended the game", rate=True),
@@ -96,8 +100,16 @@ class Werewolf(Environment):
 
     def seat_values(self, episode: Episode, seating: Mapping[str, str]) -> dict[str, dict[str, float]]:
         values = super().seat_values(episode, seating)
-        won = (episode.metadata.get("metrics") or {}).get("win_rate") or {}
+        metrics = episode.metadata.get("metrics") or {}
+        won = metrics.get("win_rate") or {}
         for seat in TEAMS:
             if seat in won:
                 values.setdefault(seat, {})["win"] = float(won[seat])
+        moves, fallbacks = metrics.get("moves_by_role") or {}, metrics.get("fallbacks_by_role") or {}
+        for seat in TEAMS:
+            roles = [role for role, role_seat in seating.items() if role_seat == seat]
+            made = sum(moves.get(role, 0) for role in roles)
+            if made:
+                share = sum(fallbacks.get(role, 0) for role in roles) / made
+                values.setdefault(seat, {})["fallback_share"] = share
         return values

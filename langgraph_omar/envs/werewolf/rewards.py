@@ -94,7 +94,13 @@ def game_metrics(state: WerewolfState) -> dict[str, Any]:
     ]
     vote_hits = sum(roles[a["target"]] == WEREWOLF for a in votes)  # type: ignore[index]
     fallbacks = state.get("fallbacks", [])
-    by_role = {role: 0 for role in roles.values()} | dict(Counter(f["role"] for f in fallbacks))
+    none_yet = {
+        role: 0 for role in roles.values()
+    }  # every game role, 0 included: a mean over games is per game
+    by_role = none_yet | dict(Counter(f["role"] for f in fallbacks))
+    moves_by_role = none_yet | dict(
+        Counter(roles[a["player"]] for a in actions if a["kind"] not in act.CHAT_KINDS)
+    )
     return {
         "winner": winner if winner is not None else "draw",
         "rounds": state.get("round", 0),
@@ -108,7 +114,8 @@ def game_metrics(state: WerewolfState) -> dict[str, Any]:
         "vote_accuracy": _ratio(vote_hits, len(votes)),
         "decisions": len(actions),
         "fallbacks": len(fallbacks),
-        "fallbacks_by_role": by_role,  # every game role, 0 included: a mean over games is then per game
+        "moves_by_role": moves_by_role,  # the decisions that can fall back: all but speeches and wolf chat
+        "fallbacks_by_role": by_role,
     }
 
 
