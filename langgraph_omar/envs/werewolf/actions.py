@@ -191,6 +191,18 @@ def _read(
     return f"unparsable: expected {formats}"
 
 
+def move_pattern(legal: Mapping[str, Sequence[str]]) -> str:
+    """A regular expression whose matches are exactly the legal moves (`VERB NAME` for each allowed target, a
+    no-target verb alone): a reply decoded under it cannot fall back."""
+    moves = [
+        f"{verb} ({'|'.join(re.escape(name) for name in targets)})"
+        if targets and verb not in NO_TARGET_VERBS
+        else verb
+        for verb, targets in legal.items()
+    ]
+    return f"({'|'.join(moves)})"
+
+
 def fallback_move(
     kind: str, legal: Mapping[str, Sequence[str]], mode: str, rng: random.Random
 ) -> tuple[str | None, str | None]:

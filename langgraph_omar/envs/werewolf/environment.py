@@ -66,6 +66,11 @@ class Werewolf(Environment):
         "scored +b/-b by its effect on the player's team, as Turn.reward (default: the config's "
         "rules.behaviour_rewards, 0 = none)",
     )
+    constrained_moves: bool = option(
+        False,
+        "decode every move (vote, kill, inspection, potion, protection) under a grammar of the legal moves, so "
+        "none falls back (ChatPolicy); speeches stay free",
+    )
     game: WerewolfConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -78,7 +83,7 @@ class Werewolf(Environment):
         self.game = load_werewolf_config(path, rules=rules)  # checked now, not at the first episode
 
     def build_graph(self, model: BaseChatModel, *, judge: BaseChatModel | None = None) -> Any:
-        return build_graph(model=model, config_path=self.game)
+        return build_graph(model=model, config_path=self.game, constrained_moves=self.constrained_moves)
 
     def sample_input(self, seed: int) -> dict[str, Any]:
         return {"seed": seed}  # the seed deals the roles and drives fallbacks and tie-breaks

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
 from langgraph_omar.conversation.calls import ModelReply, ainvoke_model, invoke_model, stamp_call
+from langgraph_omar.envs.werewolf.actions import CHAT_KINDS, move_pattern
 from langgraph_omar.envs.werewolf.config import (
     NIGHT_PHASE_ROLE,
     WerewolfConfig,
@@ -81,10 +82,16 @@ def _resolve_models(
 
 
 def _player_runnable(
-    game: WerewolfConfig, player: str, chat_model: BaseChatModel, node: str
+    game: WerewolfConfig, player: str, chat_model: BaseChatModel, node: str, constrained_moves: bool
 ) -> RunnableLambda:
     def call(observation: Observation) -> dict[str, Any]:
         return {"role": observation["role"], "turn_metadata": {"player": player}}
+
+    def model_for(observation: Observation) -> Runnable:
+        if not constrained_moves or observation["kind"] in CHAT_KINDS:
+            return chat_model
+        pattern = move_pattern(observation["legal"])
+        return chat_model.bind(response_format={"type": "regex", "regex": pattern})
 
     def record(observation: Observation, reply: ModelReply, seed: int) -> dict[str, Any]:
         update = take_action(game, observation, reply.text, seed)
@@ -95,13 +102,13 @@ def _player_runnable(
     def act(payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         observation = payload["observation"]
         messages = build_messages(game, observation)
-        reply = invoke_model(chat_model, messages, config, **call(observation))
+        reply = invoke_model(model_for(observation), messages, config, **call(observation))
         return record(observation, reply, payload["seed"])
 
     async def aact(payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         observation = payload["observation"]
         messages = build_messages(game, observation)
-        reply = await ainvoke_model(chat_model, messages, config, **call(observation))
+        reply = await ainvoke_model(model_for(observation), messages, config, **call(observation))
         return record(observation, reply, payload["seed"])
 
     return RunnableLambda(act, afunc=aact, name=node)
@@ -128,13 +135,17 @@ def build_graph(
     roster_path: str | Path | None = None,
     rules: Mapping[str, Any] | None = None,
     checkpointer: Any = None,
+    constrained_moves: bool = False,
 ) -> CompiledStateGraph:
     """Compile the Werewolf game graph.
 
     model: one chat model for all players (One Model, All Roles), a mapping player -> model, or None for the
     package's default `ChatPolicy`. config_path: a config file (None: the bundled classic_6) or a loaded
     `WerewolfConfig`. seed: default game seed (fallbacks, ties, role shuffling). roster_path, rules: passed to
-    `load_werewolf_config`. The compiled graph carries a recursion limit large enough for a whole game.
+    `load_werewolf_config`. constrained_moves: every move (not speeches or the wolves' chat) is asked for with
+    `response_format` {"type": "regex"} of `actions.move_pattern` over the legal moves, which `ChatPolicy`
+    decodes under, so no move falls back; models that take no such option ignore it. The compiled graph carries
+    a recursion limit large enough for a whole game.
     """
     if isinstance(config_path, WerewolfConfig):
         if rules or roster_path is not None:
@@ -155,7 +166,9 @@ def build_graph(
     graph.add_node("setup", lambda state: new_game(game, state.get("seed", seed)))
     for player, node in player_nodes.items():
         graph.add_node(
-            node, _player_runnable(game, player, models[player], node), metadata={"player": player}
+            node,
+            _player_runnable(game, player, models[player], node, constrained_moves),
+            metadata={"player": player},
         )
         graph.add_edge(node, "resolve")
 
