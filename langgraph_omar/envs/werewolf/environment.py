@@ -107,11 +107,10 @@ class Werewolf(Environment):
         values = super().seat_values(episode, seating)
         metrics = episode.metadata.get("metrics") or {}
         won = metrics.get("win_rate") or {}
+        moves, fallbacks = metrics.get("moves_by_role") or {}, metrics.get("fallbacks_by_role") or {}
         for seat in TEAMS:
             if seat in won:
                 values.setdefault(seat, {})["win"] = float(won[seat])
-        moves, fallbacks = metrics.get("moves_by_role") or {}, metrics.get("fallbacks_by_role") or {}
-        for seat in TEAMS:
             roles = [role for role, role_seat in seating.items() if role_seat == seat]
             made = sum(moves.get(role, 0) for role in roles)
             if made:
