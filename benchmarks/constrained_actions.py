@@ -31,7 +31,7 @@ GAMES: dict[str, dict[str, Any]] = {
     },
     "werewolf": {
         "switch": "constrained_moves",
-        "decisions": lambda final: sum(a["kind"] not in ("speak", "wolf_chat") for a in final["actions"]),
+        "decisions": lambda final: sum(final["metrics"]["moves_by_role"].values()),
         "outcome": lambda finals: f"werewolves won {sum(f['winner'] == 'Werewolves' for f in finals)}",
         "replies": lambda final: [f"{a['player']}: {a['raw']}" for a in final["actions"]],
     },

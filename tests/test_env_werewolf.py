@@ -629,13 +629,14 @@ def test_the_move_pattern_matches_exactly_the_legal_moves() -> None:
 def test_constrained_moves_leave_no_fallback_with_a_random_model() -> None:
     from langgraph_omar import ChatPolicy, SharedPolicy
     from langgraph_omar.envs.registry import load_environment
+    from langgraph_omar.envs.werewolf.actions import CHAT_KINDS
     from langgraph_omar.testing import tiny_model, tiny_tokenizer
 
     SharedPolicy.register(SharedPolicy("tiny-ww", tiny_model(context=4096), tiny_tokenizer(), max_wait_ms=5))
     model = ChatPolicy(model="tiny-ww", temperature=1.0, max_tokens=16)
     env = load_environment("werewolf", {"constrained_moves": True, "max_rounds": 2})
     final = env.build_graph(model).invoke(env.sample_input(3))
-    moves = [a for a in final["actions"] if a["kind"] not in ("speak", "wolf_chat")]
+    moves = [a for a in final["actions"] if a["kind"] not in CHAT_KINDS]
     assert {a["kind"] for a in moves} >= {"kill", "inspect", "witch"} and final["fallbacks"] == []
     free = load_environment("werewolf", {"max_rounds": 2}).build_graph(model).invoke(env.sample_input(3))
     assert free["fallbacks"]  # the same random model without the grammar breaks the format

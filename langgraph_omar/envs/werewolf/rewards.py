@@ -94,9 +94,8 @@ def game_metrics(state: WerewolfState) -> dict[str, Any]:
     ]
     vote_hits = sum(roles[a["target"]] == WEREWOLF for a in votes)  # type: ignore[index]
     fallbacks = state.get("fallbacks", [])
-    none_yet = {
-        role: 0 for role in roles.values()
-    }  # every game role, 0 included: a mean over games is per game
+    # every game role, 0 included: a mean over games is per game
+    none_yet = {role: 0 for role in roles.values()}
     by_role = none_yet | dict(Counter(f["role"] for f in fallbacks))
     moves_by_role = none_yet | dict(
         Counter(roles[a["player"]] for a in actions if a["kind"] not in act.CHAT_KINDS)
