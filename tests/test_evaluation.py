@@ -20,7 +20,9 @@ from langgraph_omar.eval.stats import (
     ALL_SEATS,
     Game,
     compare_seats,
+    mean_by_seed,
     mean_interval,
+    paired_differences,
     summarize,
     summarize_games,
     t_central_mass,
@@ -128,6 +130,20 @@ def test_compare_seats_pairs_by_seed() -> None:
     assert overall.mean == pytest.approx(0.2)
     assert overall.low == pytest.approx(0.2 - 1.138378, abs=1e-5)
     assert overall.high == pytest.approx(0.2 + 1.138378, abs=1e-5)
+
+
+def test_paired_differences_are_the_overall_comparisons_seeds() -> None:
+    games = [
+        _game(0, "A", 0.6, 0.4),
+        _game(0, "B", 0.5, 0.5),
+        _game(1, "A", 0.2, 0.8),
+        _game(1, "B", 0.4, 0.6),
+        _game(3, "A", 0, 0, status="failed"),
+        _game(3, "B", 0.1, 0.9),
+    ]
+    assert paired_differences(games, ["A", "B"], "reward") == pytest.approx({0: 0.1, 1: -0.2})
+    assert paired_differences(games, ["A", "B"], "no such metric") == {}
+    assert mean_by_seed([{0: 1.0, 1: 2.0}, {1: 4.0, 2: 0.0}]) == {1: 3.0}  # seeds both tables have
 
 
 def test_metric_order_puts_outcomes_before_judge_scores() -> None:

@@ -183,6 +183,39 @@ def _metric_order(metric_kinds: Mapping[str, str], names: set[str]) -> list[str]
     return ranked + sorted(names - set(known))
 
 
+def _seat_values(
+    games: Sequence[Game], seat: str, metric: str
+) -> tuple[dict[int, float], dict[int, list[float]]]:
+    """`metric` in `seat` by scenario seed: the tested model's value, and the opponent's values there."""
+    tested: dict[int, float] = {}
+    opponent: dict[int, list[float]] = {}
+    for game in games:
+        value = game.seat_values.get(seat, {}).get(metric)
+        if game.status != "ok" or value is None or not math.isfinite(value):
+            continue
+        if game.tested_seat == seat:
+            tested[game.seed] = value
+        else:
+            opponent.setdefault(game.seed, []).append(value)
+    return tested, opponent
+
+
+def _differences(tested: Mapping[int, float], opponent: Mapping[int, list[float]]) -> dict[int, float]:
+    return {s: tested[s] - sum(opponent[s]) / len(opponent[s]) for s in sorted(tested) if s in opponent}
+
+
+def mean_by_seed(tables: Collection[Mapping[int, float]]) -> dict[int, float]:
+    """Per seed that every table has: the mean of the tables' values (seeds in order)."""
+    common = set.intersection(*(set(t) for t in tables)) if tables else set()
+    return {s: sum(t[s] for t in tables) / len(tables) for s in sorted(common)}
+
+
+def paired_differences(games: Sequence[Game], seats: Sequence[str], metric: str) -> dict[int, float]:
+    """Seat ALL_SEATS's d(s) by scenario seed: the mean over seats of tested - opponent, for the seeds where
+    every seat is paired (what two evaluations on the same seeds compare seed by seed)."""
+    return mean_by_seed([_differences(*_seat_values(games, seat, metric)) for seat in seats])
+
+
 def compare_seats(
     games: Sequence[Game],
     seats: Sequence[str],
@@ -191,29 +224,17 @@ def compare_seats(
     confidence: float = 0.95,
 ) -> list[Comparison]:
     """Per metric: one Comparison per seat, then one over ALL_SEATS (see the module docstring)."""
-    ok = [g for g in games if g.status == "ok"]
-    names = {m for g in ok for values in g.seat_values.values() for m in values}
+    names = {m for g in games if g.status == "ok" for values in g.seat_values.values() for m in values}
     comparisons = []
     for metric in _metric_order(metric_kinds, names):
         kind = metric_kinds.get(metric, OUTCOME)
+        rate = metric in rates
         per_seat_diffs: dict[str, dict[int, float]] = {}
         all_tested: list[float] = []
         all_opponent: list[float] = []
         for seat in seats:
-            tested: dict[int, float] = {}
-            opponent: dict[int, list[float]] = {}
-            for game in ok:
-                value = game.seat_values.get(seat, {}).get(metric)
-                if value is None or not math.isfinite(value):
-                    continue
-                if game.tested_seat == seat:
-                    tested[game.seed] = value
-                else:
-                    opponent.setdefault(game.seed, []).append(value)
-            diffs = {
-                s: tested[s] - sum(opponent[s]) / len(opponent[s]) for s in sorted(tested) if s in opponent
-            }
-            per_seat_diffs[seat] = diffs
+            tested, opponent = _seat_values(games, seat, metric)
+            diffs = per_seat_diffs[seat] = _differences(tested, opponent)
             tested_values = list(tested.values())
             opponent_values = [v for values in opponent.values() for v in values]
             all_tested += tested_values
@@ -223,21 +244,20 @@ def compare_seats(
                     metric,
                     kind,
                     seat,
-                    summarize(tested_values, metric in rates, confidence),
-                    summarize(opponent_values, metric in rates, confidence),
+                    summarize(tested_values, rate, confidence),
+                    summarize(opponent_values, rate, confidence),
                     mean_interval(list(diffs.values()), confidence),
                     len(diffs),
                 )
             )
-        common = set.intersection(*(set(d) for d in per_seat_diffs.values())) if per_seat_diffs else set()
-        overall = [sum(per_seat_diffs[seat][s] for seat in seats) / len(seats) for s in sorted(common)]
+        overall = list(mean_by_seed(per_seat_diffs.values()).values())
         comparisons.append(
             Comparison(
                 metric,
                 kind,
                 ALL_SEATS,
-                summarize(all_tested, metric in rates, confidence),
-                summarize(all_opponent, metric in rates, confidence),
+                summarize(all_tested, rate, confidence),
+                summarize(all_opponent, rate, confidence),
                 mean_interval(overall, confidence),
                 len(overall),
             )
