@@ -19,6 +19,7 @@ from typing import Any
 from langgraph_omar.eval.stats import Game, Interval, mean_by_seed, mean_interval, paired_differences
 
 REFERENCE_MODE = "hierarchical"
+MODE_ORDER = ("hierarchical", "grpo", "rae", "hierarchical-critic")  # training/ablation.sh's
 
 
 def interval(stat: Mapping[str, float] | Interval | None) -> str:
@@ -33,6 +34,11 @@ def mode_and_seed(eval_dir: Path) -> tuple[str, str]:
     return mode, seed
 
 
+def table_order(eval_dir: Path) -> tuple[int, str, str]:
+    mode, seed = mode_and_seed(eval_dir)
+    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), mode, seed)
+
+
 def cell_row(eval_dir: Path, result: Mapping[str, Any]) -> list[str]:
     reward = {c["seat"]: c for c in result["comparisons"] if c["metric"] == "reward"}
     agreement = next(m for m in result["game_metrics"] if m["metric"] == "agreement" and m["seat"] == "all")
@@ -44,7 +50,7 @@ def cell_row(eval_dir: Path, result: Mapping[str, Any]) -> list[str]:
 
 def mode_rows(results: Mapping[Path, Mapping[str, Any]]) -> list[list[str]]:
     by_mode: dict[str, list[dict[int, float]]] = defaultdict(list)
-    for eval_dir, result in sorted(results.items()):
+    for eval_dir, result in results.items():
         games = [Game(**game) for game in result["games"]]
         by_mode[mode_and_seed(eval_dir)[0]].append(paired_differences(games, result["seats"], "reward"))
     pooled = {mode: mean_by_seed(diffs) for mode, diffs in by_mode.items()}
@@ -74,7 +80,7 @@ def main(eval_dirs: Sequence[str]) -> None:
     done = [Path(d) for d in eval_dirs if (Path(d) / "eval.json").is_file()]
     if not done:
         sys.exit("ablation_table: no eval.json in the given folders")
-    results = {d: json.loads((d / "eval.json").read_text()) for d in sorted(done)}
+    results = {d: json.loads((d / "eval.json").read_text()) for d in sorted(done, key=table_order)}
     seats = next(iter(results.values()))["seats"]
     header = ["`--advantage`", "training seed", "trained - base, both seats"]
     header += [f"as {seat}" for seat in seats] + ["agreement", "scenario seeds"]
