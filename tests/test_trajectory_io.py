@@ -276,7 +276,7 @@ def test_torn_last_line_is_skipped_with_a_warning_then_repaired_by_the_next_writ
     path = tmp_path / "t.jsonl"
     write_episodes(path, [make_episode("a"), make_episode("b"), make_episode("c")])
     data = path.read_bytes()
-    third_line_start = data.index(b'{"schema_version":2,"episode_id":"c"')
+    third_line_start = data.index(b'{"schema_version":3,"episode_id":"c"')
     path.write_bytes(data[: third_line_start + 50])  # a writer killed 50 bytes into line 3
     with pytest.warns(
         TornLineWarning, match=r"t\.jsonl line 3: skipped 1 torn last line \(50 bytes.*after 2 complete"
@@ -436,7 +436,8 @@ def test_wrong_schema_version(tmp_path: Path) -> None:
     record = episode_record(make_episode("a")) | {"schema_version": SCHEMA_VERSION + 1}
     write_raw_jsonl(path, [record])
     with pytest.raises(
-        TrajectoryFileError, match=r"t\.jsonl line 1: schema_version 3 is not supported \(.*reads schema_ver"
+        TrajectoryFileError,
+        match=r"t\.jsonl line 1: schema_version 4 is not supported \(.*reads schema_version 1, 2 and 3\)",
     ):
         read_episodes(path)
     del record["schema_version"]
@@ -589,6 +590,7 @@ def test_to_trl_conversations_one_chat_per_turn_of_every_source() -> None:
         ],
         "episode_id": "a",
         "role": "seller",
+        "agent": "seller",
         "source": "model",
         "model": "gpt-x",
         "reward": -0.5,
