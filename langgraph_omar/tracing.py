@@ -6,8 +6,8 @@ behind `collect_runs`). Runs are grouped into episodes by `config["metadata"]["e
 LangGraph thread id, else one episode per top-level run. The final state of each top-level run supplies
 `rewards` ({role: float}), `agent_rewards` ({agent: float}), `reward_dimensions`, `metrics` and `fallbacks` when
 the graph writes them. An agent's terminal reward is its own `agent_rewards` entry, else its role's (see
-`Episode.reward_of`); a role that `rewards` does not name gets the mean of its agents' entries, which is what
-evaluation seats and per-role metrics read.
+`Episode.reward_of`); a role that `rewards` does not name, whose every agent has an entry, gets their mean, which
+is what evaluation seats and per-role metrics read.
 
 Every call of any LangChain chat model becomes a turn with its role and agent (`role_of`, `agent_of`: the run
 metadata's "role" and "agent", from the node's `metadata=` or the call's config), the messages it was given and
@@ -307,14 +307,14 @@ class TraceRecorder(BaseCallbackHandler):
 
 def _fill_role_rewards(episode: Episode, turns: list[Turn], named: dict[str, Any]) -> None:
     """Give each role of `turns` that the final state's `rewards` (`named`) leaves out the mean of its agents'
-    `agent_rewards`, when some of them have one."""
-    by_role: dict[str, dict[str, float]] = {}
+    `agent_rewards`, when every agent of the role that acted has one (else an agent without one would inherit
+    the others' through its role)."""
+    agents: dict[str, set[str]] = {}
     for turn in turns:
-        if turn.agent in episode.agent_rewards:
-            by_role.setdefault(turn.role, {})[turn.agent] = episode.agent_rewards[turn.agent]
-    for role, values in by_role.items():
-        if role not in named:
-            episode.rewards[role] = sum(values.values()) / len(values)
+        agents.setdefault(turn.role, set()).add(turn.agent)
+    for role, names in agents.items():
+        if role not in named and names <= episode.agent_rewards.keys():
+            episode.rewards[role] = sum(episode.agent_rewards[a] for a in names) / len(names)
 
 
 def _annotate_turns(turns: list[Turn], final_state: dict[str, Any]) -> None:

@@ -281,3 +281,25 @@ def test_agents_are_named_by_node_metadata_or_per_call_and_rewarded_by_agent_or_
     # a role its final state does not reward gets its agents' mean: what evaluation seats and baselines read
     assert episode.rewards == {"thief": 0.0, "villager": 0.3, "guard": 0.75}
     assert [episode.reward_of(t) for t in episode.turns] == [1.0, 0.5, 1.0, 0.3, 0.0]
+
+
+def test_a_role_reward_is_derived_only_when_every_agent_of_the_role_has_one():
+    from langgraph_omar.conversation import ScriptedChatModel
+
+    model = ScriptedChatModel(respond=lambda messages: "ok")
+
+    def post(state: GuardState):
+        model.invoke("watch")
+        return {"agent_rewards": {"guard_1": 1.0}}  # guard_2 gets none
+
+    graph = StateGraph(GuardState)
+    graph.add_node("post_a", post, metadata={"role": "guard", "agent": "guard_1"})
+    graph.add_node("post_b", post, metadata={"role": "guard", "agent": "guard_2"})
+    graph.add_edge(START, "post_a")
+    graph.add_edge("post_a", "post_b")
+    graph.add_edge("post_b", END)
+    with TraceRecorder() as rec:
+        graph.compile().invoke({"log": []})
+    (episode,) = rec.trajectories()
+    assert episode.rewards == {}  # guard_2 does not inherit guard_1's reward through a derived role reward
+    assert [episode.reward_of(t) for t in episode.turns] == [1.0, None]
