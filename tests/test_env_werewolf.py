@@ -488,8 +488,7 @@ def test_graph_async_with_seed_input_and_garbage_output(tmp_path: Path) -> None:
     assert final["seed"] == 5 and final["finished"] is True
     assert final["fallbacks"] and final["metrics"]["fallbacks"] == len(final["fallbacks"])
     assert (
-        set(final["rewards"]) == {r for _, r in ROSTER}
-        and set(final["agent_rewards"]) == dict(ROSTER).keys()
+        set(final["rewards"]) == {r for _, r in ROSTER} and set(final["agent_rewards"]) == dict(ROSTER).keys()
     )
     again = asyncio.run(graph.ainvoke({"seed": 5}))
 

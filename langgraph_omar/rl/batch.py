@@ -21,7 +21,8 @@ turn. Advantages by mode (docs/design.md §4):
   episode's shared outcome.
 - `grpo`: the agent's episode return, normalised over the role's chains in its group; every token of the agent
   gets it. A group of one episode gives 0.
-- `rloo`: the agent's episode return minus the mean return of the role's other chains in its group.
+- `rloo`: the agent's episode return minus the mean return of the role's other chains in its group (0 for a
+  group of one episode).
 - `rae`: the agent's episode return minus the EMA baseline of (scenario, role).
 - `hierarchical-critic`: `assign_critic_advantages` after the trainer computed the values.
 Degenerate turns (see `degenerate`), in every mode, get no policy signal: advantage 0, and they count neither
