@@ -4,9 +4,14 @@
 manager, which adds it to every run started inside the block (LangChain's configure hook, the mechanism
 behind `collect_runs`). Runs are grouped into episodes by `config["metadata"]["episode_id"]`, else the
 LangGraph thread id, else one episode per top-level run. The final state of each top-level run supplies
-`rewards`, `reward_dimensions`, `metrics` and `fallbacks` when the graph writes them.
+`rewards` ({role: float}), `agent_rewards` ({agent: float}), `reward_dimensions`, `metrics` and `fallbacks` when
+the graph writes them. An agent's terminal reward is its own `agent_rewards` entry, else its role's (see
+`Episode.reward_of`); a role that `rewards` does not name, whose every agent has an entry, gets their mean, which
+is what evaluation seats and per-role metrics read.
 
-Every call of any LangChain chat model becomes a turn with its role, the messages it was given and its text.
+Every call of any LangChain chat model becomes a turn with its role and agent (`role_of`, `agent_of`: the run
+metadata's "role" and "agent", from the node's `metadata=` or the call's config), the messages it was given and
+its text.
 A call of the local policy (`ChatPolicy`) is recorded token for token: its prompt ids, completion ids and
 sampling log-probabilities come from the engine through the `token_records` side channel (`source`
 "policy"). Any other chat model's call (a hosted model, a fake one in a test) is recorded as text with its
@@ -36,7 +41,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from langgraph_omar.chat_model import to_chat_dicts
 from langgraph_omar.serving.records import token_records
-from langgraph_omar.trajectory import SOURCES, Episode, Turn, role_of
+from langgraph_omar.trajectory import SOURCES, Episode, Turn, agent_of, role_of
 
 _active_recorder: ContextVar[TraceRecorder | None] = ContextVar("omar_trace_recorder", default=None)
 register_configure_hook(_active_recorder, inheritable=True)
@@ -48,11 +53,12 @@ TURN_REWARDS = "turn_rewards"  # final-state key: [{call_id, reward, ...}], per-
 HUMAN_TURN_EVENT = "omar_human_turn"  # the custom callback event of `record_human_turn`
 
 
-def record_human_turn(role: str, messages: list[BaseMessage], text: str) -> None:
+def record_human_turn(role: str, messages: list[BaseMessage], text: str, agent: str | None = None) -> None:
     """Report a person's move (the resume value of an `interrupt`) from inside a graph node, so that a
-    `TraceRecorder` records it as a turn of `role` (source "human") given `messages`. A LangChain custom
-    callback event: without a recorder it goes nowhere."""
-    dispatch_custom_event(HUMAN_TURN_EVENT, {"role": role, "messages": list(messages), "text": text})
+    `TraceRecorder` records it as a turn of `role` (source "human"; its agent `agent`, default the role) given
+    `messages`. A LangChain custom callback event: without a recorder it goes nowhere."""
+    data = {"role": role, "messages": list(messages), "text": text}
+    dispatch_custom_event(HUMAN_TURN_EVENT, data | ({"agent": agent} if agent else {}))
 
 
 def source_counts(episodes: list[Episode]) -> dict[str, int]:
@@ -70,6 +76,7 @@ class _Call:
     episode_id: str
     node: str
     role: str
+    agent: str
     step: int
     messages: list[dict[str, str]]
     model: str
@@ -155,6 +162,10 @@ class TraceRecorder(BaseCallbackHandler):
                 return
             episode = builder.episode
             episode.rewards.update({k: float(v) for k, v in (outputs.get("rewards") or {}).items()})
+            episode.agent_rewards.update(
+                {k: float(v) for k, v in (outputs.get("agent_rewards") or {}).items()}
+            )
+            _fill_role_rewards(episode, [turn for _, turn in builder.turns], outputs.get("rewards") or {})
             episode.reward_dimensions.update(outputs.get("reward_dimensions") or {})
             if outputs.get("metrics"):
                 episode.metadata["metrics"] = outputs["metrics"]
@@ -183,6 +194,7 @@ class TraceRecorder(BaseCallbackHandler):
             episode_id=self._episode_for(run_id, metadata),
             node=str(metadata.get("langgraph_node", "model")),
             role=role_of(metadata),
+            agent=agent_of(metadata),
             step=int(metadata.get("langgraph_step", 0)),
             messages=[],
             model="",
@@ -216,6 +228,7 @@ class TraceRecorder(BaseCallbackHandler):
             if record is not None:  # the local policy: token for token
                 turn = Turn(
                     role=call.role,
+                    agent=call.agent,
                     node=call.node,
                     text=record.text,
                     prompt_ids=record.prompt_ids,
@@ -258,6 +271,7 @@ class TraceRecorder(BaseCallbackHandler):
             call = self._call(run_id, None, metadata)
             turn = Turn(
                 role=str(data["role"]),
+                agent=str(data.get("agent") or data["role"]),
                 node=call.node,
                 text=str(data["text"]),
                 prompt_ids=[],
@@ -289,6 +303,18 @@ class TraceRecorder(BaseCallbackHandler):
         from langgraph_omar.trajectory import write_episodes
 
         return write_episodes(path, self.trajectories())
+
+
+def _fill_role_rewards(episode: Episode, turns: list[Turn], named: dict[str, Any]) -> None:
+    """Give each role of `turns` that the final state's `rewards` (`named`) leaves out the mean of its agents'
+    `agent_rewards`, when every agent of the role that acted has one (else an agent without one would inherit
+    the others' through its role)."""
+    agents: dict[str, set[str]] = {}
+    for turn in turns:
+        agents.setdefault(turn.role, set()).add(turn.agent)
+    for role, names in agents.items():
+        if role not in named and names <= episode.agent_rewards.keys():
+            episode.rewards[role] = sum(episode.agent_rewards[a] for a in names) / len(names)
 
 
 def _annotate_turns(turns: list[Turn], final_state: dict[str, Any]) -> None:
@@ -343,6 +369,7 @@ def _text_turn(call: _Call, response: LLMResult, run_id: UUID) -> Turn:
         model = str(info.get("model_name") or info.get("model") or model)
     return Turn(
         role=call.role,
+        agent=call.agent,
         node=call.node,
         text=text,
         prompt_ids=[],

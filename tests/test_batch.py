@@ -353,3 +353,71 @@ def test_role_balance_counts_only_the_tokens_that_train():
         pytest.approx([0.75, 0.75]),
         *[[0.0, 0.0]] * 4,  # zero advantage
     ]
+
+
+# ---------------------------------------------------------------------------------------- agents and roles
+
+
+def wolves(eid: str, ada: float, bo: float, group: str | None = None, **turn_rewards: float) -> Episode:
+    """Role w played by two agents, Ada (turns 1 and 3) and Bo (turn 2); each agent its own terminal reward,
+    the role the mean. turn_rewards: an agent's own per-turn reward on each of its turns."""
+    turns = [
+        turn("w", [1], agent="Ada", reward=turn_rewards.get("Ada", 0.0)),
+        turn("w", [2], agent="Bo", reward=turn_rewards.get("Bo", 0.0)),
+        turn("w", [3], agent="Ada", reward=turn_rewards.get("Ada", 0.0)),
+    ]
+    ep = episode(eid, turns, {"w": (ada + bo) / 2}, group=group, baseline_key="game")
+    ep.agent_rewards = {"Ada": ada, "Bo": bo}
+    return ep
+
+
+def test_two_agents_of_one_role_are_two_turn_chains_each_with_its_own_terminal_reward():
+    # Critic mode, values 0, every gamma and lambda 1: a turn's advantage is its chain's return. Ada: r = [0.1,
+    # 1 + 0.1] -> [1.2, 1.1]; Bo: r = [-0.2 + 0] -> [-0.2]. (Merged into one chain of role w: r = [0.1, -0.2,
+    # 0.1 + 0.5] -> [0.5, 0.4, 0.6]: Bo's outcome and behaviour reward flowed into Ada's turns, and back.)
+    eps = [wolves("1", ada=1.0, bo=0.0, Ada=0.1, Bo=-0.2)]
+    samples, _ = collect_samples(eps)
+    assert [(s.role, s.agent) for s in samples] == [("w", "Ada"), ("w", "Bo"), ("w", "Ada")]
+    settings = AdvantageSettings(mode="hierarchical-critic", lam_turn=1.0, whiten="none")
+    batch = pad_samples(samples, PAD)
+    assign_critic_advantages(batch, eps, torch.zeros_like(batch.old_logprobs), settings)
+    assert batch.advantages[:, 2].tolist() == pytest.approx([1.2, -0.2, 1.1])
+    assert batch.roles == ["w", "w", "w"]  # whitening and role balance still group by role
+
+
+def test_agents_of_one_role_share_its_baseline_across_the_episodes_of_a_group():
+    # hierarchical, gamma 1, group g of two episodes: chains Ada1 G = [1, 1], Bo1 [0], Ada2 [0, 0], Bo2 [1].
+    # Position 1: [1, 0, 0, 1] -> mean 0.5, std 0.5 -> [1, -1, -1, 1]; position 2 (Ada1, Ada2): [1, -1].
+    eps = [wolves("1", ada=1.0, bo=0.0, group="g"), wolves("2", ada=0.0, bo=1.0, group="g")]
+    samples, _ = collect_samples(eps)
+    settings = AdvantageSettings(mode="hierarchical", gamma_turn=1.0)
+    adv = critic_free_turn_advantages(eps, samples, settings, EmaBaseline())
+    assert adv.tolist() == pytest.approx([1.0, -1.0, 1.0, -1.0, 1.0, -1.0], abs=1e-5)
+
+
+def test_agents_of_one_episode_are_not_each_others_baseline():
+    # A group of one episode: two teammates' returns differ by their own fates, not by how the episode went,
+    # so they are not compared with each other (that would cancel the shared outcome). Each chain reads the
+    # role's EMA baseline instead: Ada G = [1, 1] against b = 0 -> [1, 1], then Bo reads turn 1's baseline
+    # after Ada's update (0.05 * 1) -> 0.5 - 0.05 = 0.45. grpo and rloo: no other episode, advantage 0.
+    eps = [wolves("1", ada=1.0, bo=0.5, group="g")]
+    samples, _ = collect_samples(eps)
+    adv = critic_free_turn_advantages(
+        eps, samples, AdvantageSettings(mode="hierarchical", gamma_turn=1.0), EmaBaseline(decay=0.95)
+    )
+    assert adv.tolist() == pytest.approx([1.0, 0.45, 1.0])
+    for mode in ("grpo", "rloo"):
+        adv = critic_free_turn_advantages(eps, samples, AdvantageSettings(mode=mode), EmaBaseline())
+        assert adv.tolist() == [0.0, 0.0, 0.0], mode
+
+
+def test_grpo_and_filtered_bc_rank_each_agents_own_reward():
+    # grpo over a group of two episodes, role w: R = [Ada 1, Bo 0, Ada 0, Bo 0] -> mean 0.25, std 0.433.
+    eps = [wolves("1", ada=1.0, bo=0.0, group="g"), wolves("2", ada=0.0, bo=0.0, group="g")]
+    samples, _ = collect_samples(eps)
+    adv = critic_free_turn_advantages(eps, samples, AdvantageSettings(mode="grpo"), EmaBaseline())
+    high, low = 0.75 / math.sqrt(0.1875), -0.25 / math.sqrt(0.1875)
+    assert adv.tolist() == pytest.approx([high, low, high, low, low, low], abs=1e-4)
+    # filtered BC keeps the best quarter of the role's trajectories: Ada's in episode 1 (both her turns)
+    assert filtered_bc_rows(eps, samples, FilterSettings(top_fraction=0.25)) == [0, 2]
+    assert build_batch(eps, AdvantageSettings(mode="grpo"), EmaBaseline(), PAD).metrics["trajectories"] == 4

@@ -62,3 +62,15 @@ def test_a_text_only_turn_is_empty_only_when_its_text_is():
     episode = Episode("e", turns=[hosted, blank])
     mark_degenerate([episode], DegenerateSettings())
     assert [t.degenerate for t in episode.turns] == [None, "empty"]
+
+
+def test_repeated_compares_an_agent_with_its_own_earlier_turns_only():
+    # Two villagers (one role, two agents): Bo saying what Ada said is Bo's own move, not a loop; Ada saying it
+    # again is. A role whose agent is the role itself still compares all its turns.
+    speech = "I think the baker is lying about last night."
+    turns = [turn("villager", speech, 1), turn("villager", speech, 2), turn("villager", speech, 3)]
+    turns[0].agent, turns[1].agent, turns[2].agent = "Ada", "Bo", "Ada"
+    solo = [turn("seer", speech, 4), turn("seer", speech, 5)]
+    episode = Episode("e", turns=turns + solo)
+    mark_degenerate([episode], DegenerateSettings())
+    assert [t.degenerate for t in episode.turns] == [None, None, "repeated", None, "repeated"]

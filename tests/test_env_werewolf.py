@@ -168,7 +168,7 @@ def test_known_village_win(tmp_path: Path) -> None:
     assert final["witch_save_available"] is False and final["witch_poison_available"] is True
     # Rewards: winners alive at the end get +1; Aurora (village) died in round 1 of 2: 0.9 ** (2 - 1) = 0.9;
     # werewolves lost: -1 each (the discount never softens a loss).
-    assert final["player_rewards"] == pytest.approx(
+    assert final["agent_rewards"] == pytest.approx(
         {"Aurora": 0.9, "Bram": -1.0, "Celeste": 1.0, "Dorian": -1.0, "Elise": 1.0, "Finn": 1.0}
     )
     # Per game role, what trajectories are keyed by: the mean of its players' (villagers: (0.9 + 1) / 2).
@@ -193,7 +193,7 @@ def test_known_werewolf_win_on_parity(tmp_path: Path) -> None:
     final = play_game(six_players(tmp_path), scripted(script))
     # After night 2: Bram, Celeste, Dorian, Elise alive: 2 werewolves >= 2 others.
     assert final["winner"] == "Werewolves" and final["round"] == 2
-    assert final["player_rewards"] == {
+    assert final["agent_rewards"] == {
         "Aurora": -1.0,
         "Bram": 1.0,
         "Celeste": -1.0,
@@ -488,8 +488,7 @@ def test_graph_async_with_seed_input_and_garbage_output(tmp_path: Path) -> None:
     assert final["seed"] == 5 and final["finished"] is True
     assert final["fallbacks"] and final["metrics"]["fallbacks"] == len(final["fallbacks"])
     assert (
-        set(final["rewards"]) == {r for _, r in ROSTER}
-        and set(final["player_rewards"]) == dict(ROSTER).keys()
+        set(final["rewards"]) == {r for _, r in ROSTER} and set(final["agent_rewards"]) == dict(ROSTER).keys()
     )
     again = asyncio.run(graph.ainvoke({"seed": 5}))
 

@@ -1,5 +1,5 @@
-"""Werewolf trajectories are keyed by game role (the player in the turn's metadata), whatever `shuffle_roles`
-deals; behaviour-level rewards land on the turns that chose the moves; per-team win rates reach the training
+"""Werewolf trajectories: each player is an agent of its game role (whatever `shuffle_roles` deals), with its own
+terminal reward; behaviour-level rewards land on the turns that chose the moves; per-team win rates reach the training
 metrics; an evaluation seats the tested adapter on every player of one team."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from langgraph_omar.envs.registry import load_environment
 from langgraph_omar.envs.werewolf.config import team_of
 from langgraph_omar.envs.werewolf.rules import new_game
 from langgraph_omar.eval.arena import evaluate
+from langgraph_omar.rl.batch import collect_samples
 from langgraph_omar.rl.selfplay import rollout_metrics
 from langgraph_omar.rollout import run_episodes
 from langgraph_omar.serving.engine import SharedPolicy
@@ -51,6 +52,24 @@ def test_turns_carry_the_dealt_game_role_and_the_player(tmp_path: Path) -> None:
         assert episode.turns and all(t.role == dealt[t.metadata["player"]] for t in episode.turns)
         assert set(episode.rewards) == {"Villager", "Werewolf", "Seer", "Witch"}  # per game role, every deal
     assert len({tuple(sorted(d.items())) for d in deals}) > 1  # the seeds dealt the roles differently
+
+
+def test_each_player_is_an_agent_of_its_game_role_and_trains_on_its_own_outcome(tmp_path: Path) -> None:
+    (episode,) = played(roster_file(tmp_path), VILLAGE_WINS, [0])
+    assert all(t.agent == t.metadata["player"] and t.role == ROLES[t.agent] for t in episode.turns)
+    # Each player's reward (tests/test_env_werewolf.py): Aurora, killed in round 1 of the village's 2-round
+    # win, 0.9; her team's survivors 1; the werewolves -1. Per game role, the mean of its players'.
+    assert episode.agent_rewards == pytest.approx(
+        {"Aurora": 0.9, "Bram": -1.0, "Celeste": 1.0, "Dorian": -1.0, "Elise": 1.0, "Finn": 1.0}
+    )
+    assert episode.rewards == pytest.approx({"Villager": 0.95, "Werewolf": -1.0, "Seer": 1.0, "Witch": 1.0})
+    # One turn chain per player who acted (Aurora died before her first move), each ending on its own reward:
+    # Finn's is his own 1, not the villagers' 0.95.
+    samples, _ = collect_samples([episode])
+    assert {(s.role, s.agent) for s in samples} == {
+        (ROLES[p], p) for p in ("Bram", "Celeste", "Dorian", "Elise", "Finn")
+    }
+    assert {episode.reward_of(t) for t in episode.turns if t.agent == "Finn"} == {1.0}
 
 
 def test_behaviour_rewards_land_on_the_turns_that_chose_the_moves(tmp_path: Path) -> None:

@@ -182,3 +182,64 @@ def test_an_environment_of_ones_own_gets_its_options_as_flags(policy, own_folder
     (episode,) = read_episodes(own_folder / "c.jsonl")
     prompt = policy.tokenizer.decode(episode.turns[0].prompt_ids)
     assert "round 2" in prompt  # --rounds reached the environment
+
+
+GUARDS = """
+from typing import Annotated, TypedDict
+import operator
+
+from langgraph.graph import END, START, StateGraph
+
+
+class State(TypedDict, total=False):
+    said: Annotated[list, operator.add]
+    rewards: dict
+    agent_rewards: dict
+
+
+def sample_input(seed):
+    return {"said": []}
+
+
+def build(model):
+    def speak(agent):
+        async def run(state):
+            reply = await model.ainvoke(f"{agent}, the vault: " + " ".join(t for _, t in state["said"]))
+            return {"said": [(agent, reply.text)]}
+        return run
+
+    def score(state):
+        share = {a: sum(c.isupper() for c in t) / max(len(t), 1) for a, t in state["said"]}
+        # each guard is rewarded on its own; the thief by its role
+        return {"agent_rewards": {"guard_1": share["guard_1"], "guard_2": 1 - share["guard_2"]},
+                "rewards": {"thief": share["thief"]}}
+
+    graph = StateGraph(State)
+    graph.add_node("north", speak("guard_1"), metadata={"role": "guard", "agent": "guard_1"})
+    graph.add_node("south", speak("guard_2"), metadata={"role": "guard", "agent": "guard_2"})
+    graph.add_node("thief", speak("thief"))
+    graph.add_node("score", score)
+    for a, b in [(START, "north"), ("north", "thief"), ("thief", "south"), ("south", "score"), ("score", END)]:
+        graph.add_edge(a, b)
+    return graph.compile()
+"""
+
+
+def test_two_agents_of_one_role_train_as_two_trajectories(policy, own_folder, capsys):
+    name = f"guards_{uuid.uuid4().hex[:8]}"
+    (own_folder / f"{name}.py").write_text(textwrap.dedent(GUARDS))
+    assert main(["train", f"{name}:build", "--out", "run", *TRAIN]) == 0
+    episodes = read_episodes(own_folder / "run" / "trajectories.jsonl")
+    assert len(episodes) == 4
+    for episode in episodes:
+        assert [(t.node, t.role, t.agent) for t in episode.turns] == [
+            ("north", "guard", "guard_1"),
+            ("thief", "thief", "thief"),
+            ("south", "guard", "guard_2"),
+        ]
+        own = episode.agent_rewards
+        assert set(own) == {"guard_1", "guard_2"}
+        assert episode.rewards["guard"] == pytest.approx((own["guard_1"] + own["guard_2"]) / 2)
+    metrics = [json.loads(line) for line in (own_folder / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["trajectories"] == 12  # 4 episodes x 3 agents: the two guards are not merged
+    assert metrics[0]["trained_turns"] > 0 and "reward_guard" in metrics[0]

@@ -6,6 +6,7 @@ from typing import Annotated, TypedDict
 
 import pytest
 import torch
+from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
 
@@ -226,3 +227,79 @@ def test_a_persons_moves_through_interrupt_are_recorded_as_human_turns():
     assert episode.turns[1].model is None and not episode.turns[1].completion_ids
     assert episode.rewards == {"bot": 0.0, "person": 1.0}
     assert rec.source_counts() == {"policy": 0, "model": 2, "human": 2}
+
+
+class GuardState(TypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+    rewards: dict[str, float]
+    agent_rewards: dict[str, float]
+
+
+def test_agents_are_named_by_node_metadata_or_per_call_and_rewarded_by_agent_or_by_role():
+    from langgraph_omar.conversation import ScriptedChatModel
+    from langgraph_omar.conversation.calls import invoke_model
+
+    model = ScriptedChatModel(respond=lambda messages: "ok")
+
+    def post(state: GuardState):
+        return {"log": [model.invoke("watch").text]}
+
+    def crowd(state: GuardState, config):
+        model.invoke("shout", {"metadata": {"agent": "Ada"}})  # a plain per-call config
+        invoke_model(model, [HumanMessage("shout")], config, role="villager", agent="Bo")  # the action layer
+        return {"log": ["crowd"]}
+
+    def thief(state: GuardState):
+        model.invoke("steal")
+        outcome = {"thief": 0.0, "villager": 0.3}
+        return {"rewards": outcome, "agent_rewards": {"guard_1": 1.0, "guard_2": 0.5, "Ada": 1.0}}
+
+    graph = StateGraph(GuardState)
+    graph.add_node("post_a", post, metadata={"role": "guard", "agent": "guard_1"})
+    graph.add_node("post_b", post, metadata={"role": "guard", "agent": "guard_2"})
+    graph.add_node("crowd", crowd, metadata={"role": "villager"})
+    graph.add_node("thief", thief)
+    for a, b in [
+        (START, "post_a"),
+        ("post_a", "post_b"),
+        ("post_b", "crowd"),
+        ("crowd", "thief"),
+        ("thief", END),
+    ]:
+        graph.add_edge(a, b)
+    with TraceRecorder() as rec:
+        graph.compile().invoke({"log": []})
+    (episode,) = rec.trajectories()
+    assert [(t.node, t.role, t.agent) for t in episode.turns] == [
+        ("post_a", "guard", "guard_1"),
+        ("post_b", "guard", "guard_2"),
+        ("crowd", "villager", "Ada"),
+        ("crowd", "villager", "Bo"),
+        ("thief", "thief", "thief"),  # no agent named: the agent is the role
+    ]
+    assert episode.agent_rewards == {"guard_1": 1.0, "guard_2": 0.5, "Ada": 1.0}
+    # a role its final state does not reward gets its agents' mean: what evaluation seats and baselines read
+    assert episode.rewards == {"thief": 0.0, "villager": 0.3, "guard": 0.75}
+    assert [episode.reward_of(t) for t in episode.turns] == [1.0, 0.5, 1.0, 0.3, 0.0]
+
+
+def test_a_role_reward_is_derived_only_when_every_agent_of_the_role_has_one():
+    from langgraph_omar.conversation import ScriptedChatModel
+
+    model = ScriptedChatModel(respond=lambda messages: "ok")
+
+    def post(state: GuardState):
+        model.invoke("watch")
+        return {"agent_rewards": {"guard_1": 1.0}}  # guard_2 gets none
+
+    graph = StateGraph(GuardState)
+    graph.add_node("post_a", post, metadata={"role": "guard", "agent": "guard_1"})
+    graph.add_node("post_b", post, metadata={"role": "guard", "agent": "guard_2"})
+    graph.add_edge(START, "post_a")
+    graph.add_edge("post_a", "post_b")
+    graph.add_edge("post_b", END)
+    with TraceRecorder() as rec:
+        graph.compile().invoke({"log": []})
+    (episode,) = rec.trajectories()
+    assert episode.rewards == {}  # guard_2 does not inherit guard_1's reward through a derived role reward
+    assert [episode.reward_of(t) for t in episode.turns] == [1.0, None]

@@ -111,7 +111,7 @@ def test_jsonl_line_starts_with_version_and_id(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     write_episodes(path, [make_episode("e1")])
     line = path.read_text(encoding="utf-8")
-    assert line.startswith('{"schema_version":2,"episode_id":"e1",')
+    assert line.startswith('{"schema_version":3,"episode_id":"e1",')
     assert line.endswith("\n") and line.count("\n") == 1
     assert list(json.loads(line))[-1] == "turns"
     assert json.loads(line) == episode_record(make_episode("e1"))
@@ -276,7 +276,7 @@ def test_torn_last_line_is_skipped_with_a_warning_then_repaired_by_the_next_writ
     path = tmp_path / "t.jsonl"
     write_episodes(path, [make_episode("a"), make_episode("b"), make_episode("c")])
     data = path.read_bytes()
-    third_line_start = data.index(b'{"schema_version":2,"episode_id":"c"')
+    third_line_start = data.index(b'{"schema_version":3,"episode_id":"c"')
     path.write_bytes(data[: third_line_start + 50])  # a writer killed 50 bytes into line 3
     with pytest.warns(
         TornLineWarning, match=r"t\.jsonl line 3: skipped 1 torn last line \(50 bytes.*after 2 complete"
@@ -436,7 +436,8 @@ def test_wrong_schema_version(tmp_path: Path) -> None:
     record = episode_record(make_episode("a")) | {"schema_version": SCHEMA_VERSION + 1}
     write_raw_jsonl(path, [record])
     with pytest.raises(
-        TrajectoryFileError, match=r"t\.jsonl line 1: schema_version 3 is not supported \(.*reads schema_ver"
+        TrajectoryFileError,
+        match=r"t\.jsonl line 1: schema_version 4 is not supported \(.*reads schema_version 1, 2 and 3\)",
     ):
         read_episodes(path)
     del record["schema_version"]
@@ -527,9 +528,9 @@ def test_parquet_corrupt_and_foreign_files(tmp_path: Path) -> None:
     newer = tmp_path / "newer.parquet"
     write_episodes(newer, [make_episode("a"), make_episode("b")])
     table = pq.read_table(newer)
-    table = table.set_column(0, "schema_version", pa.array([2, 3], pa.int64()))
+    table = table.set_column(0, "schema_version", pa.array([3, 4], pa.int64()))
     pq.write_table(table, newer)
-    with pytest.raises(TrajectoryFileError, match=r"newer\.parquet row 2: schema_version 3 is not supported"):
+    with pytest.raises(TrajectoryFileError, match=r"newer\.parquet row 2: schema_version 4 is not supported"):
         read_episodes(newer)
 
 
@@ -553,6 +554,7 @@ def test_to_trl_records_one_per_turn_with_role_reward() -> None:
         "logprobs": [-0.25, -0.5],
         "episode_id": "a",
         "role": "seller",
+        "agent": "seller",
         "reward": -0.5,
     }
     assert [r["reward"] for r in records[:3]] == [1.0, -0.5, 1.0]
@@ -588,6 +590,7 @@ def test_to_trl_conversations_one_chat_per_turn_of_every_source() -> None:
         ],
         "episode_id": "a",
         "role": "seller",
+        "agent": "seller",
         "source": "model",
         "model": "gpt-x",
         "reward": -0.5,
@@ -602,3 +605,80 @@ def test_to_trl_conversations_one_chat_per_turn_of_every_source() -> None:
     episodes[0].turns[0].messages = []
     with pytest.raises(ValueError, match=r"episode 'a' turn 0: no recorded messages"):
         to_trl_conversations(episodes)
+
+
+# ---------------------------------------------------------------------------------------- agents and roles
+
+
+def two_agent_episode(episode_id: str) -> Episode:
+    """Two werewolves (one role, two agents) and a seer; each werewolf has its own terminal reward."""
+    return Episode(
+        episode_id=episode_id,
+        turns=[
+            make_turn("werewolf", agent="Ada"),
+            make_turn("werewolf", agent="Bo", n_completion=2),
+            make_turn("seer"),
+            make_turn("werewolf", agent="Ada", n_completion=1),
+        ],
+        rewards={"werewolf": 0.45, "seer": -1.0},
+        agent_rewards={"Ada": 1.0, "Bo": -0.1},
+    )
+
+
+def test_a_turns_agent_defaults_to_its_role() -> None:
+    assert make_turn("seer").agent == "seer"
+    assert make_turn("werewolf", agent="Ada").agent == "Ada"
+    episode = two_agent_episode("e")
+    assert episode.agents == ["Ada", "Bo", "seer"]
+    assert [episode.reward_of(t) for t in episode.turns] == [1.0, -0.1, -1.0, 1.0]  # own entry, else role's
+    del episode.agent_rewards["Bo"]
+    assert episode.reward_of(episode.turns[1]) == 0.45
+    del episode.rewards["werewolf"]
+    assert episode.reward_of(episode.turns[1]) is None
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_agents_and_agent_rewards_round_trip(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    episodes = [two_agent_episode("a"), make_episode("b")]
+    write_episodes(path, episodes)
+    assert read_episodes(path) == episodes
+    assert [t.agent for t in read_episodes(path)[0].turns] == ["Ada", "Bo", "seer", "Ada"]
+
+
+def test_agents_are_in_the_records_of_both_formats(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    write_episodes(tmp_path / "e.jsonl", [two_agent_episode("a")])
+    write_episodes(tmp_path / "e.parquet", [two_agent_episode("a")])
+    rows = pq.read_table(tmp_path / "e.parquet").to_pylist()
+    assert jsonl_lines(tmp_path / "e.jsonl") == rows
+    assert rows[0]["agent_rewards"] == [{"agent": "Ada", "value": 1.0}, {"agent": "Bo", "value": -0.1}]
+    assert [(t["role"], t["agent"]) for t in rows[0]["turns"]][:2] == [
+        ("werewolf", "Ada"),
+        ("werewolf", "Bo"),
+    ]
+
+
+@pytest.mark.parametrize("name", ["trajectory_v2.jsonl", "trajectory_v2.parquet"])
+def test_version_2_files_are_read_with_each_agent_its_role(tmp_path: Path, name: str) -> None:
+    # Written by the schema version 2 writer from make_episode("v2-a") and a failed make_episode("v2-b").
+    episodes = read_episodes(DATA / name)
+    expected = [make_episode("v2-a"), make_episode("v2-b", status="failed", error="judge timed out")]
+    assert episodes == expected
+    assert all(t.agent == t.role for e in episodes for t in e.turns)
+    assert all(e.agent_rewards == {} and e.schema_version == SCHEMA_VERSION for e in episodes)
+    copy = tmp_path / name
+    copy.write_bytes((DATA / name).read_bytes())
+    assert write_episodes(copy, [two_agent_episode("v3")]) == 1  # appending to a version 2 file
+    assert read_episodes(copy) == [*expected, two_agent_episode("v3")]
+
+
+def test_to_trl_records_give_each_turn_its_agents_reward() -> None:
+    records = to_trl_records([two_agent_episode("a")])
+    assert [(r["role"], r["agent"], r["reward"]) for r in records] == [
+        ("werewolf", "Ada", 1.0),
+        ("werewolf", "Bo", -0.1),
+        ("seer", "seer", -1.0),
+        ("werewolf", "Ada", 1.0),
+    ]

@@ -2,8 +2,9 @@
 
 A role node asks its model through `invoke_model` / `ainvoke_model`: the call gets a fresh run id (its
 `call_id`, which the trace recorder keeps as `Turn.run_id`), and its run metadata names the acting `role` (what
-the turn is keyed by, and what `adapter_by_role` seats) and any `turn_metadata` (e.g. the player who holds a game
-role), which the recorder copies into `Turn.metadata`. Records of the node's state update that concern that call
+baselines and evaluation group by, and what `adapter_by_role` seats), the acting `agent` (whose turn chain the
+turn extends: a Werewolf player; default the role) and any `turn_metadata`, which the recorder copies into
+`Turn.metadata`. Records of the node's state update that concern that call
 carry its id (`stamp_call`), so the recorder puts them on the turn: a `fallbacks` record sets `Turn.fallback`,
 a `turn_rewards` record (`turn_reward`) sets `Turn.reward`. The trainer then reads fallbacks and per-turn
 rewards from the turns alone, whatever the game. (The id is the run id of the runnable called: give a chat
@@ -53,13 +54,19 @@ class ModelReply:
 
 
 def call_config(
-    config: RunnableConfig | None, role: str | None = None, turn_metadata: Mapping[str, Any] | None = None
+    config: RunnableConfig | None,
+    role: str | None = None,
+    turn_metadata: Mapping[str, Any] | None = None,
+    agent: str | None = None,
 ) -> tuple[RunnableConfig, str]:
-    """The node's config for one model call: a fresh run id, and `role` / `turn_metadata` in its metadata."""
+    """The node's config for one model call: a fresh run id, and `role` / `agent` / `turn_metadata` in its
+    metadata."""
     call_id = uuid.uuid4()
     metadata = dict((config or {}).get("metadata") or {})
     if role is not None:
         metadata["role"] = role
+    if agent is not None:
+        metadata["agent"] = agent
     if turn_metadata:
         metadata[TURN_METADATA] = {**(metadata.get(TURN_METADATA) or {}), **turn_metadata}
     return {**(config or {}), "metadata": metadata, "run_id": call_id}, str(call_id)
@@ -81,10 +88,11 @@ def invoke_model(
     *,
     role: str | None = None,
     turn_metadata: Mapping[str, Any] | None = None,
+    agent: str | None = None,
 ) -> ModelReply:
     """Call `model` on `messages` with the node's config (callbacks and metadata propagate), as one call whose
     records can name it (see the module docstring)."""
-    call, call_id = call_config(config, role, turn_metadata)
+    call, call_id = call_config(config, role, turn_metadata, agent)
     return ModelReply(reply_text(model.invoke(list(messages), call), _who(role)), call_id)
 
 
@@ -95,9 +103,10 @@ async def ainvoke_model(
     *,
     role: str | None = None,
     turn_metadata: Mapping[str, Any] | None = None,
+    agent: str | None = None,
 ) -> ModelReply:
     """The async twin of `invoke_model`."""
-    call, call_id = call_config(config, role, turn_metadata)
+    call, call_id = call_config(config, role, turn_metadata, agent)
     return ModelReply(reply_text(await model.ainvoke(list(messages), call), _who(role)), call_id)
 
 

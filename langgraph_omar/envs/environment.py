@@ -12,8 +12,9 @@ carries them under `env.options`, and `load_environment` validates them. It know
 - its outcome metrics (`seat_metrics` compared between the two sides, `game_metrics` reported per game).
 
 The minimal contract of a graph of one's own needs none of this: a factory taking `model=` (or a compiled
-graph), a module-level `sample_input(seed)`, and `rewards: {role: float}` in the final state. `GraphEnvironment`
-(in `registry`) wraps such a module; docs/environments.md documents both.
+graph), a module-level `sample_input(seed)`, and `rewards: {role: float}` in the final state (plus
+`agent_rewards: {agent: float}` where agents of one role earn their own). `GraphEnvironment` (in `registry`)
+wraps such a module; docs/environments.md documents both.
 """
 
 from __future__ import annotations

@@ -5,22 +5,29 @@ Per-position tensors are aligned with `input_ids`: position p holds the quantiti
 recorded sampling log-probability, its advantage, ...), and `completion_mask` is True exactly at the
 turn's completion tokens. The trainer predicts the token at p from the hidden state at p - 1.
 
-Which turns are trained: turns of the roles that have a terminal reward in `episode.rewards` (a narrator or a
-judge model call has none), of episodes whose status is "ok". Turn k of a role earns
-r_k = turn_reward_weight * Turn.reward (MARO's behaviour-level reward) + the role's terminal reward on its last
+Which turns are trained: turns whose agent has a terminal reward (`Episode.reward_of`: its own in
+`agent_rewards`, else its role's in `rewards`; a narrator or a judge model call has none), of episodes whose
+status is "ok". A trajectory is one agent's turns in one episode (the agent defaults to the role, so a graph that
+names no agent has one per role): two werewolves are two turn chains, each ending on its own reward, while
+baselines, whitening and role balance group the chains by role. Turn k of an agent earns
+r_k = turn_reward_weight * Turn.reward (MARO's behaviour-level reward) + the agent's terminal reward on its last
 turn. Advantages by mode (docs/design.md §4):
-- `hierarchical`: per role, G_k = sum_{j>=k} gamma^(j-k) r_j, compared at each turn position k with the G_k of
-  the episodes sharing `metadata["group_id"]` (`group_turn_advantages`); a position no other episode of the
-  group reached (a group of one episode, or a longer episode's last turns) uses SPIRAL's EMA baseline of that
-  position instead, keyed by `metadata["baseline_key"]` (the game; else `scenario_id`); spread over the turn's
-  tokens.
-- `grpo`: the role's episode return, normalised within its group; every token of the role gets it.
-- `rloo`: the role's episode return minus the mean return of the other episodes of its group.
-- `rae`: the role's episode return minus the EMA baseline of (scenario, role).
+- `hierarchical`: per agent, G_k = sum_{j>=k} gamma^(j-k) r_j, compared at each turn position k with the G_k of
+  the role's chains in the episodes sharing `metadata["group_id"]` (`group_turn_advantages`); a position that
+  no other episode of the group reached (a group of one episode, or a longer episode's last turns) uses
+  SPIRAL's EMA baseline of that position instead, keyed by `metadata["baseline_key"]` (the game; else
+  `scenario_id`) and the role; spread over the turn's tokens. The agents of one episode are never each other's
+  only baseline: teammates' returns differ by their own fates, and comparing them alone would cancel the
+  episode's shared outcome.
+- `grpo`: the agent's episode return, normalised over the role's chains in its group; every token of the agent
+  gets it. A group of one episode gives 0.
+- `rloo`: the agent's episode return minus the mean return of the role's other chains in its group (0 for a
+  group of one episode).
+- `rae`: the agent's episode return minus the EMA baseline of (scenario, role).
 - `hierarchical-critic`: `assign_critic_advantages` after the trainer computed the values.
 Degenerate turns (see `degenerate`), in every mode, get no policy signal: advantage 0, and they count neither
-in the whitening statistics nor in the role balance; they stay in the role's turn chain (their rewards reach the
-earlier turns, the critic learns their values). With `degenerate_penalty` p > 0 they instead train like any
+in the whitening statistics nor in the role balance; they stay in the agent's turn chain (their rewards reach
+the earlier turns, the critic learns their values). With `degenerate_penalty` p > 0 they instead train like any
 turn and their own turn reward is lowered by p (a format penalty: dense signal when the outcome reward is
 almost always 0).
 """
@@ -63,6 +70,11 @@ class TurnSample:
     logprobs: list[float]
     temperature: float
     degenerate: str | None
+    agent: str = ""  # whose turn chain the turn extends; "" means the role
+
+    def __post_init__(self) -> None:
+        if not self.agent:
+            object.__setattr__(self, "agent", self.role)
 
 
 @dataclass
@@ -141,7 +153,7 @@ def collect_samples(
             if trained_adapter is not None and turn.adapter != trained_adapter:
                 other_seat += 1
                 continue
-            if turn.role not in episode.rewards:
+            if episode.reward_of(turn) is None:
                 unrewarded += 1
                 continue
             if not turn.completion_ids:  # nothing to train on; counted as degenerate ("empty") upstream
@@ -158,6 +170,7 @@ def collect_samples(
                     list(turn.logprobs),
                     turn.temperature if turn.temperature > 0 else 1.0,  # greedy calls record T = 1
                     turn.degenerate,
+                    turn.agent,
                 )
             )
     return samples, {
@@ -196,13 +209,11 @@ def pad_samples(samples: Sequence[TurnSample], pad_id: int) -> TrainingBatch:
     )
 
 
-def _role_turns(
-    episodes: Sequence[Episode], samples: Sequence[TurnSample]
-) -> dict[tuple[int, str], list[int]]:
-    """(episode index, role) -> sample rows of that role's turns, in turn order."""
-    rows: dict[tuple[int, str], list[int]] = defaultdict(list)
+def _agent_turns(samples: Sequence[TurnSample]) -> dict[tuple[int, str, str], list[int]]:
+    """(episode index, role, agent) -> sample rows of that agent's turns, in turn order: one trajectory each."""
+    rows: dict[tuple[int, str, str], list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
-        rows[(s.episode_index, s.role)].append(i)
+        rows[(s.episode_index, s.role, s.agent)].append(i)
     return rows
 
 
@@ -210,7 +221,7 @@ def _turn_rewards(
     episodes: Sequence[Episode], samples: Sequence[TurnSample], rows: list[int], settings: AdvantageSettings
 ) -> Tensor:
     """r_k = turn_reward_weight * the turn's own reward (minus `degenerate_penalty` if degenerate), plus the
-    role's terminal reward on its last turn. (K,)"""
+    agent's terminal reward on its last turn. (K,)"""
     episode = episodes[samples[rows[0]].episode_index]
     weight, penalty = settings.turn_reward_weight, settings.degenerate_penalty
     rewards = torch.tensor(
@@ -220,7 +231,9 @@ def _turn_rewards(
         ],
         dtype=torch.float32,
     )
-    rewards[-1] += float(episode.rewards[samples[rows[0]].role])
+    terminal = episode.reward_of(episode.turns[samples[rows[-1]].turn_index])
+    if terminal is not None:  # collect_samples keeps only the turns of agents that have one
+        rewards[-1] += float(terminal)
     return rewards
 
 
@@ -233,13 +246,13 @@ def critic_free_turn_advantages(
     """One advantage per sample (N,) for the critic-free modes; `ema` is read and updated in episode order."""
     if settings.mode == "hierarchical-critic":
         raise ValueError("critic mode needs values: use assign_critic_advantages")
-    by_role = _role_turns(episodes, samples)
+    by_role = _agent_turns(samples)  # keys (episode, role, agent): key[1] is the role
     returns = {
         key: discounted_returns(_turn_rewards(episodes, samples, rows, settings), settings.gamma_turn)
         for key, rows in by_role.items()
     }
     advantages = torch.zeros(len(samples))
-    groups: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[tuple[int, str, str]]] = defaultdict(list)
     for key in by_role:
         groups[(samples[by_role[key][0]].group_key, key[1])].append(key)
     if settings.mode in ("grpo", "rloo"):
@@ -251,8 +264,9 @@ def critic_free_turn_advantages(
             if settings.mode == "grpo"
             else rloo_advantages(episode_returns, group_ids)
         )
-        for k, value in zip(keys, values.tolist(), strict=True):
-            advantages[by_role[k]] = value
+        alone = {g for g, members in groups.items() if len({k[0] for k in members}) < 2}
+        for k, g, value in zip(keys, group_ids, values.tolist(), strict=True):
+            advantages[by_role[k]] = 0.0 if g in alone else value
     elif settings.mode == "rae":  # SPIRAL: the episode return against the (game, role) EMA
         for k, rows in by_role.items():
             baseline_key = samples[rows[0]].scenario_key
@@ -260,6 +274,7 @@ def critic_free_turn_advantages(
     else:
         for members in groups.values():
             group_values, shared = group_turn_advantages([returns[k] for k in members], eps=settings.eps)
+            shared = _shared_across_episodes(members, shared)
             for k, values, has_peers in zip(members, group_values, shared, strict=True):
                 baseline_key = samples[by_role[k][0]].scenario_key
                 for turn, turn_return in enumerate(returns[k].tolist()):
@@ -275,6 +290,18 @@ def critic_free_turn_advantages(
     return advantages.masked_fill(degenerate, 0.0)
 
 
+def _shared_across_episodes(members: Sequence[tuple[int, str, str]], shared: list[Tensor]) -> list[Tensor]:
+    """`shared` (per chain, (K_i,) bool) kept only at the turn positions that chains of two or more episodes
+    reached: the chains of one episode's agents are not each other's only baseline."""
+    width = max((s.numel() for s in shared), default=0)
+    episodes_at: list[set[int]] = [set() for _ in range(width)]
+    for (episode, _, _), positions in zip(members, shared, strict=True):
+        for k in range(positions.numel()):
+            episodes_at[k].add(episode)
+    several = torch.tensor([len(e) >= 2 for e in episodes_at], dtype=torch.bool)
+    return [s & several[: s.numel()] for s in shared]
+
+
 def spread_advantages(batch: TrainingBatch, turn_advantages: Tensor, gamma_token: float) -> None:
     """Write each row's turn advantage onto its completion tokens (A gamma^(L-1-t)), in place."""
     batch.advantages = torch.zeros_like(batch.old_logprobs)
@@ -286,13 +313,13 @@ def spread_advantages(batch: TrainingBatch, turn_advantages: Tensor, gamma_token
 def assign_critic_advantages(
     batch: TrainingBatch, episodes: Sequence[Episode], values: Tensor, settings: AdvantageSettings
 ) -> None:
-    """Hierarchical GAE per (episode, role) from token values (N, T) aligned with input_ids (at p: the value
+    """Hierarchical GAE per (episode, agent) from token values (N, T) aligned with input_ids (at p: the value
     of the state in which token p was chosen, see `TrainingBatch.old_values`), in place: sets advantages,
     returns (value targets) and old_values."""
     batch.advantages = torch.zeros_like(batch.old_logprobs)
     batch.returns = torch.zeros_like(batch.old_logprobs)
     batch.old_values = (values.detach().float() * batch.completion_mask).cpu()
-    for rows in _role_turns(episodes, batch.samples).values():
+    for rows in _agent_turns(batch.samples).values():
         masks = [batch.completion_mask[i] for i in rows]
         token_values = [batch.old_values[i][m] for i, m in zip(rows, masks, strict=True)]
         _, token_adv, token_ret = hierarchical_gae(
@@ -342,21 +369,29 @@ def role_win_rates(episodes: Sequence[Episode], threshold: float) -> dict[str, f
 def filtered_bc_rows(
     episodes: Sequence[Episode], samples: Sequence[TurnSample], settings: FilterSettings
 ) -> list[int]:
-    """SOTOPIA-pi's filter: per (group, role), the rows of the top `top_fraction` of episodes by the role's
-    reward (at least one episode), further limited to rewards >= `min_reward`; degenerate turns dropped."""
-    group_of = {s.episode_index: s.group_key for s in samples}
-    by_group: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for e in sorted(group_of):
-        for role in episodes[e].rewards:
-            by_group[(group_of[e], role)].append(e)
-    kept: set[tuple[int, str]] = set()
-    for (_, role), members in by_group.items():
-        ranked = sorted(members, key=lambda e: -episodes[e].rewards[role])  # stable: ties keep episode order
+    """SOTOPIA-pi's filter: per (group, role), the rows of the top `top_fraction` of the role's trajectories
+    (one per agent and episode) by the agent's terminal reward (at least one), further limited to rewards >=
+    `min_reward`; degenerate turns dropped."""
+    by_group: dict[tuple[str, str], list[tuple[tuple[int, str, str], float]]] = defaultdict(list)
+    for key, rows in _agent_turns(samples).items():
+        first = samples[rows[0]]
+        reward = episodes[first.episode_index].reward_of(
+            episodes[first.episode_index].turns[first.turn_index]
+        )
+        if reward is not None:
+            by_group[(first.group_key, first.role)].append((key, reward))
+    kept: set[tuple[int, str, str]] = set()
+    for members in by_group.values():
+        ranked = sorted(members, key=lambda m: -m[1])  # stable: ties keep the order of the turns
         count = max(1, int(len(ranked) * settings.top_fraction + 0.5))
-        for e in ranked[:count]:
-            if settings.min_reward is None or episodes[e].rewards[role] >= settings.min_reward:
-                kept.add((e, role))
-    return [i for i, s in enumerate(samples) if (s.episode_index, s.role) in kept and s.degenerate is None]
+        for key, reward in ranked[:count]:
+            if settings.min_reward is None or reward >= settings.min_reward:
+                kept.add(key)
+    return [
+        i
+        for i, s in enumerate(samples)
+        if (s.episode_index, s.role, s.agent) in kept and s.degenerate is None
+    ]
 
 
 def build_batch(
@@ -380,6 +415,7 @@ def build_batch(
     if not samples:
         return None
     batch = pad_samples(samples, pad_id)
+    metrics["trajectories"] = len(_agent_turns(samples))  # one per agent per episode
     batch.metrics.update({k: float(v) for k, v in metrics.items()})
     if bc_filter is not None:
         batch.advantages = batch.completion_mask.float()

@@ -8,8 +8,8 @@ A turn is degenerate when it is
   sets it from the final state's `fallbacks` records that name the turn's model call, see
   `langgraph_omar.conversation.calls`);
 - `repeated`: the same text (of at least `min_repeat_chars` characters: saying "REJECT" twice is fine) as
-  an earlier turn of the same role in the episode, or a completion whose n-grams repeat more than a set share
-  (a loop).
+  an earlier turn of the same agent in the episode (another agent of its role saying it is that agent's own
+  move), or a completion whose n-grams repeat more than a set share (a loop).
 The first reason that applies, in that order, is recorded in `Turn.degenerate`.
 """
 
@@ -40,7 +40,7 @@ def _normalized(text: str) -> str:
 
 
 def degenerate_reason(turn: Turn, earlier_texts: Iterable[str], settings: DegenerateSettings) -> str | None:
-    """Why `turn` is degenerate, or None. earlier_texts: normalized texts of the role's earlier turns."""
+    """Why `turn` is degenerate, or None. earlier_texts: normalized texts of the agent's earlier turns."""
     text = _normalized(turn.text)
     if settings.empty and ((turn.source == "policy" and not turn.completion_ids) or not text):
         return "empty"
@@ -69,7 +69,7 @@ def mark_degenerate(episodes: Sequence[Episode], settings: DegenerateSettings) -
     for episode in episodes:
         earlier: dict[str, list[str]] = {}
         for turn in episode.turns:
-            history = earlier.setdefault(turn.role, [])
+            history = earlier.setdefault(turn.agent, [])
             turn.degenerate = degenerate_reason(turn, history, settings)
             history.append(_normalized(turn.text))
             total += 1

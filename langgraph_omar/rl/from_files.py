@@ -8,9 +8,9 @@ role when the files hold no reward). Algorithms (`update.algo`):
   "policy", recorded by the same model) trains on its recorded ids; any other turn (another model's, a
   person's, or another local model's) is tokenized from its recorded `messages` and text with the policy's
   chat template (`render_text_turn`). Rewards are not used.
-- `filtered-bc`: the same cloning, limited to SOTOPIA-pi's best episodes: per (group, role) the top
-  `filter.top_fraction` by the role's reward, at or above `filter.min_reward`; degenerate turns dropped
-  (`rl.batch.filtered_bc_rows`).
+- `filtered-bc`: the same cloning, limited to SOTOPIA-pi's best trajectories: per (group, role) the top
+  `filter.top_fraction` of the agents' turn chains by the agent's reward, at or above `filter.min_reward`;
+  degenerate turns dropped (`rl.batch.filtered_bc_rows`).
 - `ppo`: the hierarchical-advantage PPO update on the turns the policy sampled (their recorded
   log-probabilities are the ratio's old ones; `logprob_mismatch` says how far the trained policy was from
   the one that sampled them). Text-only turns are never PPO data.
@@ -202,6 +202,7 @@ def bc_samples(
                         list(logprobs),
                         temperature,
                         turn.degenerate,
+                        turn.agent,
                     )
                 )
     return samples, {k: float(v) for k, v in counts.items()}

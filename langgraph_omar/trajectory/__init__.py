@@ -4,24 +4,26 @@ Files: episodes to and from JSONL or Parquet, per-turn token records for TRL's G
 per-turn chats in TRL's conversational format (`to_trl_conversations`); rewards added after the fact live in
 `langgraph_omar.trajectory.labels`.
 
-One record per episode, the same fields with the same shapes in both formats (schema version 2;
+One record per episode, the same fields with the same shapes in both formats (schema version 3;
 `record.episode_record`), because `datasets` and Arrow have no type for a mapping whose keys vary by row:
 
     schema_version     int                 episode_id, status, error   str (error may be null)
     rewards            list of {role: str, value: float}
+    agent_rewards      list of {agent: str, value: float}   (an agent's own terminal reward; default: its role's)
     reward_dimensions  list of {role: str, name: str, value: float}
     metadata           str: JSON text of the episode's metadata mapping
     turns              list of turns, each: role, node, text, source ("policy" | "model" | "human"), model,
                        messages (list of {role, content}), prompt_ids, completion_ids (int lists: empty unless
                        source is "policy"), logprobs (floats, one per completion id), step, finish_reason,
-                       temperature, adapter, adapter_version, reward, degenerate, fallback, run_id, and
-                       metadata (JSON text)
+                       temperature, adapter, adapter_version, reward, degenerate, fallback, run_id,
+                       metadata (JSON text), and agent (who acted; the role when the graph names none)
 
 JSONL (`.jsonl`, `.ndjson`): one record per line, keys ordered `schema_version`, `episode_id`, ..., `turns`
 last. Parquet (`.parquet`): one row per record (`PARQUET_SCHEMA`). Both load with
 `datasets.load_dataset("json" | "parquet", data_files=...)` into the same columns. In Python an `Episode` holds
-mappings (`rewards` {role: value}, `reward_dimensions` {role: {name: value}}, `metadata` a dict); the record is
-only the file's shape. Version 1 files (JSONL with mappings, turns without source/model/messages) are read and
+mappings (`rewards` {role: value}, `agent_rewards` {agent: value}, `reward_dimensions` {role: {name: value}},
+`metadata` a dict); the record is only the file's shape. Version 2 files (no agents) are read with each turn's
+agent its role. Version 1 files (JSONL with mappings, turns without source/model/messages) are read and
 upgraded; appending to a version 1 JSONL file leaves lines of both versions, which this reader reads but
 `datasets` cannot load as one table: rewrite it with `write_episodes(path, read_episodes(path), append=False)`.
 
@@ -52,6 +54,7 @@ from langgraph_omar.trajectory.episode import (
     SOURCES,
     Episode,
     Turn,
+    agent_of,
     role_of,
 )
 from langgraph_omar.trajectory.files import _remove_stale_temp_files, _writer_lock
@@ -71,6 +74,7 @@ __all__ = [
     "SOURCES",
     "TornLineWarning",
     "TrajectoryFileError",
+    "agent_of",
     "iter_episodes",
     "read_episodes",
     "role_of",
@@ -141,20 +145,23 @@ def to_trl_records(
     episodes: Iterable[Episode], roles: Iterable[str] | str | None = None, *, include_failed: bool = False
 ) -> list[dict[str, Any]]:
     """One record per turn the policy sampled: the `prompt_ids`, `completion_ids` and `logprobs` that TRL's
-    GRPOTrainer `rollout_func` returns, plus `episode_id`, `role` and `reward` (the role's terminal reward).
+    GRPOTrainer `rollout_func` returns, plus `episode_id`, `role`, `agent` and `reward` (the agent's terminal
+    reward, `Episode.reward_of`).
 
     roles: keep only these roles' turns (a single string is one role); None keeps all. Turns of another
     source (a hosted model, a person) have no token ids and are left out (see `to_trl_conversations`).
-    Episodes whose status is not "ok" are left out unless include_failed. A kept turn whose role has no
+    Episodes whose status is not "ok" are left out unless include_failed. A kept turn whose agent has no
     terminal reward in its episode raises ValueError.
     """
     records = []
     for episode, _, turn in _chosen_turns(episodes, roles, include_failed):
         if turn.source != "policy":
             continue
-        if turn.role not in episode.rewards:
+        reward = episode.reward_of(turn)
+        if reward is None:
+            agent = "" if turn.agent == turn.role else f" (agent {turn.agent!r})"
             raise ValueError(
-                f"episode {episode.episode_id!r}: no terminal reward for role {turn.role!r} "
+                f"episode {episode.episode_id!r}: no terminal reward for role {turn.role!r}{agent} "
                 f"(rewards are for {sorted(episode.rewards)})"
             )
         records.append(
@@ -164,7 +171,8 @@ def to_trl_records(
                 "logprobs": list(turn.logprobs),
                 "episode_id": episode.episode_id,
                 "role": turn.role,
-                "reward": float(episode.rewards[turn.role]),
+                "agent": turn.agent,
+                "reward": float(reward),
             }
         )
     return records
@@ -180,8 +188,8 @@ def to_trl_conversations(
     """One record per turn in TRL's conversational dataset format, for its SFT (or, paired, DPO) trainers:
     `messages` = the chat the turn was given + `{"role": "assistant", "content": turn.text}`, or with
     prompt_completion `prompt` (the chat) and `completion` (the one assistant message), so that the loss
-    covers the reply only. Plus `episode_id`, `role`, `source`, `model` and `reward` (the role's terminal
-    reward, None when it has none). `datasets.Dataset.from_list(records)` makes the dataset.
+    covers the reply only. Plus `episode_id`, `role`, `agent`, `source`, `model` and `reward` (the agent's
+    terminal reward, None when it has none). `datasets.Dataset.from_list(records)` makes the dataset.
 
     roles / include_failed: as in `to_trl_records`; turns of every source are kept. A kept turn without
     recorded messages (a version 1 file) raises ValueError.
@@ -196,12 +204,13 @@ def to_trl_conversations(
         prompt = [{"role": m["role"], "content": m["content"]} for m in turn.messages]
         reply = [{"role": "assistant", "content": turn.text}]
         chat = {"prompt": prompt, "completion": reply} if prompt_completion else {"messages": prompt + reply}
-        reward = episode.rewards.get(turn.role)
+        reward = episode.reward_of(turn)
         records.append(
             chat
             | {
                 "episode_id": episode.episode_id,
                 "role": turn.role,
+                "agent": turn.agent,
                 "source": turn.source,
                 "model": turn.model,
                 "reward": None if reward is None else float(reward),
@@ -251,6 +260,7 @@ def _check_finite(episode: Episode) -> None:
             (f"turn {i} reward/temperature", (turn.reward, turn.temperature)),
             (f"turn {i} logprobs", turn.logprobs),
         ]
+    values.append(("agent_rewards", episode.agent_rewards.values()))
     for name, numbers in values:
         if not all(math.isfinite(x) for x in numbers):
             raise ValueError(f"episode {episode.episode_id!r}: non-finite value in {name}")

@@ -1,11 +1,15 @@
-"""Trajectories: episode -> roles -> turns -> tokens, plus rewards.
+"""Trajectories: episode -> agents (grouped by role) -> turns -> tokens, plus rewards.
 
-One `Turn` is one recorded move: a model call, or a person's move through `interrupt`. Its `source` says
+A turn's `agent` is who acted (a player, a named node, a seat); its `role` is what agents are grouped by
+(baselines, role balance, evaluation seats). Two werewolves are two agents of one role: two turn chains, each
+with its own terminal reward. The agent defaults to the role, so a graph that names no agent has one agent per
+role. One `Turn` is one recorded move: a model call, or a person's move through `interrupt`. Its `source` says
 where it came from: "policy" (sampled by the local engine through `ChatPolicy`: the prompt ids, completion ids
 and sampling log-probabilities are recorded token for token), "model" (any other LangChain chat model: text
 only, no ids, no log-probabilities) or "human". Every turn keeps the chat `messages` it was given, so that a
 text-only turn can be tokenized later with a policy's chat template. An `Episode` holds the turns in call
-order and the rewards: a terminal reward per role, optional per-turn rewards (`Turn.reward`) and named reward
+order and the rewards: a terminal reward per role (`rewards`), optionally per agent (`agent_rewards`: an agent
+without an entry gets its role's; `reward_of`), optional per-turn rewards (`Turn.reward`) and named reward
 dimensions per role (judges). Serialization lives beside it (`langgraph_omar.trajectory`: JSONL, Parquet).
 """
 
@@ -15,8 +19,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: Turn.source, Turn.model, Turn.messages; one on-disk record for JSONL and Parquet
-READABLE_SCHEMA_VERSIONS = (1, 2)  # version 1 files are upgraded on read
+# 2: Turn.source, Turn.model, Turn.messages; one on-disk record for JSONL and Parquet. 3: Turn.agent,
+# Episode.agent_rewards
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)  # older files are upgraded on read (each turn's agent is its role)
 
 SOURCES = ("policy", "model", "human")  # Turn.source: who produced the turn
 
@@ -42,8 +48,11 @@ class Turn:
     source: str = "policy"  # one of SOURCES; only "policy" turns carry token ids and log-probabilities
     model: str | None = None  # the model that produced it (the engine's name, or the chat model's name)
     messages: list[dict[str, str]] = field(default_factory=list)  # the chat it was given: {role, content}
+    agent: str = ""  # who acted (a player, a named node); "" means the role itself
 
     def __post_init__(self) -> None:
+        if not self.agent:
+            self.agent = self.role
         if self.source not in SOURCES:
             raise ValueError(f"turn of role {self.role!r}: source {self.source!r} is not one of {SOURCES}")
         if self.source != "policy" and (self.completion_ids or self.logprobs):
@@ -69,20 +78,40 @@ def role_of(metadata: Mapping[str, Any]) -> str:
     return str(metadata.get("role") or metadata.get("langgraph_node") or "model")
 
 
+def agent_of(metadata: Mapping[str, Any]) -> str:
+    """The agent of a model call from its run metadata: `metadata={"agent": ...}` (on the node, or on the call
+    for a node that acts for several agents), else the call's role (`role_of`)."""
+    return str(metadata.get("agent") or role_of(metadata))
+
+
 @dataclass
 class Episode:
     episode_id: str
     turns: list[Turn] = field(default_factory=list)
-    rewards: dict[str, float] = field(default_factory=dict)  # role -> terminal reward
+    rewards: dict[str, float] = field(default_factory=dict)  # role -> terminal reward (what seats read)
     reward_dimensions: dict[str, dict[str, float]] = field(default_factory=dict)  # role -> name -> score
     metadata: dict[str, Any] = field(default_factory=dict)  # scenario_id, group_id, seed, model, adapter...
     status: str = "ok"  # "ok" or "failed"
     error: str | None = None
     schema_version: int = SCHEMA_VERSION
+    # agent -> its own terminal reward, when the agents of a role earn different ones (a Werewolf player
+    # eliminated early); an agent without an entry gets its role's
+    agent_rewards: dict[str, float] = field(default_factory=dict)
 
     @property
     def roles(self) -> list[str]:
         return list(dict.fromkeys(t.role for t in self.turns))
+
+    @property
+    def agents(self) -> list[str]:
+        return list(dict.fromkeys(t.agent for t in self.turns))
+
+    def reward_of(self, turn: Turn) -> float | None:
+        """The terminal reward of `turn`'s agent: its own entry in `agent_rewards`, else its role's in
+        `rewards`, else None (an unrewarded role: a judge's or a narrator's calls)."""
+        if turn.agent in self.agent_rewards:
+            return self.agent_rewards[turn.agent]
+        return self.rewards.get(turn.role)
 
     def roles_played_by(self, adapter: str | None) -> set[str]:
         """The roles whose every recorded turn `adapter` played (None: the base model)."""

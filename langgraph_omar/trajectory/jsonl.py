@@ -36,6 +36,7 @@ _LEADING_KEYS = (
     "status",
     "error",
     "rewards",
+    "agent_rewards",
     "reward_dimensions",
     "metadata",
 )

@@ -33,9 +33,11 @@ _TURN_FIELDS = [
     ("metadata", pa.string()),  # JSON text
 ]
 _V2_TURN_FIELDS = [("source", pa.string()), ("model", pa.string()), ("messages", pa.list_(_MESSAGE_STRUCT))]
+_V3_TURN_FIELDS = [("agent", pa.string())]
+_AGENT_REWARDS = ("agent_rewards", pa.list_(pa.struct([("agent", pa.string()), ("value", pa.float64())])))
 
 
-def _episode_schema(turn_fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
+def _episode_schema(turn_fields: list[tuple[str, pa.DataType]], agents: bool = True) -> pa.Schema:
     return pa.schema(
         [
             ("schema_version", pa.int64()),
@@ -43,6 +45,7 @@ def _episode_schema(turn_fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
             ("status", pa.string()),
             ("error", pa.string()),
             ("rewards", pa.list_(pa.struct([("role", pa.string()), ("value", pa.float64())]))),
+            *([_AGENT_REWARDS] if agents else []),
             (
                 "reward_dimensions",
                 pa.list_(pa.struct([("role", pa.string()), ("name", pa.string()), ("value", pa.float64())])),
@@ -53,8 +56,12 @@ def _episode_schema(turn_fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
     )
 
 
-PARQUET_SCHEMA = _episode_schema(_TURN_FIELDS + _V2_TURN_FIELDS)
-_READABLE_SCHEMAS = (PARQUET_SCHEMA, _episode_schema(_TURN_FIELDS))  # version 2, version 1
+PARQUET_SCHEMA = _episode_schema(_TURN_FIELDS + _V2_TURN_FIELDS + _V3_TURN_FIELDS)
+_READABLE_SCHEMAS = (  # version 3, 2, 1
+    PARQUET_SCHEMA,
+    _episode_schema(_TURN_FIELDS + _V2_TURN_FIELDS, agents=False),
+    _episode_schema(_TURN_FIELDS, agents=False),
+)
 
 
 def _episodes_table(episodes: list[Episode]) -> pa.Table:
@@ -70,15 +77,15 @@ def _open_parquet(path: Path) -> pq.ParquetFile:
     except (pa.ArrowException, OSError) as e:
         raise TrajectoryFileError(path, "", f"not a readable Parquet file ({e})") from e
     schema = parquet.schema_arrow
-    missing = [name for name in PARQUET_SCHEMA.names if name not in schema.names]
-    unknown = [name for name in schema.names if name not in PARQUET_SCHEMA.names]
-    if missing or unknown:
+    if any(schema.equals(known, check_metadata=False) for known in _READABLE_SCHEMAS):
+        return parquet
+    if not any(set(schema.names) == set(known.names) for known in _READABLE_SCHEMAS):
+        missing = [name for name in PARQUET_SCHEMA.names if name not in schema.names]
+        unknown = [name for name in schema.names if name not in PARQUET_SCHEMA.names]
         raise TrajectoryFileError(
             path, "", f"not a trajectory file: missing columns {missing}, unknown columns {unknown}"
         )
-    if not any(schema.equals(known, check_metadata=False) for known in _READABLE_SCHEMAS):
-        raise TrajectoryFileError(path, "", f"column types differ from the trajectory schema: {schema}")
-    return parquet
+    raise TrajectoryFileError(path, "", f"column types differ from the trajectory schema: {schema}")
 
 
 def _iter_parquet(path: Path) -> Iterator[Episode]:
@@ -106,7 +113,7 @@ def _write_parquet(path: Path, episodes: list[Episode], *, append: bool) -> int:
 
 
 def _current_layout(table: pa.Table, path: Path) -> pa.Table:
-    """`path`'s table in this version's schema: a version 1 file's rows are upgraded."""
+    """`path`'s table in this version's schema: an older file's rows are upgraded."""
     if table.schema.equals(PARQUET_SCHEMA, check_metadata=False):
         return table.cast(PARQUET_SCHEMA)
     episodes = [_episode_from_dict(row, path, f"row {i + 1}") for i, row in enumerate(table.to_pylist())]

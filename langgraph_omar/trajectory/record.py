@@ -2,12 +2,14 @@
 
 An `Episode` holds mappings (`rewards`, `reward_dimensions`, free-form `metadata`); a file holds what every
 format and HF `datasets` can type the same way in every row:
-- `rewards`: a list of `{"role", "value"}`; `reward_dimensions`: a list of `{"role", "name", "value"}`;
+- `rewards`: a list of `{"role", "value"}`; `agent_rewards`: a list of `{"agent", "value"}`;
+  `reward_dimensions`: a list of `{"role", "name", "value"}`;
 - `metadata` (of the episode and of each turn): JSON text;
 - every other field as it is (`messages` a list of `{"role", "content"}`).
 `episode_record` writes that shape and `record_to_dict` reads it back into `Episode.to_dict()`'s layout (then
-validated field by field); version 1 records (mappings in JSONL, no `source`, `model` or `messages` in turns)
-are upgraded on the way.
+validated field by field); older records are upgraded on the way (version 2: no `agent` in turns, which
+`Turn` reads as the role, no `agent_rewards`; version 1: also mappings in JSONL, no `source`, `model` or
+`messages` in turns).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def episode_record(episode: Episode) -> dict[str, Any]:
     JSON encoding of a long episode.)"""
     data = {f.name: getattr(episode, f.name) for f in fields(Episode)}
     data["rewards"] = [{"role": role, "value": value} for role, value in episode.rewards.items()]
+    data["agent_rewards"] = [
+        {"agent": agent, "value": value} for agent, value in episode.agent_rewards.items()
+    ]
     data["reward_dimensions"] = [
         {"role": role, "name": name, "value": value}
         for role, dims in episode.reward_dimensions.items()
@@ -54,6 +59,10 @@ def record_to_dict(record: dict[str, Any]) -> dict[str, Any]:
     data["schema_version"] = SCHEMA_VERSION
     data["rewards"] = {
         item["role"]: item["value"] for item in _items(data.get("rewards"), "rewards", ("role", "value"))
+    }
+    data["agent_rewards"] = {
+        item["agent"]: item["value"]
+        for item in _items(data.get("agent_rewards"), "agent_rewards", ("agent", "value"))
     }
     dimensions: dict[str, dict[str, Any]] = {}
     for item in _items(data.get("reward_dimensions"), "reward_dimensions", ("role", "name", "value")):

@@ -116,8 +116,14 @@ def _check_schema_version(data: dict[str, Any], path: Path, where: str) -> None:
             path,
             where,
             f"schema_version {data['schema_version']!r} is not supported "
-            f"(this langgraph-omar reads schema_version {' and '.join(map(str, READABLE_SCHEMA_VERSIONS))})",
+            f"(this langgraph-omar reads schema_version {_listed(READABLE_SCHEMA_VERSIONS)})",
         )
+
+
+def _listed(versions: tuple[int, ...]) -> str:
+    """(1, 2, 3) -> "1, 2 and 3"."""
+    *rest, last = map(str, versions)
+    return f"{', '.join(rest)} and {last}" if rest else last
 
 
 def _short_repr(value: Any, limit: int = 40) -> str:

@@ -6,7 +6,7 @@ The pieces, one concept per module:
                       into the conversation building blocks' `ParsedAction`, fallbacks included
     werewolf.state    the game state (TypedDict with reducers) and what each player may see (`observe`)
     werewolf.rules    the pure rules engine, and `play_game` to run a game without LangGraph
-    werewolf.rewards  team rewards discounted for early elimination (per game role), game metrics
+    werewolf.rewards  team rewards discounted for early elimination (per player and per game role), metrics
     werewolf.behaviour  MARO's behaviour-level rewards: each decision scored by its effect on the team
     werewolf.prompts  an observation -> chat messages
     werewolf.graph    the LangGraph StateGraph (`build_graph`)
@@ -14,7 +14,7 @@ The pieces, one concept per module:
 Example:
     graph = build_graph(ChatPolicy(), bundled_config_path("guard_8"), seed=0)
     final = graph.invoke({"seed": 7})
-    final["winner"], final["rewards"], final["player_rewards"], final["metrics"], final["fallbacks"]
+    final["winner"], final["rewards"], final["agent_rewards"], final["metrics"], final["fallbacks"]
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The Werewolf `Environment`: the variant file, seats by team, win rates and vote metrics.
 
-Roles are game roles (Villager, Werewolf, Seer, ...): every turn is keyed by its player's game role (the player
-is in `Turn.metadata["player"]`), the final state's `rewards` give each game role its players' mean reward, and
+Roles are game roles (Villager, Werewolf, Seer, ...) and agents are players: every turn's agent is its player
+and its role the player's game role; each player's turns train as one trajectory ending on the player's own
+reward (`agent_rewards`), the final state's `rewards` give each game role its players' mean reward, and
 `adapter_by_role` seats an adapter on every player dealt that role. An evaluation seat is a team: the tested
 model plays every role of one team (so every player of it, however `shuffle_roles` deals the roles), the
 opponent every role of the other.

@@ -7,14 +7,15 @@
 
 Every player node carries the node metadata `{"player": player}` and calls its chat model through the shared
 action layer (`langgraph_omar.conversation.calls`) with the node's RunnableConfig (callbacks and metadata
-propagate), on a prompt built from that player's `Observation` only. The call's `role` is the player's game role
-(Werewolf, Seer, Villager, ...: dealt by the seed when `shuffle_roles`), and the player goes into the turn's
-metadata (`Turn.metadata["player"]`): trajectories, per-role baselines and `adapter_by_role` seating are keyed by
-game role. The call's id is stamped on the action it chose and on its fallback, if any, so the recorded turn
-carries `Turn.fallback` and its behaviour-level reward. Players of one group (the werewolves' kill, the day vote)
+propagate), on a prompt built from that player's `Observation` only. The call's `agent` is the player (each
+player's turns form its own trajectory, ending on its own reward) and its `role` the player's game role
+(Werewolf, Seer, Villager, ...: dealt by the seed when `shuffle_roles`), by which per-role baselines, role
+balance and `adapter_by_role` seating group; the player is also in `Turn.metadata["player"]`. The call's id is
+stamped on the action it chose and on its fallback, if any, so the recorded turn carries `Turn.fallback` and its
+behaviour-level reward. Players of one group (the werewolves' kill, the day vote)
 are sent together, so a batching engine sees their calls at once. The final state holds `rewards` (per game
-role), `player_rewards`, `turn_rewards`, `metrics`, `fallbacks` and `winner`. Input: `{}` or `{"seed": int}`
-(overrides the build-time seed, for batches of games).
+role), `agent_rewards` (per player), `turn_rewards`, `metrics`, `fallbacks` and `winner`. Input: `{}` or
+`{"seed": int}` (overrides the build-time seed, for batches of games).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _player_runnable(
     game: WerewolfConfig, player: str, chat_model: BaseChatModel, node: str, constrained_moves: bool
 ) -> RunnableLambda:
     def call(observation: Observation) -> dict[str, Any]:
-        return {"role": observation["role"], "turn_metadata": {"player": player}}
+        return {"role": observation["role"], "agent": player, "turn_metadata": {"player": player}}
 
     def model_for(observation: Observation) -> Runnable:
         if not constrained_moves or observation["kind"] in CHAT_KINDS:

@@ -10,9 +10,10 @@ Example: a villager killed on night 1 of a game the village wins in round 3 miss
 The discount applies to wins only: scaling a negative loss reward by d**n would make dying early *less* bad,
 so a loser gets the full loss reward whenever they were eliminated.
 
-Trajectories are keyed by game role (a turn's role is its player's role: Villager, Werewolf, Seer, ...), so the
-final state's `rewards` are per game role: the mean reward of the role's players (two villagers, one killed on
-night 1 of a 3-round win: (0.81 + 1) / 2 = 0.905). `player_rewards` keeps each player's. With
+Each player is an agent of its game role (a turn's agent is the player, its role the player's role: Villager,
+Werewolf, Seer, ...). The final state's `agent_rewards` hold each player's reward, on which that player's turn
+chain ends; `rewards` are per game role, the mean reward of the role's players (two villagers, one killed on
+night 1 of a 3-round win: (0.81 + 1) / 2 = 0.905), which evaluation seats and per-role metrics read. With
 `rules.behaviour_rewards`, `turn_rewards` scores each decision (see `werewolf.behaviour`).
 
 Metrics: win rate per team (1/0 for one game; `aggregate_metrics` pools many), seer accuracy (inspections that
@@ -148,7 +149,7 @@ def finish(state: WerewolfState, config: WerewolfConfig) -> dict[str, Any]:
         "finished": True,
         "current": None,
         "rewards": role_rewards(state["roles"], rewards),
-        "player_rewards": rewards,
+        "agent_rewards": rewards,
         "turn_rewards": [
             turn_reward(action["call_id"], size * score, why)
             for action, score, why in scored

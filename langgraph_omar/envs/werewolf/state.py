@@ -100,8 +100,8 @@ class WerewolfState(TypedDict, total=False):
     fallbacks: Annotated[list[Fallback], operator.add]
     finished: bool
     winner: str | None  # "Villagers", "Werewolves", or None for a draw
-    rewards: dict[str, float]  # game role -> the mean reward of its players (what trajectories are keyed by)
-    player_rewards: dict[str, float]  # player -> reward
+    rewards: dict[str, float]  # game role -> the mean reward of its players (what evaluation seats read)
+    agent_rewards: dict[str, float]  # player -> reward (each player's turn chain ends on its own)
     turn_rewards: list[TurnReward]  # behaviour-level rewards of the model calls, when the rules ask for them
     metrics: dict[str, Any]
 
