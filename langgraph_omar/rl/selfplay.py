@@ -406,7 +406,8 @@ def run_selfplay(
 ) -> list[dict[str, Any]]:
     """Train `config.selfplay.iterations` iterations of `environment` (resuming from RUN's newest
     checkpoint); returns the metrics of the iterations run now. Every role plays on the trained adapter; a
-    judge, if the environment has one, on the base model (adapter disabled), never on the policy it scores.
+    judge, if the environment has one, on the base model (adapter disabled) unless the environment names a
+    judge model of its own, never on the policy it scores.
     Raises OmarError when every episode of an iteration failed; warns (`TrainingWarning`) with the reason when
     an iteration trained no turn."""
     from langgraph_omar.chat_model import ChatPolicy
