@@ -15,10 +15,15 @@ from selfplay_toy import toy_config, toy_policy
 from langgraph_omar.conversation.calls import ainvoke_model, stamp_call
 from langgraph_omar.envs.registry import load_environment
 from langgraph_omar.rl.advantages import EmaBaseline
-from langgraph_omar.rl.batch import build_batch
+from langgraph_omar.rl.batch import build_batch, collect_samples
 from langgraph_omar.rl.config import AdvantageSettings
 from langgraph_omar.rl.selfplay import TrainingWarning, run_selfplay, untrained_reason
-from langgraph_omar.rl.signal_reasons import degenerate_explanation, degenerate_note, degenerate_shares
+from langgraph_omar.rl.signal_reasons import (
+    degenerate_explanation,
+    degenerate_note,
+    degenerate_shares,
+    rewards_differ_within_groups,
+)
 from langgraph_omar.trajectory import Episode, Turn
 
 PAD = 0
@@ -190,3 +195,18 @@ def test_a_self_play_iteration_dominated_by_degenerate_turns_says_why_and_what_c
         and "--degenerate-penalty" in m
         for m in messages
     ), messages
+
+
+def test_agents_of_one_episode_are_not_each_others_difference():
+    # Two werewolves of one episode end differently (one exiled early), with one episode per group: their
+    # rewards differ, but not between episodes of a group, so they are no baseline of each other.
+    wolf_1, wolf_2 = turn([1], "over_length"), turn([2])
+    wolf_1.agent, wolf_2.agent = "wolf_1", "wolf_2"
+    lone = Episode("e", [wolf_1, wolf_2], rewards={"a": 0.5}, metadata={"group_id": "g"})
+    lone.agent_rewards = {"wolf_1": 0.0, "wolf_2": 1.0}
+    assert not rewards_differ_within_groups([lone], collect_samples([lone])[0], 1.0)
+    other = Episode("f", [turn([3]), turn([4])], rewards={"a": 0.5}, metadata={"group_id": "g"})
+    other.turns[0].agent, other.turns[1].agent = "wolf_1", "wolf_2"
+    other.agent_rewards = {"wolf_1": 0.0, "wolf_2": 0.0}  # wolf_2 differs from the first episode's wolf_2
+    both = [lone, other]
+    assert rewards_differ_within_groups(both, collect_samples(both)[0], 1.0)

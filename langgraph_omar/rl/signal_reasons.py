@@ -79,18 +79,19 @@ def degenerate_note(batch: TrainingBatch, settings: AdvantageSettings, max_token
 def rewards_differ_within_groups(
     episodes: Sequence[Episode], samples: Sequence[TurnSample], turn_reward_weight: float
 ) -> bool:
-    """Whether some role's rewards differ between the episodes of one group: its terminal reward, or (with a
-    turn reward weight) the rewards of its trained turns in order. samples index into `episodes`."""
-    turn_rewards: dict[tuple[int, str], list[float]] = defaultdict(list)
+    """Whether two trajectories (one per episode and agent) of one role, from different episodes of a group,
+    differ in reward: the agent's terminal reward, or (with a turn reward weight) its trained turns' rewards in
+    order. (The agents of one episode are not each other's baseline.) samples index into `episodes`."""
+    chains: dict[tuple[int, str, str], list[TurnSample]] = defaultdict(list)
     for s in samples:
-        reward = episodes[s.episode_index].turns[s.turn_index].reward if turn_reward_weight > 0 else 0.0
-        turn_rewards[(s.episode_index, s.role)].append(reward)
-    seen: dict[tuple[str, str], set[tuple[float, ...]]] = defaultdict(set)
-    for s in samples:
-        key = (s.episode_index, s.role)
-        terminal = float(episodes[s.episode_index].rewards.get(s.role, 0.0))
-        seen[(s.group_key, s.role)].add((terminal, *turn_rewards[key]))
-    return any(len(values) > 1 for values in seen.values())
+        chains[(s.episode_index, s.role, s.agent)].append(s)
+    seen: dict[tuple[str, str], list[tuple[int, tuple[float, ...]]]] = defaultdict(list)
+    for (e, role, _), chain in chains.items():
+        episode = episodes[e]
+        terminal = episode.reward_of(episode.turns[chain[-1].turn_index]) or 0.0
+        turn_rewards = [episode.turns[s.turn_index].reward if turn_reward_weight > 0 else 0.0 for s in chain]
+        seen[(chain[0].group_key, role)].append((e, (terminal, *turn_rewards)))
+    return any(e1 != e2 and v1 != v2 for members in seen.values() for e1, v1 in members for e2, v2 in members)
 
 
 def zero_advantage_reason(
