@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from langgraph_omar.rl.logprobs import (
+    LogitTransform,
     entropy_from_logits,
     selective_log_softmax,
     token_logprobs_and_entropy_from_hidden,
@@ -198,3 +199,60 @@ def test_autocast_uses_the_autocast_dtype_like_the_naive_version() -> None:
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
     ours.sum().backward()
     assert hidden.grad is not None and hidden.grad.dtype == torch.float32
+
+
+# ---- a model's own output transform (Gemma 2 soft-capping, Cohere / Granite scaling) -----------------------
+
+TRANSFORMS = [LogitTransform(scale=4.0), LogitTransform(scale=0.25), LogitTransform(softcap=1.5)]
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS + [LogitTransform(scale=3.0, softcap=2.0)])
+@pytest.mark.parametrize("frozen_head", [False, True])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_apply_the_models_output_transform_forward_and_backward(
+    transform: LogitTransform, frozen_head: bool, temperature: float
+) -> None:
+    hidden, weight, bias, targets = _inputs(seed=7)
+    if frozen_head:
+        weight, bias = weight.detach(), bias.detach()
+    wrt = [hidden] if frozen_head else [hidden, weight, bias]
+    logprobs, entropy = token_logprobs_and_entropy_from_hidden(
+        hidden, weight, targets, temperature, 4, bias, entropy_grad=True, logit_transform=transform
+    )
+    logits = transform.apply(hidden @ weight.T + bias) / temperature
+    log_probs = torch.log_softmax(logits, -1)
+    expected = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    expected_entropy = -(log_probs.exp() * log_probs).sum(-1)
+    torch.testing.assert_close(logprobs, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(entropy, expected_entropy, atol=1e-5, rtol=1e-5)
+    # the transform matters: without it the log-probabilities differ
+    untransformed, _ = _naive(hidden, weight, bias, targets, temperature)
+    assert (untransformed - expected).abs().max() > 1e-2
+    ours = torch.autograd.grad((logprobs * 1.3).sum() - 0.4 * entropy.sum(), wrt)
+    naive = torch.autograd.grad((expected * 1.3).sum() - 0.4 * expected_entropy.sum(), wrt)
+    for mine, reference in zip(ours, naive, strict=True):
+        torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_gradcheck_float64_with_a_softcap() -> None:
+    generator = torch.Generator().manual_seed(6)
+    hidden = torch.randn(2, 3, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(6, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 6, (2, 3), generator=generator)
+    transform = LogitTransform(scale=2.0, softcap=1.0)
+
+    def function(h: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return token_logprobs_and_entropy_from_hidden(
+            h, w, targets, 0.9, 4, entropy_grad=True, logit_transform=transform
+        )
+
+    assert torch.autograd.gradcheck(function, (hidden, weight))
+    frozen = weight.detach()
+    assert torch.autograd.gradcheck(lambda h: function(h, frozen), (hidden,))
+
+
+def test_a_bad_logit_transform_is_refused() -> None:
+    with pytest.raises(ValueError, match="softcap must be a finite number > 0"):
+        LogitTransform(softcap=0.0)
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
+        LogitTransform(scale=float("nan"))

@@ -280,9 +280,10 @@ def render_html(
         f"<table><tr><th>metric</th><th>tested seat</th><th>value</th></tr>{game_rows}</table>",
     ]
     if judged:
+        judge = (result.config.get("env_options") or {}).get("judge_model") or "the base model"
         parts += [
             "<h2>Judge scores</h2>",
-            '<p class="note">Scores from an LLM judge (the base model). Judges tend to overrate trained '
+            f'<p class="note">Scores from an LLM judge ({_e(str(judge))}). Judges tend to overrate trained '
             "models: read these beside the outcome metrics, not alone.</p>",
             _comparison_table(judged, result.metric_help),
         ]

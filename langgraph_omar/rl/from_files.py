@@ -59,6 +59,7 @@ from langgraph_omar.rl.selfplay import (
     export_adapter,
     untrained_reason,
 )
+from langgraph_omar.rl.signal_reasons import degenerate_note
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.trajectory import Episode, Turn, read_episodes, write_episodes
@@ -342,10 +343,14 @@ def train_from_files(
         else:
             batch, counts = bc_batch(chunk, chosen, policy, config)
             record.update(counts)
-        reason = untrained_reason(batch, record | (batch.metrics if batch is not None else {}))
+        # the replies' token cap was the recording's: max_tokens None (raising --max-tokens is no remedy)
+        metrics = record | (batch.metrics if batch is not None else {})
+        reason = untrained_reason(batch, metrics, trained, config.advantage, None)
         if reason is not None:
             warnings.warn(f"iteration {iteration} trained no turn: {reason}", TrainingWarning, stacklevel=2)
             record["untrained"] = 1.0
+        elif batch is not None and (note := degenerate_note(batch, config.advantage, None)):
+            warnings.warn(f"iteration {iteration}: {note}", TrainingWarning, stacklevel=2)
         if batch is None:
             record["skipped_update"] = 1.0
         else:

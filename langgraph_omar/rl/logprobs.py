@@ -11,15 +11,51 @@ chunk's logits outlive their iteration, and nothing of size (positions, vocabula
 
 Results are float32 (float64 for float64 inputs). Matmuls run in the inputs' common dtype, or in the autocast
 dtype when autocast is on, like the naive version would. Double backward is not supported.
+
+A model whose forward transforms its head's output before the softmax (Gemma 2's soft-capping, Cohere's and
+Granite's scaling) samples from the transformed logits: pass its `LogitTransform`, applied to each chunk in
+float32, so that the training log-probabilities are those of the distribution that was sampled.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+
+@dataclass(frozen=True)
+class LogitTransform:
+    """What a model's forward does to its head's output l = hidden @ W.T + b before the softmax (sampling's
+    temperature divides the result): z = softcap * tanh(scale * l / softcap), or z = scale * l without a cap.
+    The identity (scale 1, no cap) is the plain `hidden @ W.T + b` of most models."""
+
+    scale: float = 1.0
+    softcap: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"logit scale must be a finite number > 0, got {self.scale}")
+        if self.softcap is not None and not (math.isfinite(self.softcap) and self.softcap > 0):
+            raise ValueError(f"logit softcap must be a finite number > 0, got {self.softcap}")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.scale == 1.0 and self.softcap is None
+
+    def apply(self, logits: Tensor) -> Tensor:
+        """z for a tensor of head outputs l (any shape), out of place, in the input's dtype."""
+        out = logits * self.scale if self.scale != 1.0 else logits
+        if self.softcap is not None:
+            out = torch.tanh(out / self.softcap) * self.softcap
+        return out
+
+
+IDENTITY = LogitTransform()
 
 
 def selective_log_softmax(logits: Tensor, index: Tensor, chunk_size: int = 512) -> Tensor:
@@ -65,14 +101,16 @@ def token_logprobs_from_hidden(
     temperature: float = 1.0,
     chunk_size: int = 1024,
     lm_head_bias: Tensor | None = None,
+    logit_transform: LogitTransform = IDENTITY,
 ) -> Tensor:
-    """log_softmax((hidden @ W.T + b) / temperature)[target] per position, never materialising (B, T, V).
+    """log_softmax(transform(hidden @ W.T + b) / temperature)[target] per position, never materialising
+    (B, T, V).
 
     hidden (B, T, H) (any leading shape), lm_head_weight (V, H), lm_head_bias (V,) or None, targets (B, T)
     int ids in [0, V). Returns (B, T). Differentiable w.r.t. hidden, weight and bias.
     """
     logprobs, _ = _logprobs_from_hidden(
-        hidden, lm_head_weight, targets, temperature, chunk_size, lm_head_bias, 0
+        hidden, lm_head_weight, targets, temperature, chunk_size, lm_head_bias, 0, logit_transform
     )
     return logprobs
 
@@ -85,6 +123,7 @@ def token_logprobs_and_entropy_from_hidden(
     chunk_size: int = 1024,
     lm_head_bias: Tensor | None = None,
     entropy_grad: bool = False,
+    logit_transform: LogitTransform = IDENTITY,
 ) -> tuple[Tensor, Tensor]:
     """`token_logprobs_from_hidden` plus the entropy of each position's distribution: ((B, T), (B, T)).
 
@@ -93,7 +132,7 @@ def token_logprobs_and_entropy_from_hidden(
     """
     mode = _ENTROPY_GRAD if entropy_grad else _ENTROPY_METRIC
     logprobs, entropy = _logprobs_from_hidden(
-        hidden, lm_head_weight, targets, temperature, chunk_size, lm_head_bias, mode
+        hidden, lm_head_weight, targets, temperature, chunk_size, lm_head_bias, mode, logit_transform
     )
     assert entropy is not None
     return logprobs, entropy
@@ -110,6 +149,7 @@ def _logprobs_from_hidden(
     chunk_size: int,
     bias: Tensor | None,
     entropy_mode: int,
+    transform: LogitTransform,
 ) -> tuple[Tensor, Tensor | None]:
     if weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
         raise ValueError(
@@ -148,6 +188,7 @@ def _logprobs_from_hidden(
         entropy_mode,
         compute_dtype,
         precompute,
+        transform,
     )
     return logprobs.view(targets.shape), entropy.view(targets.shape) if entropy_mode != _NO_ENTROPY else None
 
@@ -155,8 +196,9 @@ def _logprobs_from_hidden(
 class _LinearLogSoftmax(torch.autograd.Function):
     """(N, H) hidden -> (N,) target log-probabilities and (N,) entropies, chunk by chunk over N.
 
-    z = (hidden @ W.T + b) / temperature; log p = log_softmax(z); H = -sum_j p_j log p_j.
-    d log p[target] / d z_j = 1[j = target] - p_j;   d H / d z_j = -p_j (log p_j + H);   d z / d h = W / T.
+    l = hidden @ W.T + b; z = transform(l) / temperature; log p = log_softmax(z); H = -sum_j p_j log p_j.
+    d log p[target] / d z_j = 1[j = target] - p_j;   d H / d z_j = -p_j (log p_j + H);
+    d z_j / d h = g_j W_j with g_j = d z_j / d l_j (`_logit_derivative`; 1 / T for the identity).
     """
 
     @staticmethod
@@ -171,6 +213,7 @@ class _LinearLogSoftmax(torch.autograd.Function):
         entropy_mode: int,
         compute_dtype: torch.dtype,
         precompute: bool,
+        transform: LogitTransform,
     ) -> tuple[Tensor, Tensor]:
         reduction_dtype = _reduction_dtype(compute_dtype)
         num_positions = hidden.shape[0]
@@ -188,7 +231,8 @@ class _LinearLogSoftmax(torch.autograd.Function):
             for start in range(0, num_positions, chunk_size):
                 end = min(start + chunk_size, num_positions)
                 chunk_targets = targets[start:end, None]
-                logits = _chunk_logits(hidden[start:end], head, bias, temperature, compute_dtype)
+                logits = _chunk_logits(hidden[start:end], head, bias, temperature, compute_dtype, transform)
+                derivative = _logit_derivative(logits, transform, temperature) if precompute else 1.0
                 log_probs = torch.log_softmax(logits, dim=-1, dtype=reduction_dtype)  # fused upcast
                 logprobs[start:end] = log_probs.gather(-1, chunk_targets).squeeze(-1)
                 del logits
@@ -200,20 +244,23 @@ class _LinearLogSoftmax(torch.autograd.Function):
                     plogp = log_probs.mul_(probs)  # p log p, in log_probs' buffer
                     entropies[start:end] = -plogp.sum(-1)
                 if logprob_hidden_grad is not None:
-                    expected_row = (probs.to(compute_dtype) @ head).to(reduction_dtype)  # sum_j p_j W_j
+                    # rows sum_j p_j g_j W_j and g_target W_target (g: a number, or one per logit)
+                    expected_row = _weighted_rows(probs, derivative, head, reduction_dtype)
                     target_row = head[chunk_targets.squeeze(-1)].to(reduction_dtype)
-                    logprob_hidden_grad[start:end] = (target_row - expected_row) / temperature
+                    if isinstance(derivative, Tensor):
+                        target_row.mul_(derivative.gather(-1, chunk_targets))
+                    else:
+                        target_row.mul_(derivative)
+                    logprob_hidden_grad[start:end] = target_row - expected_row
                     if entropy_hidden_grad is not None:
-                        weighted_row = (plogp.to(compute_dtype) @ head).to(
-                            reduction_dtype
-                        )  # sum_j p log p W_j
+                        weighted_row = _weighted_rows(plogp, derivative, head, reduction_dtype)
                         row = weighted_row.add_(entropies[start:end, None] * expected_row)
-                        entropy_hidden_grad[start:end] = row.div_(-temperature)
+                        entropy_hidden_grad[start:end] = row.neg_()
         if entropy_mode != _ENTROPY_GRAD:
             ctx.mark_non_differentiable(entropies)
         ctx.save_for_backward(hidden, weight, bias, targets, entropies)
         ctx.precomputed = (logprob_hidden_grad, entropy_hidden_grad)
-        ctx.config = (temperature, chunk_size, entropy_mode, compute_dtype)
+        ctx.config = (temperature, chunk_size, entropy_mode, compute_dtype, transform)
         ctx.set_materialize_grads(False)
         return logprobs, entropies
 
@@ -221,9 +268,9 @@ class _LinearLogSoftmax(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_logprobs: Tensor | None, grad_entropies: Tensor | None) -> tuple[Any, ...]:
         hidden, weight, bias, targets, entropies = ctx.saved_tensors
-        temperature, chunk_size, entropy_mode, compute_dtype = ctx.config
+        temperature, chunk_size, entropy_mode, compute_dtype, transform = ctx.config
         logprob_hidden_grad, entropy_hidden_grad = ctx.precomputed
-        no_grads: tuple[None, ...] = (None,) * 9
+        no_grads: tuple[None, ...] = (None,) * 10
         if entropy_mode != _ENTROPY_GRAD:
             grad_entropies = None
         if grad_logprobs is None and grad_entropies is None:
@@ -250,8 +297,9 @@ class _LinearLogSoftmax(torch.autograd.Function):
             for start in range(0, hidden.shape[0], chunk_size):
                 end = min(start + chunk_size, hidden.shape[0])
                 chunk_hidden = hidden[start:end].to(compute_dtype)
-                logits = _chunk_logits(chunk_hidden, head, bias, temperature, compute_dtype)
-                # The gradient w.r.t. z, built in place in at most two (n, V) buffers.
+                logits = _chunk_logits(chunk_hidden, head, bias, temperature, compute_dtype, transform)
+                derivative = _logit_derivative(logits, transform, temperature)
+                # The gradient w.r.t. z, built in place in at most two (n, V) buffers (three with a softcap).
                 if grad_entropies is not None:
                     log_probs = torch.log_softmax(logits, dim=-1, dtype=reduction_dtype)
                     del logits
@@ -269,8 +317,9 @@ class _LinearLogSoftmax(torch.autograd.Function):
                 if grad_logprobs is not None:
                     logprob_grad = grad_logprobs[start:end, None].to(reduction_dtype)
                     grad_logits.scatter_add_(-1, targets[start:end, None], logprob_grad)
-                if temperature != 1.0:
-                    grad_logits.div_(temperature)
+                if isinstance(derivative, Tensor) or derivative != 1.0:
+                    grad_logits.mul_(derivative)  # w.r.t. l = hidden @ W.T + b
+                del derivative
                 grad_logits_c = grad_logits.to(compute_dtype)
                 if grad_hidden is not None:
                     grad_hidden[start:end] = (grad_logits_c @ head).to(hidden.dtype)
@@ -319,16 +368,46 @@ class _SelectiveLogSoftmax(torch.autograd.Function):
 
 
 def _chunk_logits(
-    hidden: Tensor, head: Tensor, bias: Tensor | None, temperature: float, compute_dtype: torch.dtype
+    hidden: Tensor,
+    head: Tensor,
+    bias: Tensor | None,
+    temperature: float,
+    compute_dtype: torch.dtype,
+    transform: LogitTransform,
 ) -> Tensor:
-    """(n, H) -> (n, V) logits / temperature: in the compute dtype at temperature 1 (the softmax kernels
-    upcast on the fly), else divided in the reduction dtype so that no extra rounding happens."""
+    """(n, H) -> (n, V) transform(logits) / temperature: in the compute dtype at temperature 1 without a
+    transform (the softmax kernels upcast on the fly), else transformed and divided in the reduction dtype so
+    that no extra rounding happens."""
     logits = hidden.to(compute_dtype) @ head.T
     if bias is not None:
         logits = logits + bias.to(compute_dtype)
-    if temperature == 1.0:
+    if temperature == 1.0 and transform.is_identity:
         return logits
-    return logits.to(_reduction_dtype(compute_dtype)).div_(temperature)  # a fresh tensor: safe in place
+    logits = logits.to(_reduction_dtype(compute_dtype))  # a fresh tensor: safe in place
+    if transform.scale != 1.0:
+        logits.mul_(transform.scale)
+    if transform.softcap is not None:
+        logits.div_(transform.softcap).tanh_().mul_(transform.softcap)
+    return logits.div_(temperature) if temperature != 1.0 else logits
+
+
+def _logit_derivative(z: Tensor, transform: LogitTransform, temperature: float) -> Tensor | float:
+    """d z / d l for z = transform(l) / temperature, given z (n, V): scale / T, or with a softcap c,
+    scale (1 - tanh^2) / T per logit (n, V), where tanh = z T / c."""
+    factor = transform.scale / temperature
+    if transform.softcap is None:
+        return factor
+    tanh = z.to(_reduction_dtype(z.dtype)) * (temperature / transform.softcap)
+    return tanh.square_().neg_().add_(1.0).mul_(factor)
+
+
+def _weighted_rows(
+    weights: Tensor, derivative: Tensor | float, head: Tensor, reduction_dtype: torch.dtype
+) -> Tensor:
+    """(n, V) weights w, d z / d l g (a number or (n, V)), head (V, H) -> (n, H) rows sum_j w_j g_j W_j."""
+    if isinstance(derivative, Tensor):
+        return ((weights * derivative).to(head.dtype) @ head).to(reduction_dtype)
+    return (weights.to(head.dtype) @ head).to(reduction_dtype).mul_(derivative)
 
 
 def _reduction_dtype(dtype: torch.dtype) -> torch.dtype:

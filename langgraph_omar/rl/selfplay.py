@@ -52,8 +52,9 @@ from langgraph_omar.rl.checkpoint import (
     saved_config,
     seed_everything,
 )
-from langgraph_omar.rl.config import FilterSettings, RunConfig
+from langgraph_omar.rl.config import AdvantageSettings, FilterSettings, RunConfig
 from langgraph_omar.rl.degenerate import mark_degenerate
+from langgraph_omar.rl.signal_reasons import degenerate_explanation, degenerate_note, zero_advantage_reason
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.rollout import run_episodes
 from langgraph_omar.serving.engine import SharedPolicy
@@ -372,18 +373,26 @@ def check_rollout(
         )
 
 
-def untrained_reason(batch: TrainingBatch | None, record: dict[str, Any]) -> str | None:
-    """Why an iteration's update trains no turn (None when some turn carries a signal)."""
+def untrained_reason(
+    batch: TrainingBatch | None,
+    record: dict[str, Any],
+    episodes: Sequence[Episode] = (),
+    settings: AdvantageSettings | None = None,
+    max_tokens: int | None = None,
+) -> str | None:
+    """Why an iteration's update trains no turn (None when some turn carries a signal). episodes: those the
+    batch was built from; max_tokens: the replies' token cap when this run sets it (`rl/signal_reasons.py`)."""
     if batch is None:
         if record.get("bc_kept_turns") == 0 or record.get("warm_start"):
             return "behaviour cloning kept no turn (all degenerate, or below filter.min_reward)"
         return "no turn of the policy had a reward (the final state's `rewards` names no role it played)"
     if batch.behaviour_cloning:
         return None
-    if all(s.degenerate for s in batch.samples):
-        return "every turn was degenerate (empty, off-format, repeated or cut off): no signal"
+    reasons = [s.degenerate for s in batch.samples]
+    if all(reasons):
+        return f"every turn was degenerate: {degenerate_explanation(reasons, max_tokens)}"
     if not bool(batch.advantages.abs().sum() > 0):
-        return "every advantage is zero (equal rewards within each group and role)"
+        return zero_advantage_reason(batch, episodes, settings or AdvantageSettings(), max_tokens)
     return None
 
 
@@ -397,7 +406,8 @@ def run_selfplay(
 ) -> list[dict[str, Any]]:
     """Train `config.selfplay.iterations` iterations of `environment` (resuming from RUN's newest
     checkpoint); returns the metrics of the iterations run now. Every role plays on the trained adapter; a
-    judge, if the environment has one, on the base model (adapter disabled), never on the policy it scores.
+    judge, if the environment has one, on the base model (adapter disabled) unless the environment names a
+    judge model of its own, never on the policy it scores.
     Raises OmarError when every episode of an iteration failed; warns (`TrainingWarning`) with the reason when
     an iteration trained no turn."""
     from langgraph_omar.chat_model import ChatPolicy
@@ -474,13 +484,21 @@ def run_selfplay(
         batch = build_batch(
             episodes, config.advantage, ema, policy.tokenizer.pad_token_id, bc_filter, trained_adapter=ADAPTER
         )
-        reason = untrained_reason(batch, record | (batch.metrics if batch is not None else {}))
+        reason = untrained_reason(
+            batch,
+            record | (batch.metrics if batch is not None else {}),
+            episodes,
+            config.advantage,
+            s.max_tokens,
+        )
         if reason is not None:
             if main:
                 warnings.warn(
                     f"iteration {iteration} trained no turn: {reason}", TrainingWarning, stacklevel=2
                 )
             record["untrained"] = 1.0
+        elif main and batch is not None and (note := degenerate_note(batch, config.advantage, s.max_tokens)):
+            warnings.warn(f"iteration {iteration}: {note}", TrainingWarning, stacklevel=2)
         if batch is None:  # nothing to learn from this time; the adapter stays as it is
             record["skipped_update"] = 1.0
         else:

@@ -3,8 +3,9 @@
 The trainable LoRA is added to `SharedPolicy.model` (no second copy of the weights); the reference policy of
 the KL term is the same model under `disable_adapter()`. Log-probabilities come from the transformer body's
 last hidden states and the (frozen, possibly tied) lm_head weight through the chunked
-`token_logprobs_from_hidden`, tempered by each turn's recorded sampling temperature, so that the PPO ratio
-starts at 1 up to numerics; the gap is reported as `logprob_mismatch`.
+`token_logprobs_from_hidden`, with the model's own output transform (`rl/output_head.py`: Gemma 2's
+soft-capping, Cohere's and Granite's scaling) and each turn's recorded sampling temperature, so that the PPO
+ratio starts at 1 up to numerics; the gap is reported as `logprob_mismatch`.
 
 One update: [critic: values -> hierarchical GAE] -> [KL: reference log-probs] -> `epochs` passes over the
 rows (shuffled by a generator seeded with (seed, update index), so a resumed run shuffles the same way);
@@ -35,6 +36,7 @@ from langgraph_omar.rl.batch import TrainingBatch, assign_critic_advantages, fin
 from langgraph_omar.rl.config import RunConfig
 from langgraph_omar.rl.logprobs import token_logprobs_and_entropy_from_hidden
 from langgraph_omar.rl.losses import kl_penalty, masked_mean, masked_sum, ppo_clip_loss, value_loss
+from langgraph_omar.rl.output_head import model_logit_transform
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.trajectory import Episode
 
@@ -154,6 +156,8 @@ class PPOTrainer:
                 "load the policy on the device accelerate assigns to this process"
             )
         module = PolicyWithValueHead(peft_model, value_head)
+        module.eval()  # the probe compares two forwards: no dropout
+        self.logit_transform = model_logit_transform(module.causal_lm(), module.body(), policy.model_name)
         self.trainable = [p for p in module.parameters() if p.requires_grad]
         opt = config.optimizer
         optimizer = torch.optim.AdamW(
@@ -187,7 +191,13 @@ class PPOTrainer:
         for temperature in batch.temperatures.unique().tolist():
             rows = (batch.temperatures == temperature).nonzero().squeeze(-1).to(hidden.device)
             lp, ent = token_logprobs_and_entropy_from_hidden(
-                states[rows], weight, targets[rows], temperature, self.config.update.chunk_size, bias
+                states[rows],
+                weight,
+                targets[rows],
+                temperature,
+                self.config.update.chunk_size,
+                bias,
+                logit_transform=self.logit_transform,
             )
             logprobs = logprobs.index_copy(0, rows, lp.float())
             entropies = entropies.index_copy(0, rows, ent.float().detach())

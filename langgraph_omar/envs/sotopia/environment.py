@@ -10,6 +10,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from langgraph_omar.envs.environment import JUDGE, Environment, Metric, option
+from langgraph_omar.envs.judges import judge_chat_model
 from langgraph_omar.envs.sotopia import graph
 from langgraph_omar.envs.sotopia.data import SotopiaData, load_builtin_sotopia, load_sotopia
 from langgraph_omar.envs.sotopia.judge import SOTOPIA_DIMENSIONS
@@ -23,7 +24,8 @@ SUBSETS = ("all", "hard")
 class Sotopia(Environment):
     """SOTOPIA's social scenarios: two characters with private goals talk until a rule ends the episode; a
     judge scores each on 7 dimensions, the reward is goal completion / 10. The judge is a model of its own:
-    the commands pass the base model (adapter disabled), never the policy being trained."""
+    the commands pass the base model (adapter disabled), never the policy being trained, unless
+    `judge_model` names another one (`envs/judges.py`)."""
 
     name = "sotopia"
     description = "SOTOPIA social scenarios (two characters, private goals), scored by an LLM judge"
@@ -40,12 +42,19 @@ class Sotopia(Environment):
     sotopia_data: str | None = option(None, "a SOTOPIA data folder (default: the bundled scenarios)")
     subset: str = option("all", f"scenarios played: {' | '.join(SUBSETS)} (SOTOPIA-hard)")
     max_turns: int | None = option(None, "turns per episode, both characters together (default: 20)")
+    judge_model: str | None = option(
+        None,
+        "the judge's model: a local one (a transformers model directory, a hub id or an embedded name, served "
+        "like the policy) or a LangChain chat model as module:attribute (default: the base model)",
+    )
 
     def __post_init__(self) -> None:
         if self.subset not in SUBSETS:
             raise ValueError(f"subset must be one of {list(SUBSETS)}, got {self.subset!r}")
         if self.max_turns is not None and self.max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
+        if self.judge_model is not None and not self.judge_model.strip():
+            raise ValueError("judge_model must name a model or module:attribute, got an empty string")
 
     @cached_property
     def data(self) -> SotopiaData:
@@ -53,6 +62,8 @@ class Sotopia(Environment):
 
     def build_graph(self, model: BaseChatModel, *, judge: BaseChatModel | None = None) -> Any:
         rules = SotopiaRules() if self.max_turns is None else SotopiaRules(max_turns=self.max_turns)
+        if self.judge_model is not None:
+            judge = judge_chat_model(self.judge_model, served=judge)
         scorer = graph.default_judge(judge) if judge is not None else None
         return graph.build_graph(model=model, rules=rules, judge=scorer)
 
