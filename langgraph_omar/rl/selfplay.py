@@ -474,6 +474,11 @@ def run_selfplay(
         batch = build_batch(
             episodes, config.advantage, ema, policy.tokenizer.pad_token_id, bc_filter, trained_adapter=ADAPTER
         )
+        if batch is None:  # nothing to learn from this time; the adapter stays as it is
+            record["skipped_update"] = 1.0
+        else:
+            record.update(trainer.update(batch, episodes))
+        # after the update: critic mode's advantages are computed inside it
         reason = untrained_reason(batch, record | (batch.metrics if batch is not None else {}))
         if reason is not None:
             if main:
@@ -481,10 +486,6 @@ def run_selfplay(
                     f"iteration {iteration} trained no turn: {reason}", TrainingWarning, stacklevel=2
                 )
             record["untrained"] = 1.0
-        if batch is None:  # nothing to learn from this time; the adapter stays as it is
-            record["skipped_update"] = 1.0
-        else:
-            record.update(trainer.update(batch, episodes))
         # reward-hacking alarms (rl/alarms.py): alarm_* metrics and warnings; early_stop may end the run
         stop_early = watch_reward_hacking(history, record, episodes, config.early_stop, ADAPTER, process)
         if log is not None:  # every process holds the same numbers: all processes' episodes
