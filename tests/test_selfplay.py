@@ -211,3 +211,19 @@ def test_critic_mode_without_a_warm_start_trains_and_the_command_exits_0(tmp_pat
     assert [r.get("untrained") for r in records] == [None, None]
     assert all(r["advantage_abs_mean"] > 0 and "value_loss" in r for r in records)
     assert "trained no turn" not in capsys.readouterr().err
+
+
+def test_critic_mode_fits_the_value_head_during_the_warm_start(tmp_path):
+    config = small_config(2, update={"warm_start_iterations": 1}, advantage={"mode": "hierarchical-critic"})
+    history = run_selfplay(config, tmp_path / "run", toy_env(), policy=toy_policy(), progress=False)
+    warm, ppo = history
+    assert warm["value_fit_tokens"] > 0 and warm["value_fit_loss_after"] < warm["value_fit_loss_before"]
+    assert "value_fit_tokens" not in ppo  # PPO iterations train the critic with the policy
+    assert ppo["value_explained_variance"] != 0.0  # the first PPO iteration's values are not the zero head's
+    unfitted = small_config(
+        2,
+        update={"warm_start_iterations": 1, "value_fit_steps": 0},
+        advantage={"mode": "hierarchical-critic"},
+    )
+    history = run_selfplay(unfitted, tmp_path / "unfitted", toy_env(), policy=toy_policy(), progress=False)
+    assert "value_fit_tokens" not in history[0] and history[1]["value_explained_variance"] == 0.0

@@ -302,3 +302,43 @@ def test_a_value_head_trained_on_known_returns_predicts_them():
         expected = episodes[sample.episode_index].rewards["a"]
         values = batch.old_values[row][batch.completion_mask[row]]
         assert values.tolist() == pytest.approx([expected] * len(values), abs=0.15), row
+
+
+def test_fit_value_head_learns_known_returns_without_moving_the_policy():
+    # The reward is known from the prompt (1 after PROMPTS[0], -1 after PROMPTS[1]) and gamma is 1, so every
+    # token's Monte Carlo return is its episode's reward: the fitted head must read it, and no LoRA weight moves.
+    cfg = config(advantage={"mode": "hierarchical-critic"}, update={"value_fit_steps": 300})
+    trainer = trainer_for(cfg)
+    policy = trainer.policy
+    episodes = []
+    for e in range(8):
+        ids, _ = policy.render([{"role": "user", "content": PROMPTS[e % 2]}], 8)
+        rec = policy.generate(
+            ids, SamplingParams(temperature=1.0, max_new_tokens=6, seed=e), adapter="policy"
+        )
+        turn = Turn("a", "a", rec.text, rec.prompt_ids, rec.completion_ids, rec.logprobs, temperature=1.0)
+        episodes.append(Episode(f"e{e}", [turn], {"a": 1.0 if e % 2 == 0 else -1.0}))
+    before = lora_state(trainer)
+    batch = batch_of(episodes, cfg)
+    metrics = trainer.fit_value_head(batch, episodes)
+    assert metrics["value_fit_explained_variance_before"] == pytest.approx(0.0, abs=1e-6)  # the zero head
+    assert metrics["value_fit_explained_variance_after"] > 0.9
+    assert metrics["value_fit_tokens"] == float(batch.completion_mask.sum())
+    assert all(torch.equal(before[k], v) for k, v in lora_state(trainer).items())
+    # the PPO update that follows computes its advantages from the fitted values
+    update = trainer.update(batch, episodes)
+    assert update["value_explained_variance"] > 0.9
+    assert PPOTrainer(toy_policy("tiny-free", seed=0), config()).fit_value_head(batch, episodes) == {}
+
+
+def test_behaviour_cloning_in_critic_mode_trains_no_critic_through_the_lora():
+    # the warm start of a critic run: the BC rows keep their weights and no value loss moves the shared LoRA
+    cfg = config(advantage={"mode": "hierarchical-critic"}, filter={"top_fraction": 1.0})
+    trainer = trainer_for(cfg)
+    episodes = rollout(trainer.policy)
+    batch = build_batch(episodes, cfg.advantage, EmaBaseline(), 0, cfg.filter)
+    assert batch is not None and batch.behaviour_cloning
+    weights = batch.weights.clone()
+    metrics = trainer.update(batch, episodes)
+    assert "bc_loss" in metrics and "value_loss" not in metrics
+    assert torch.equal(batch.weights, weights) and batch.returns is None

@@ -478,6 +478,12 @@ def run_selfplay(
             record["skipped_update"] = 1.0
         else:
             record.update(trainer.update(batch, episodes))
+        if bc_filter is not None and trainer.value_head is not None:  # a critic's warm start: fit the head
+            every_turn = build_batch(
+                episodes, config.advantage, ema, policy.tokenizer.pad_token_id, trained_adapter=ADAPTER
+            )
+            if every_turn is not None:
+                record.update(trainer.fit_value_head(every_turn, episodes))
         # after the update: critic mode's advantages are computed inside it
         reason = untrained_reason(batch, record | (batch.metrics if batch is not None else {}))
         if reason is not None:
