@@ -18,17 +18,51 @@ def test_explained_variance_by_hand():
     assert explained_variance(torch.zeros(3), torch.ones(3)) == 0.0  # nothing to explain
 
 
-def test_fit_value_head_fits_a_linear_target_from_zero_and_reports_it():
-    generator = torch.Generator().manual_seed(0)
-    features = torch.randn(256, 8, generator=generator)
-    targets = features @ torch.linspace(-1, 1, 8) + 0.5
-    head = nn.Linear(8, 1)
+def zero_head(width: int) -> nn.Linear:
+    head = nn.Linear(width, 1)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    metrics = fit_value_head(head, features, targets, steps=300, learning_rate=0.05)
-    assert metrics["value_fit_explained_variance_before"] == pytest.approx(0.0, abs=1e-6)  # a zero head
-    assert metrics["value_fit_explained_variance_after"] > 0.99
-    assert metrics["value_fit_loss_after"] < 0.01 * metrics["value_fit_loss_before"]
-    assert head.weight.grad is None  # no gradient left behind for the trainer's own optimizer
+    return head
+
+
+def test_fit_value_head_fits_a_linear_target_judged_on_held_out_samples():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(256, 8, generator=generator) * 10 + 3  # scale and offset of a real model's states
+    targets = features @ torch.linspace(-1, 1, 8) + 0.5
+    held_out = torch.arange(256) % 4 == 3
+    head = zero_head(8)
+    metrics = fit_value_head(head, features, targets, held_out)
+    assert metrics["value_fit_explained_variance_held_out_before"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["value_fit_explained_variance_held_out_after"] > 0.99
+    assert metrics["value_fit_strength"] > 0
+    with torch.no_grad():
+        assert head(features).squeeze(-1).tolist() == pytest.approx(targets.tolist(), abs=0.05)
     with pytest.raises(ValueError, match="features must be"):
-        fit_value_head(head, features, targets[:10], steps=1, learning_rate=0.05)
+        fit_value_head(head, features, targets[:10], held_out)
+
+
+def test_a_fit_that_only_learns_noise_leaves_the_weights_nearly_as_they_were():
+    # targets unrelated to the features: a head fitted to the training samples predicts noise on the held-out
+    # ones, so the weights stay nearly as they were (a strong ridge); the bias learns the targets' mean
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(64, 32, generator=generator)
+    targets = torch.randn(64, generator=generator) + 2.0
+    held_out = torch.arange(64) % 4 == 3
+    head = zero_head(32)
+    metrics = fit_value_head(head, features, targets, held_out)
+    assert metrics["value_fit_explained_variance_held_out_after"] < 0.1
+    assert head.weight.norm() < 0.1 * float(targets.std()) / float(features.std())
+    assert float(head.bias) == pytest.approx(float(targets[~held_out].mean()), abs=0.2)
+
+
+def test_the_fit_starts_from_the_current_weights():
+    # the current head already explains the targets: the fit keeps it (a ridge toward it changes nothing)
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(128, 8, generator=generator)
+    head = nn.Linear(8, 1)
+    with torch.no_grad():
+        targets = head(features).squeeze(-1)
+    weight = head.weight.detach().clone()
+    metrics = fit_value_head(head, features, targets, torch.arange(128) % 4 == 3)
+    assert metrics["value_fit_explained_variance_held_out_after"] == pytest.approx(1.0)
+    assert torch.allclose(head.weight, weight, atol=1e-5)

@@ -114,15 +114,14 @@ class UpdateSettings:
     kl_estimator: str = field(default="k3", metadata=_help(f"KL estimator, one of {KL_ESTIMATORS}"))
     value_coef: float = field(default=0.5, metadata=_help("weight of the value loss (hierarchical-critic)"))
     value_clip: float | None = field(default=None, metadata=_help("value clip epsilon, None: no clipping"))
-    value_fit_steps: int = field(
-        default=200,
+    value_fit: bool = field(
+        default=True,
         metadata=_help(
-            "critic mode: after each warm-start iteration, full-batch Adam steps fitting the value head alone "
-            "(LoRA frozen) to the Monte Carlo returns of that iteration's turns, so that PPO starts with a "
-            "fitted critic; 0: the head starts PPO at zero"
+            "critic mode: after each warm-start iteration, fit the value head alone (LoRA frozen) to the Monte "
+            "Carlo returns of that iteration's turns (ridge regression, strength chosen on held-out episodes), "
+            "so that PPO starts with a fitted critic; off: the head starts PPO at zero"
         ),
     )
-    value_fit_lr: float = field(default=1e-2, metadata=_help("learning rate of the value head's fit"))
     chunk_size: int = field(
         default=256, metadata=_help("positions per chunk of the chunked log-softmax (memory vs kernel size)")
     )
@@ -185,8 +184,6 @@ class UpdateSettings:
         )
         _require(self.value_coef >= 0, "update.value_coef", ">= 0", self.value_coef)
         _require(self.value_clip is None or self.value_clip > 0, "update.value_clip", "> 0", self.value_clip)
-        _require(self.value_fit_steps >= 0, "update.value_fit_steps", ">= 0", self.value_fit_steps)
-        _require(self.value_fit_lr > 0, "update.value_fit_lr", "> 0", self.value_fit_lr)
         _require(self.chunk_size >= 1, "update.chunk_size", ">= 1", self.chunk_size)
         _require(
             self.mixed_precision in MIXED_PRECISION,

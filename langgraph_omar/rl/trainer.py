@@ -273,11 +273,10 @@ class PPOTrainer:
 
     def fit_value_head(self, batch: TrainingBatch, episodes: Sequence[Episode]) -> dict[str, float]:
         """Critic mode: fit the value head alone (the LoRA frozen: no policy weight moves) to the Monte Carlo
-        returns of `batch`'s turns (a batch from `build_batch` in critic mode), `update.value_fit_steps` Adam
-        steps on the body's hidden states (rl/value_fit.py). Returns value_fit_* metrics; {} when there is no
-        value head or no step to take."""
-        steps = self.config.update.value_fit_steps
-        if self.value_head is None or steps == 0 or len(batch) == 0:
+        returns of `batch`'s turns (a batch from `build_batch` in critic mode) by ridge regression on the body's
+        hidden states (rl/value_fit.py). Returns value_fit_* metrics; {} when there is no value head, no turn,
+        or `update.value_fit` is off."""
+        if self.value_head is None or not self.config.update.value_fit or len(batch) == 0:
             return {}
         # lambda = 1 and zero values: the value targets are the discounted returns themselves
         monte_carlo = dataclasses.replace(self.config.advantage, lam_turn=1.0, lam_token=1.0)
@@ -285,7 +284,7 @@ class PPOTrainer:
         assign_critic_advantages(targets_batch, episodes, torch.zeros_like(batch.old_logprobs), monte_carlo)
         assert targets_batch.returns is not None
         device, size = self.policy.device, self.config.update.micro_batch_size
-        states, targets = [], []
+        states, targets, episode_of = [], [], []
         with self.policy.exclusive():
             for start in range(0, len(batch), size):
                 rows = list(range(start, min(start + size, len(batch))))
@@ -295,9 +294,12 @@ class PPOTrainer:
                 mask = part.completion_mask[:, 1:]  # token p is chosen in the hidden state at p - 1
                 states.append(hidden[:, :-1][mask.to(device)].float())
                 targets.append(targets_batch.returns[rows, 1 : part.input_ids.shape[1]][mask])
-            metrics = fit_value_head(
-                self.value_head, torch.cat(states), torch.cat(targets), steps, self.config.update.value_fit_lr
-            )
+                episode_of.append(
+                    torch.tensor([s.episode_index for s in part.samples])[:, None].expand_as(mask)[mask]
+                )
+            # every fourth episode (by index) is held out: its tokens choose when the fit stops
+            held_out = torch.cat(episode_of) % 4 == 3
+            metrics = fit_value_head(self.value_head, torch.cat(states), torch.cat(targets), held_out)
         metrics["value_fit_tokens"] = float(sum(len(t) for t in targets))
         return metrics
 

@@ -4,7 +4,8 @@ A value head that starts at zero when PPO starts gives the first PPO iterations 
 returns (no baseline), and value targets that its own zeros bootstrap. PPO implementations for language models
 fit the critic first (OpenRLHF's `freezing_actor_steps`, value pre-training); here the head is fitted during the
 warm start, to the Monte Carlo returns of each warm-start iteration's rollouts, on the body's hidden states with
-the LoRA frozen: a regression on fixed features that moves no policy weight.
+the LoRA frozen: a ridge regression on fixed features that moves no policy weight, its strength chosen on
+held-out episodes.
 """
 
 from __future__ import annotations
@@ -22,40 +23,63 @@ def explained_variance(predictions: Tensor, targets: Tensor) -> float:
     return float(1.0 - (targets.float() - predictions.float()).var(unbiased=False) / variance)
 
 
-def fit_value_head(
-    head: nn.Linear, features: Tensor, targets: Tensor, steps: int, learning_rate: float
-) -> dict[str, float]:
-    """Fit `head` (Linear(H, 1)) in place to `targets` by `steps` full-batch Adam steps on the mean squared
-    error, starting from its current weights (so successive fits accumulate). features (M, H), targets (M,).
+RIDGE_STRENGTHS = tuple(10.0**k for k in range(-4, 4))  # relative to the mean feature variance
 
-    Returns value_fit_loss_before/after and value_fit_explained_variance_before/after on these samples.
+
+def fit_value_head(head: nn.Linear, features: Tensor, targets: Tensor, held_out: Tensor) -> dict[str, float]:
+    """Fit `head` (Linear(H, 1)) in place to `targets` by ridge regression toward its current weights, on the
+    samples not `held_out`, with the strength the held-out samples choose. features (M, H), targets (M,),
+    held_out (M,) bool.
+
+    For each strength s in `RIDGE_STRENGTHS`: w = w0 + argmin_d |X_c d - r_c|^2 / n + s tr(C) / H |d|^2 (r: the
+    current head's residuals, _c: centred on the training samples, C: their feature covariance), the bias set
+    so the mean residual is 0. Kept: the candidate with the least residual variance Var(target - value) on the
+    held-out samples, against the current weights with only the bias refitted (a constant offset does not
+    change advantages, which are whitened; noise in the values does). A few episodes' tokens are highly
+    correlated, so a head fitted to them alone can predict noise: then the weights stay as they were.
+    Returns value_fit_strength (0: weights kept), value_fit_explained_variance_held_out_before/after and
+    value_fit_explained_variance_train_after.
     """
-    if features.dim() != 2 or targets.shape != features.shape[:1]:
+    if features.dim() != 2 or targets.shape != features.shape[:1] or held_out.shape != targets.shape:
         raise ValueError(
-            f"features must be (M, H) and targets (M,), got {tuple(features.shape)} and {tuple(targets.shape)}"
+            f"features must be (M, H), targets and held_out (M,), got {tuple(features.shape)}, "
+            f"{tuple(targets.shape)} and {tuple(held_out.shape)}"
         )
-    weight = head.weight
-    x = features.detach().to(weight.device, weight.dtype)
-    y = targets.detach().to(weight.device, weight.dtype)
+    x = features.detach().double()
+    y = targets.detach().to(x.device).double()
+    test = held_out.to(x.device)
+    train = ~test
+    w0 = head.weight.detach()[0].to(x.device).double()
+    b0 = float(head.bias.detach()[0])
 
-    def predict() -> Tensor:
-        return head(x).squeeze(-1)
+    def held_out_ev(w: Tensor, b: float) -> float:
+        return explained_variance(x[test] @ w + b, y[test])
 
+    before = held_out_ev(w0, b0)
+    if not bool(train.any()):
+        return {"value_fit_strength": 0.0, "value_fit_explained_variance_held_out_before": before}
+    residual = y[train] - (x[train] @ w0 + b0)
+    mean_x, mean_r = x[train].mean(0), float(residual.mean())
+    centred = x[train] - mean_x
+    n, width = centred.shape
+    covariance = centred.T @ centred / n
+    rhs = centred.T @ (residual - mean_r) / n
+    scale = float(covariance.diagonal().mean().clamp(min=1e-12))
+    best_w, best_b, best_strength = w0, b0 + mean_r, 0.0
+    best_ev = held_out_ev(best_w, best_b)
+    eye = torch.eye(width, dtype=x.dtype, device=x.device)
+    for strength in RIDGE_STRENGTHS:
+        delta = torch.linalg.solve(covariance + strength * scale * eye, rhs)
+        w, b = w0 + delta, b0 + mean_r - float(mean_x @ delta)
+        ev = held_out_ev(w, b)
+        if ev > best_ev:
+            best_w, best_b, best_strength, best_ev = w, b, strength, ev
     with torch.no_grad():
-        before = predict()
-    optimizer = torch.optim.Adam(head.parameters(), lr=learning_rate)
-    with torch.enable_grad():
-        for _ in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.mse_loss(predict(), y)
-            loss.backward()
-            optimizer.step()
-    head.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        after = predict()
+        head.weight.copy_(best_w.to(head.weight)[None])
+        head.bias.fill_(best_b)
     return {
-        "value_fit_loss_before": float(nn.functional.mse_loss(before, y)),
-        "value_fit_loss_after": float(nn.functional.mse_loss(after, y)),
-        "value_fit_explained_variance_before": explained_variance(before, y),
-        "value_fit_explained_variance_after": explained_variance(after, y),
+        "value_fit_strength": best_strength,
+        "value_fit_explained_variance_held_out_before": before,
+        "value_fit_explained_variance_held_out_after": best_ev,
+        "value_fit_explained_variance_train_after": explained_variance(x[train] @ best_w + best_b, y[train]),
     }
