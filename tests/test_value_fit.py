@@ -66,3 +66,18 @@ def test_the_fit_starts_from_the_current_weights():
     metrics = fit_value_head(head, features, targets, torch.arange(128) % 4 == 3)
     assert metrics["value_fit_explained_variance_held_out_after"] == pytest.approx(1.0)
     assert torch.allclose(head.weight, weight, atol=1e-5)
+
+
+def test_a_head_that_no_longer_fits_its_features_is_never_kept_over_a_constant():
+    # the current head predicts noise (its features moved on) and the targets are noise too: a ridge toward
+    # the head keeps its noise, a weak one fits the training noise; a constant is better on held-out samples
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(64, 32, generator=generator)
+    targets = torch.randn(64, generator=generator)
+    head = nn.Linear(32, 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(1, 32, generator=generator) * 100)
+    metrics = fit_value_head(head, features, targets, torch.arange(64) % 4 == 3)
+    assert metrics["value_fit_explained_variance_held_out_before"] < -100
+    assert metrics["value_fit_explained_variance_held_out_after"] >= 0.0
+    assert head.weight.norm() < 1.0

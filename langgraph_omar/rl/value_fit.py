@@ -27,18 +27,19 @@ RIDGE_STRENGTHS = tuple(10.0**k for k in range(-4, 4))  # relative to the mean f
 
 
 def fit_value_head(head: nn.Linear, features: Tensor, targets: Tensor, held_out: Tensor) -> dict[str, float]:
-    """Fit `head` (Linear(H, 1)) in place to `targets` by ridge regression toward its current weights, on the
-    samples not `held_out`, with the strength the held-out samples choose. features (M, H), targets (M,),
+    """Fit `head` (Linear(H, 1)) in place to `targets` by ridge regression on the samples not `held_out`, with
+    the prior and strength the held-out samples choose; never worse on them than a constant. features (M, H), targets (M,),
     held_out (M,) bool.
 
-    For each strength s in `RIDGE_STRENGTHS`: w = w0 + argmin_d |X_c d - r_c|^2 / n + s tr(C) / H |d|^2 (r: the
-    current head's residuals, _c: centred on the training samples, C: their feature covariance), the bias set
-    so the mean residual is 0. Kept: the candidate with the least residual variance Var(target - value) on the
+    For each prior p (the current weights w0, and 0) and strength s in `RIDGE_STRENGTHS`:
+    w = p + argmin_d |X_c d - r_c|^2 / n + s tr(C) / H |d|^2 (r: the residuals of p, _c: centred on the training
+    samples, C: their feature covariance), and the constant (w = 0); each with the bias that makes the mean
+    training residual 0. Kept: the candidate with the least residual variance Var(target - value) on the
     held-out samples, against the current weights with only the bias refitted (a constant offset does not
     change advantages, which are whitened; noise in the values does). A few episodes' tokens are highly
     correlated, so a head fitted to them alone can predict noise: then the weights stay as they were.
-    Returns value_fit_strength (0: weights kept), value_fit_explained_variance_held_out_before/after and
-    value_fit_explained_variance_train_after.
+    Returns value_fit_strength (0: the current weights kept; -1: the constant),
+    value_fit_explained_variance_held_out_before/after and value_fit_explained_variance_train_after.
     """
     if features.dim() != 2 or targets.shape != features.shape[:1] or held_out.shape != targets.shape:
         raise ValueError(
@@ -58,22 +59,29 @@ def fit_value_head(head: nn.Linear, features: Tensor, targets: Tensor, held_out:
     before = held_out_ev(w0, b0)
     if not bool(train.any()):
         return {"value_fit_strength": 0.0, "value_fit_explained_variance_held_out_before": before}
-    residual = y[train] - (x[train] @ w0 + b0)
-    mean_x, mean_r = x[train].mean(0), float(residual.mean())
+    mean_x = x[train].mean(0)
     centred = x[train] - mean_x
     n, width = centred.shape
     covariance = centred.T @ centred / n
-    rhs = centred.T @ (residual - mean_r) / n
     scale = float(covariance.diagonal().mean().clamp(min=1e-12))
-    best_w, best_b, best_strength = w0, b0 + mean_r, 0.0
-    best_ev = held_out_ev(best_w, best_b)
     eye = torch.eye(width, dtype=x.dtype, device=x.device)
-    for strength in RIDGE_STRENGTHS:
-        delta = torch.linalg.solve(covariance + strength * scale * eye, rhs)
-        w, b = w0 + delta, b0 + mean_r - float(mean_x @ delta)
-        ev = held_out_ev(w, b)
-        if ev > best_ev:
-            best_w, best_b, best_strength, best_ev = w, b, strength, ev
+    # the current weights with the bias refitted, then ridge fits toward them and toward zero (a head that
+    # the features have moved away from is no prior); the constant (zero weights) is the zero-prior limit
+    best_w = w0
+    best_b = float((y[train] - x[train] @ w0).mean())
+    best_ev, best_strength = held_out_ev(best_w, best_b), 0.0
+    for prior in (w0, torch.zeros_like(w0)):
+        residual = y[train] - x[train] @ prior
+        rhs = centred.T @ (residual - residual.mean()) / n
+        candidates = [(-1.0, torch.zeros_like(w0))] if not bool(prior.any()) else []
+        for strength in RIDGE_STRENGTHS:
+            candidates.append((strength, torch.linalg.solve(covariance + strength * scale * eye, rhs)))
+        for strength, delta in candidates:
+            w = prior + delta
+            b = float((y[train] - x[train] @ w).mean())
+            ev = held_out_ev(w, b)
+            if ev > best_ev:
+                best_w, best_b, best_strength, best_ev = w, b, strength, ev
     with torch.no_grad():
         head.weight.copy_(best_w.to(head.weight)[None])
         head.bias.fill_(best_b)
