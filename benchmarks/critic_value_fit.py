@@ -2,7 +2,7 @@
 
 Runs the same short critic-mode self-play (same seeds) without and with `update.value_fit` and prints, per
 PPO iteration, `value_explained_variance` (of the values the advantages are computed from, against their value
-targets; 0 for a zero head) and the value loss. The fit's own in-sample numbers are printed for the warm start.
+targets; 0 for a zero head) and the value loss. The fit's held-out explained variance and chosen ridge strength are printed for the warm start.
 
     PYTHONPATH=.:tests python benchmarks/critic_value_fit.py --env selfplay_toy:toy_graph --model tiny
     python benchmarks/critic_value_fit.py --env negotiation --config training/negotiation.yaml \
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
     print(
-        "value_fit       seed iteration  value_explained_variance  value_loss  (warm start: fit EV on held-out episodes, steps kept)"
+        "value_fit       seed iteration  value_explained_variance  value_loss  (warm start: fit EV on held-out episodes, ridge chosen)"
     )
     for fit in (False, True):
         steps = int(fit)
