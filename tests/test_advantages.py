@@ -90,12 +90,15 @@ def test_discounted_returns() -> None:
 
 
 def test_group_turn_advantages_compare_each_turn_position_with_itself() -> None:
-    # Episode 1: G = [3]; episode 2: G = [1, 2]. Turn 1: {3, 1}: mean 2, population std 1 -> [1], [-1].
-    # Turn 2: episode 2 alone: no baseline in the group -> 0, and `shared` says so.
-    advantages, shared = group_turn_advantages([t(3.0), t(1.0, 2.0)], eps=0.0)
-    torch.testing.assert_close(advantages[0], t(1.0))
-    torch.testing.assert_close(advantages[1], t(-1.0, 0.0))
+    # Episode 1: G = [5]; episode 2: G = [1, 2]. Turn 1: {5, 1}: mean 3 -> [2], [-2] (population std 2: scaled
+    # [1], [-1]). Turn 2: episode 2 alone: no baseline in the group -> 0, and `shared` says so.
+    advantages, shared = group_turn_advantages([t(5.0), t(1.0, 2.0)], eps=0.0)
+    torch.testing.assert_close(advantages[0], t(2.0))
+    torch.testing.assert_close(advantages[1], t(-2.0, 0.0))
     assert shared[0].tolist() == [True] and shared[1].tolist() == [True, False]
+    scaled, _ = group_turn_advantages([t(5.0), t(1.0, 2.0)], eps=0.0, scale=True)
+    torch.testing.assert_close(scaled[0], t(1.0))
+    torch.testing.assert_close(scaled[1], t(-1.0, 0.0))
 
 
 def test_spread_turn_advantage() -> None:

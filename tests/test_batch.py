@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -88,8 +86,8 @@ def test_failed_episodes_unrewarded_roles_other_seats_and_other_sources_are_not_
 def test_hierarchical_compares_each_turn_position_with_the_same_position_in_its_group():
     # gamma_turn 0.5, role a. Episode 1: 2 turns, R = 1 -> r = [0, 1], G = [0.5, 1]. Episode 2: 1 turn, R = 0
     # -> G = [0]. Episode 3: 2 turns, R = 0.5 -> G = [0.25, 0.5].
-    # Turn 1: G = [0.5, 0, 0.25], mean 0.25, population std sqrt((0.0625 + 0.0625 + 0) / 3) = 0.2041
-    #   -> A = [1.2247, -1.2247, 0]. Turn 2 (episodes 1 and 3): G = [1, 0.5], mean 0.75, std 0.25 -> [1, -1].
+    # Turn 1: G = [0.5, 0, 0.25], mean 0.25 -> A = [0.25, -0.25, 0]. Turn 2 (episodes 1 and 3): G = [1, 0.5],
+    # mean 0.75 -> [0.25, -0.25]. (Unscaled: the positions an EMA baseline fills in are G - b, on this scale.)
     eps = [
         episode("1", [turn("a", [1]), turn("a", [2])], {"a": 1.0}, group="g"),
         episode("2", [turn("a", [3])], {"a": 0.0}, group="g"),
@@ -98,8 +96,20 @@ def test_hierarchical_compares_each_turn_position_with_the_same_position_in_its_
     samples, _ = collect_samples(eps)
     settings = AdvantageSettings(mode="hierarchical", gamma_turn=0.5)
     adv = critic_free_turn_advantages(eps, samples, settings, EmaBaseline())
-    root = math.sqrt(1.5)
-    assert adv.tolist() == pytest.approx([root, 1.0, -root, 0.0, -1.0], abs=1e-5)
+    assert adv.tolist() == pytest.approx([0.25, 0.25, -0.25, 0.0, -0.25], abs=1e-5)
+
+
+def test_group_and_ema_positions_give_advantages_on_one_scale():
+    # Issue 24: episodes of 5 and 3 turns with rewards 0.1 and 0 (gamma 1): G = [0.1] * 5 and [0] * 3. The
+    # first three positions compare with the group's mean 0.05 -> +-0.05; positions 4 and 5 only the longer
+    # episode reached: its EMA baseline there (0) -> 0.1. Z-scores at the shared positions gave [1, 1, 1, 0.1, 0.1].
+    eps = [
+        episode("1", [turn("a", [k]) for k in range(5)], {"a": 0.1}, group="g"),
+        episode("2", [turn("a", [k]) for k in range(3)], {"a": 0.0}, group="g"),
+    ]
+    samples, _ = collect_samples(eps)
+    adv = critic_free_turn_advantages(eps, samples, AdvantageSettings(mode="hierarchical"), EmaBaseline())
+    assert adv.tolist() == pytest.approx([0.05, 0.05, 0.05, 0.1, 0.1, -0.05, -0.05, -0.05], abs=1e-6)
 
 
 def test_identical_episodes_get_zero_advantage_at_every_turn_whatever_gamma():
@@ -117,7 +127,7 @@ def test_identical_episodes_get_zero_advantage_at_every_turn_whatever_gamma():
 
 def test_a_turn_position_only_one_episode_reached_uses_that_positions_ema_baseline():
     # gamma 0.5: episode 1 G = [0.5, 1] (2 turns, R = 1), episode 2 G = [0] (1 turn, R = 0).
-    # Turn 1: [0.5, 0] -> mean 0.25, std 0.25 -> A = [1, -1]. Turn 2: episode 1 alone: its EMA baseline at
+    # Turn 1: [0.5, 0] -> mean 0.25 -> A = [0.25, -0.25]. Turn 2: episode 1 alone: its EMA baseline at
     # turn 2 (still 0) -> A = 1 - 0 = 1. Then the EMA learns every position: turn 1 from 0.5 then 0
     # (0.05 * 0.5 = 0.025, then 0.95 * 0.025 = 0.02375), turn 2 from 1 (0.05).
     eps = [
@@ -128,7 +138,7 @@ def test_a_turn_position_only_one_episode_reached_uses_that_positions_ema_baseli
     ema = EmaBaseline(decay=0.95)
     settings = AdvantageSettings(mode="hierarchical", gamma_turn=0.5)
     adv = critic_free_turn_advantages(eps, samples, settings, ema)
-    assert adv.tolist() == pytest.approx([1.0, 1.0, -1.0], abs=1e-5)
+    assert adv.tolist() == pytest.approx([0.25, 1.0, -0.25], abs=1e-5)
     assert ema.baseline("game", "a", turn=0) == pytest.approx(0.02375)
     assert ema.baseline("game", "a", turn=1) == pytest.approx(0.05)
 
@@ -271,8 +281,8 @@ def test_an_iteration_without_any_trainable_turn_gives_no_batch():
 
 def test_a_degenerate_penalty_gives_signal_when_every_outcome_reward_is_zero():
     # Both episodes score 0. Without a penalty every advantage is 0 (the degenerate turn's is zeroed too).
-    # With penalty 0.5 the degenerate turn's reward is -0.5: G = [-0.5] vs [0]; mean -0.25, std 0.25
-    # -> A = (-0.5 + 0.25) / 0.25 = -1 and (0 + 0.25) / 0.25 = +1.
+    # With penalty 0.5 the degenerate turn's reward is -0.5: G = [-0.5] vs [0]; mean -0.25
+    # -> A = -0.5 + 0.25 = -0.25 and 0 + 0.25 = +0.25.
     eps = [
         episode("1", [turn("a", [1], degenerate="off_format")], {"a": 0.0}, group="g"),
         episode("2", [turn("a", [2])], {"a": 0.0}, group="g"),
@@ -283,9 +293,9 @@ def test_a_degenerate_penalty_gives_signal_when_every_outcome_reward_is_zero():
     penalized = critic_free_turn_advantages(
         eps, samples, AdvantageSettings(degenerate_penalty=0.5), EmaBaseline()
     )
-    assert penalized.tolist() == pytest.approx([-1.0, 1.0], abs=1e-5)
+    assert penalized.tolist() == pytest.approx([-0.25, 0.25], abs=1e-5)
     batch = build_batch(eps, AdvantageSettings(degenerate_penalty=0.5), EmaBaseline(), PAD)
-    assert batch is not None and batch.advantages[0, 2].item() == pytest.approx(-1.0, abs=1e-5)
+    assert batch is not None and batch.advantages[0, 2].item() == pytest.approx(-0.25, abs=1e-5)
 
 
 def test_critic_mode_degenerate_turn_gets_no_policy_signal_and_ordinary_value_targets():

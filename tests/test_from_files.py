@@ -222,3 +222,14 @@ def test_messages_the_chat_template_refuses_get_one_line():
         OmarError, match=r"episode 'e' turn 0: 'strict''s chat template cannot render its messages: "
     ):
         bc_samples([episode], ["a"], strict)
+
+
+def test_ppo_in_critic_mode_from_a_file_trains_and_exits_0(policy, tmp_path, capsys):
+    path = traced_file(tmp_path / "traces.jsonl", rewards={"seller": 1.0, "buyer": 0.0})
+    run = tmp_path / "critic"
+    argv = ["train", "--from", str(path), "--out", str(run), "--algo", "ppo"]
+    argv += ["--advantage", "hierarchical-critic", "--no-degenerate.over-length", *FAST]
+    assert main(argv) == 0, capsys.readouterr().err
+    record = json.loads((run / "metrics.jsonl").read_text())
+    assert "untrained" not in record
+    assert record["trained_turns"] == 8 and record["advantage_abs_mean"] > 0 and "value_loss" in record

@@ -196,3 +196,33 @@ def test_turns_the_base_model_played_are_recorded_as_such_and_not_trained_on(tmp
         assert record["other_seat_turns"] == 4 and record["trained_turns"] == 4
     with pytest.raises(ConfigError, match="base_opponent_roles"):
         small_config(selfplay={"base_opponent_fraction": 0.5})
+
+
+def test_critic_mode_without_a_warm_start_trains_and_the_command_exits_0(tmp_path, capsys):
+    from langgraph_omar.cli import main
+
+    toy_policy()  # registered as "tiny"
+    run = tmp_path / "run"
+    argv = ["train", "selfplay_toy:toy_graph", "--out", str(run), "--model", "tiny", "--no-progress"]
+    argv += ["--advantage", "hierarchical-critic", "--iterations", "2", "--episodes-per-iteration", "8"]
+    argv += ["--micro-batch-size", "8", "--max-tokens", "8", "--no-degenerate.over-length"]
+    assert main(argv) == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("untrained") for r in records] == [None, None]
+    assert all(r["advantage_abs_mean"] > 0 and "value_loss" in r for r in records)
+    assert "trained no turn" not in capsys.readouterr().err
+
+
+def test_critic_mode_fits_the_value_head_during_the_warm_start(tmp_path):
+    config = small_config(2, update={"warm_start_iterations": 1}, advantage={"mode": "hierarchical-critic"})
+    history = run_selfplay(config, tmp_path / "run", toy_env(), policy=toy_policy(), progress=False)
+    warm, ppo = history
+    assert warm["value_fit_tokens"] > 0 and "value_fit_explained_variance_held_out_after" in warm
+    assert "value_fit_tokens" not in ppo  # PPO iterations train the critic with the policy
+    unfitted = small_config(
+        2,
+        update={"warm_start_iterations": 1, "value_fit": False},
+        advantage={"mode": "hierarchical-critic"},
+    )
+    history = run_selfplay(unfitted, tmp_path / "unfitted", toy_env(), policy=toy_policy(), progress=False)
+    assert "value_fit_tokens" not in history[0] and history[1]["value_explained_variance"] == 0.0

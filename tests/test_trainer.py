@@ -302,3 +302,46 @@ def test_a_value_head_trained_on_known_returns_predicts_them():
         expected = episodes[sample.episode_index].rewards["a"]
         values = batch.old_values[row][batch.completion_mask[row]]
         assert values.tolist() == pytest.approx([expected] * len(values), abs=0.15), row
+
+
+def test_fit_value_head_learns_known_returns_without_moving_the_policy():
+    # The reward is known from the prompt (1, -1, 0 after PROMPTS[0], [1], [2]; one sampling seed per prompt)
+    # and gamma is 1, so every token's Monte Carlo return is its episode's reward: the head fitted on 9 episodes
+    # must read it in the 3 held out, and no LoRA weight moves.
+    cfg = config(advantage={"mode": "hierarchical-critic"})
+    trainer = trainer_for(cfg)
+    policy = trainer.policy
+    episodes = []
+    for e in range(12):
+        ids, _ = policy.render([{"role": "user", "content": PROMPTS[e % 3]}], 8)
+        rec = policy.generate(
+            ids, SamplingParams(temperature=1.0, max_new_tokens=6, seed=e % 3), adapter="policy"
+        )
+        turn = Turn("a", "a", rec.text, rec.prompt_ids, rec.completion_ids, rec.logprobs, temperature=1.0)
+        episodes.append(Episode(f"e{e}", [turn], {"a": [1.0, -1.0, 0.0][e % 3]}))
+    before = lora_state(trainer)
+    batch = batch_of(episodes, cfg)
+    metrics = trainer.fit_value_head(batch, episodes)
+    assert metrics["value_fit_explained_variance_held_out_before"] == pytest.approx(
+        0.0, abs=1e-6
+    )  # zero head
+    assert metrics["value_fit_explained_variance_held_out_after"] > 0.9  # episodes 3, 7 and 11
+    assert metrics["value_fit_tokens"] == float(batch.completion_mask.sum())
+    assert all(torch.equal(before[k], v) for k, v in lora_state(trainer).items())
+    # the PPO update that follows computes its advantages from the fitted values
+    update = trainer.update(batch, episodes)
+    assert update["value_explained_variance"] > 0.9
+    assert PPOTrainer(toy_policy("tiny-free", seed=0), config()).fit_value_head(batch, episodes) == {}
+
+
+def test_behaviour_cloning_in_critic_mode_trains_no_critic_through_the_lora():
+    # the warm start of a critic run: the BC rows keep their weights and no value loss moves the shared LoRA
+    cfg = config(advantage={"mode": "hierarchical-critic"}, filter={"top_fraction": 1.0})
+    trainer = trainer_for(cfg)
+    episodes = rollout(trainer.policy)
+    batch = build_batch(episodes, cfg.advantage, EmaBaseline(), 0, cfg.filter)
+    assert batch is not None and batch.behaviour_cloning
+    weights = batch.weights.clone()
+    metrics = trainer.update(batch, episodes)
+    assert "bc_loss" in metrics and "value_loss" not in metrics
+    assert torch.equal(batch.weights, weights) and batch.returns is None

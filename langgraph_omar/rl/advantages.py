@@ -122,17 +122,18 @@ def discounted_returns(turn_rewards: Tensor, gamma: float) -> Tensor:
 
 
 def group_turn_advantages(
-    returns_per_episode: Sequence[Tensor], eps: float = 1e-6
+    returns_per_episode: Sequence[Tensor], eps: float = 1e-6, scale: bool = False
 ) -> tuple[list[Tensor], list[Tensor]]:
     """Critic-free turn advantages for one role over a group of episodes of the same scenario.
 
     returns_per_episode: one (K_i,) tensor of discounted returns G_k per episode (see `discounted_returns`).
-    Each turn position k has its own baseline: b_k and sigma_k are the mean and population std of the G_k of
-    the episodes that reached their k-th turn, and A_k = (G_k - b_k) / (sigma_k + eps). (Returns of different
-    positions are not comparable once gamma < 1 or turns carry rewards of their own.) A position only one
-    episode of the group reached has no baseline here: its advantage is 0 and `shared` is False there, for
-    the caller to use another baseline (`EmaBaseline` at that position, docs/design.md §4).
-    Returns (advantages, shared): per episode a (K_i,) float tensor and a (K_i,) bool tensor.
+    Each turn position k has its own baseline: b_k is the mean of the G_k of the episodes that reached their
+    k-th turn, and A_k = G_k - b_k (returns of different positions are not comparable once gamma < 1 or turns
+    carry rewards of their own). Unscaled, so that these advantages and the `EmaBaseline` ones (G - b) of the
+    positions the caller fills in are on one scale; with `scale`, A_k = (G_k - b_k) / (sigma_k + eps), sigma_k
+    the population std. A position only one episode of the group reached has no baseline here: its advantage
+    is 0 and `shared` is False there, for the caller to use another baseline (`EmaBaseline` at that position,
+    docs/design.md §4). Returns (advantages, shared): per episode a (K_i,) float tensor and a (K_i,) bool tensor.
     """
     for i, returns in enumerate(returns_per_episode):
         if returns.dim() != 1:
@@ -151,7 +152,8 @@ def group_turn_advantages(
     positions = torch.arange(num_turns)  # each turn position is its own group of the (K, n) transpose
     means, stds = _group_mean_std(padded.T, reached.T.to(dtype), positions, num_turns)
     shared = reached & (reached.sum(0) >= 2)
-    advantages = torch.where(shared, (padded - means) / (stds + eps), torch.zeros_like(padded))
+    centred = padded - means
+    advantages = torch.where(shared, centred / (stds + eps) if scale else centred, torch.zeros_like(padded))
     lengths = [r.numel() for r in returns_per_episode]
     return (
         [advantages[i, :n] for i, n in enumerate(lengths)],

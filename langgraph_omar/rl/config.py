@@ -114,6 +114,14 @@ class UpdateSettings:
     kl_estimator: str = field(default="k3", metadata=_help(f"KL estimator, one of {KL_ESTIMATORS}"))
     value_coef: float = field(default=0.5, metadata=_help("weight of the value loss (hierarchical-critic)"))
     value_clip: float | None = field(default=None, metadata=_help("value clip epsilon, None: no clipping"))
+    value_fit: bool = field(
+        default=True,
+        metadata=_help(
+            "critic mode: after each warm-start iteration, fit the value head alone (LoRA frozen) to the Monte "
+            "Carlo returns of that iteration's turns (ridge regression, strength chosen on held-out episodes), "
+            "so that PPO starts with a fitted critic; off: the head starts PPO at zero"
+        ),
+    )
     chunk_size: int = field(
         default=256, metadata=_help("positions per chunk of the chunked log-softmax (memory vs kernel size)")
     )

@@ -343,14 +343,6 @@ def train_from_files(
         else:
             batch, counts = bc_batch(chunk, chosen, policy, config)
             record.update(counts)
-        # the replies' token cap was the recording's: max_tokens None (raising --max-tokens is no remedy)
-        metrics = record | (batch.metrics if batch is not None else {})
-        reason = untrained_reason(batch, metrics, trained, config.advantage, None)
-        if reason is not None:
-            warnings.warn(f"iteration {iteration} trained no turn: {reason}", TrainingWarning, stacklevel=2)
-            record["untrained"] = 1.0
-        elif batch is not None and (note := degenerate_note(batch, config.advantage, None)):
-            warnings.warn(f"iteration {iteration}: {note}", TrainingWarning, stacklevel=2)
         if batch is None:
             record["skipped_update"] = 1.0
         else:
@@ -358,6 +350,20 @@ def train_from_files(
             if record.get("bc_tokenized_turns"):  # their "old" log-probabilities are placeholders
                 for key in ("logprob_mismatch", "logprob_mismatch_tokens"):
                     record.pop(key, None)
+        # after the update: critic mode's advantages are computed inside it. The replies' token cap was the
+        # recording's: max_tokens None (raising --max-tokens is no remedy)
+        metrics = record | (batch.metrics if batch is not None else {})
+        reason = untrained_reason(batch, metrics, trained, config.advantage, None)
+        if reason is not None:
+            warnings.warn(f"iteration {iteration} trained no turn: {reason}", TrainingWarning, stacklevel=2)
+            record["untrained"] = 1.0
+        elif batch is not None and (note := degenerate_note(batch, config.advantage, None)):
+            warnings.warn(f"iteration {iteration}: {note}", TrainingWarning, stacklevel=2)
+        # after the update: critic mode's advantages are computed inside it
+        reason = untrained_reason(batch, record | (batch.metrics if batch is not None else {}))
+        if reason is not None:
+            warnings.warn(f"iteration {iteration} trained no turn: {reason}", TrainingWarning, stacklevel=2)
+            record["untrained"] = 1.0
         if log is not None:
             log.append(record)
         history.append(record)

@@ -484,6 +484,17 @@ def run_selfplay(
         batch = build_batch(
             episodes, config.advantage, ema, policy.tokenizer.pad_token_id, bc_filter, trained_adapter=ADAPTER
         )
+        if batch is None:  # nothing to learn from this time; the adapter stays as it is
+            record["skipped_update"] = 1.0
+        else:
+            record.update(trainer.update(batch, episodes))
+        if bc_filter is not None and trainer.value_head is not None:  # a critic's warm start: fit the head
+            every_turn = build_batch(
+                episodes, config.advantage, ema, policy.tokenizer.pad_token_id, trained_adapter=ADAPTER
+            )
+            if every_turn is not None:
+                record.update(trainer.fit_value_head(every_turn, episodes))
+        # after the update: critic mode's advantages are computed inside it
         reason = untrained_reason(
             batch,
             record | (batch.metrics if batch is not None else {}),
@@ -499,10 +510,6 @@ def run_selfplay(
             record["untrained"] = 1.0
         elif main and batch is not None and (note := degenerate_note(batch, config.advantage, s.max_tokens)):
             warnings.warn(f"iteration {iteration}: {note}", TrainingWarning, stacklevel=2)
-        if batch is None:  # nothing to learn from this time; the adapter stays as it is
-            record["skipped_update"] = 1.0
-        else:
-            record.update(trainer.update(batch, episodes))
         # reward-hacking alarms (rl/alarms.py): alarm_* metrics and warnings; early_stop may end the run
         stop_early = watch_reward_hacking(history, record, episodes, config.early_stop, ADAPTER, process)
         if log is not None:  # every process holds the same numbers: all processes' episodes

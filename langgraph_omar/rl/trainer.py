@@ -19,6 +19,7 @@ rows per process, each process trains its share, and DDP averages the gradients,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,7 @@ from langgraph_omar.rl.config import RunConfig
 from langgraph_omar.rl.logprobs import token_logprobs_and_entropy_from_hidden
 from langgraph_omar.rl.losses import kl_penalty, masked_mean, masked_sum, ppo_clip_loss, value_loss
 from langgraph_omar.rl.output_head import model_logit_transform
+from langgraph_omar.rl.value_fit import explained_variance, fit_value_head
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.trajectory import Episode
 
@@ -240,9 +242,16 @@ class PPOTrainer:
         with self.policy.exclusive():
             self.model.train()
             try:
-                if self.value_head is not None:  # values aligned with input_ids (position 0 chooses no token)
+                # values aligned with input_ids (position 0 chooses no token); behaviour cloning (the warm start)
+                # trains no critic through the shared LoRA: `fit_value_head` fits the head alone
+                if self.value_head is not None and not batch.behaviour_cloning:
                     values = nn.functional.pad(self._pre_pass(batch, False), (1, 0))
                     assign_critic_advantages(batch, episodes, values, self.config.advantage)
+                    assert batch.old_values is not None and batch.returns is not None
+                    live = batch.completion_mask
+                    metrics["value_explained_variance"] = explained_variance(
+                        batch.old_values[live], batch.returns[live]
+                    )
                     finish_advantages(batch, episodes, self.config.advantage)
                 reference = self._pre_pass(batch, True) if update.kl_coef > 0 else None
                 rows = self._trained_rows(batch, metrics)
@@ -270,6 +279,38 @@ class PPOTrainer:
             update_seconds=time.perf_counter() - started,
         )
         metrics["train_tokens_per_s"] = tokens / max(metrics["update_seconds"], 1e-9)  # all epochs' tokens
+        return metrics
+
+    def fit_value_head(self, batch: TrainingBatch, episodes: Sequence[Episode]) -> dict[str, float]:
+        """Critic mode: fit the value head alone (the LoRA frozen: no policy weight moves) to the Monte Carlo
+        returns of `batch`'s turns (a batch from `build_batch` in critic mode) by ridge regression on the body's
+        hidden states (rl/value_fit.py). Returns value_fit_* metrics; {} when there is no value head, no turn,
+        or `update.value_fit` is off."""
+        if self.value_head is None or not self.config.update.value_fit or len(batch) == 0:
+            return {}
+        # lambda = 1 and zero values: the value targets are the discounted returns themselves
+        monte_carlo = dataclasses.replace(self.config.advantage, lam_turn=1.0, lam_token=1.0)
+        targets_batch = dataclasses.replace(batch)
+        assign_critic_advantages(targets_batch, episodes, torch.zeros_like(batch.old_logprobs), monte_carlo)
+        assert targets_batch.returns is not None
+        device, size = self.policy.device, self.config.update.micro_batch_size
+        states, targets, episode_of = [], [], []
+        with self.policy.exclusive():
+            for start in range(0, len(batch), size):
+                rows = list(range(start, min(start + size, len(batch))))
+                part = batch.select(rows)
+                with torch.no_grad(), self.accelerator.autocast():
+                    hidden, _ = self.module(part.input_ids.to(device), part.attention_mask.to(device))
+                mask = part.completion_mask[:, 1:]  # token p is chosen in the hidden state at p - 1
+                states.append(hidden[:, :-1][mask.to(device)].float())
+                targets.append(targets_batch.returns[rows, 1 : part.input_ids.shape[1]][mask])
+                episode_of.append(
+                    torch.tensor([s.episode_index for s in part.samples])[:, None].expand_as(mask)[mask]
+                )
+            # every fourth episode (by index) is held out: its tokens choose when the fit stops
+            held_out = torch.cat(episode_of) % 4 == 3
+            metrics = fit_value_head(self.value_head, torch.cat(states), torch.cat(targets), held_out)
+        metrics["value_fit_tokens"] = float(sum(len(t) for t in targets))
         return metrics
 
     def _trained_rows(self, batch: TrainingBatch, metrics: dict[str, float]) -> list[int]:
