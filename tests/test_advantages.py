@@ -216,3 +216,14 @@ def test_whiten_by_group_per_role() -> None:
     mask = torch.tensor([[True, True], [True, False], [True, False]])
     out = whiten_by_group(values, ["a", "b", "b"], mask, eps=0.0)
     torch.testing.assert_close(out, torch.tensor([[-1.0, 1.0], [-1.0, 0.0], [1.0, 0.0]]))
+
+
+def test_whiten_by_group_without_centring_divides_by_the_std_and_keeps_zeros() -> None:
+    # Masked entries [0, 2, -2, 0]: mean 0, std sqrt(2) -> each divided by sqrt(2); the zeros stay 0.
+    values = torch.tensor([[0.0, 2.0], [-2.0, 0.0]])
+    out = whiten_by_group(values, ["a", "a"], eps=0.0, center=False)
+    torch.testing.assert_close(out, values / 2.0**0.5)
+    # [1, 3]: std 1, not centred -> unchanged
+    torch.testing.assert_close(
+        whiten_by_group(torch.tensor([[1.0, 3.0]]), ["a"], eps=0.0, center=False), torch.tensor([[1.0, 3.0]])
+    )

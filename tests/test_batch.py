@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -294,8 +296,9 @@ def test_a_degenerate_penalty_gives_signal_when_every_outcome_reward_is_zero():
         eps, samples, AdvantageSettings(degenerate_penalty=0.5), EmaBaseline()
     )
     assert penalized.tolist() == pytest.approx([-0.25, 0.25], abs=1e-5)
+    # the batch divides the role's advantages by their std (0.25, whiten role-scale): -1
     batch = build_batch(eps, AdvantageSettings(degenerate_penalty=0.5), EmaBaseline(), PAD)
-    assert batch is not None and batch.advantages[0, 2].item() == pytest.approx(-0.25, abs=1e-5)
+    assert batch is not None and batch.advantages[0, 2].item() == pytest.approx(-1.0, abs=1e-4)
 
 
 def test_critic_mode_degenerate_turn_gets_no_policy_signal_and_ordinary_value_targets():
@@ -397,12 +400,12 @@ def test_two_agents_of_one_role_are_two_turn_chains_each_with_its_own_terminal_r
 
 def test_agents_of_one_role_share_its_baseline_across_the_episodes_of_a_group():
     # hierarchical, gamma 1, group g of two episodes: chains Ada1 G = [1, 1], Bo1 [0], Ada2 [0, 0], Bo2 [1].
-    # Position 1: [1, 0, 0, 1] -> mean 0.5, std 0.5 -> [1, -1, -1, 1]; position 2 (Ada1, Ada2): [1, -1].
+    # Position 1: [1, 0, 0, 1] -> mean 0.5 -> [0.5, -0.5, -0.5, 0.5]; position 2 (Ada1, Ada2): [0.5, -0.5].
     eps = [wolves("1", ada=1.0, bo=0.0, group="g"), wolves("2", ada=0.0, bo=1.0, group="g")]
     samples, _ = collect_samples(eps)
     settings = AdvantageSettings(mode="hierarchical", gamma_turn=1.0)
     adv = critic_free_turn_advantages(eps, samples, settings, EmaBaseline())
-    assert adv.tolist() == pytest.approx([1.0, -1.0, 1.0, -1.0, 1.0, -1.0], abs=1e-5)
+    assert adv.tolist() == pytest.approx([0.5, -0.5, 0.5, -0.5, 0.5, -0.5], abs=1e-5)
 
 
 def test_agents_of_one_episode_are_not_each_others_baseline():
@@ -431,3 +434,14 @@ def test_grpo_and_filtered_bc_rank_each_agents_own_reward():
     # filtered BC keeps the best quarter of the role's trajectories: Ada's in episode 1 (both her turns)
     assert filtered_bc_rows(eps, samples, FilterSettings(top_fraction=0.25)) == [0, 2]
     assert build_batch(eps, AdvantageSettings(mode="grpo"), EmaBaseline(), PAD).metrics["trajectories"] == 4
+
+
+def test_hierarchical_mode_puts_each_roles_advantages_on_a_unit_scale_by_default():
+    # G - b everywhere (issue 24, item 5), then each role's advantages divided by their std over the batch
+    # (`whiten: role-scale`), not centred: turns without signal keep advantage 0.
+    eps = [wolves("1", ada=1.0, bo=0.0, group="g"), wolves("2", ada=0.0, bo=1.0, group="g")]
+    assert AdvantageSettings(mode="hierarchical").whiten_mode == "role-scale"
+    batch = build_batch(eps, AdvantageSettings(mode="hierarchical", gamma_turn=1.0), EmaBaseline(), PAD)
+    assert batch is not None
+    values = batch.advantages[batch.completion_mask]
+    assert values.abs().max().item() == pytest.approx(1.0, abs=1e-4)  # 0.5 / std 0.5

@@ -337,10 +337,11 @@ def role_balance_token_weights(
 
 
 def whiten_by_group(
-    values: Tensor, group_ids: GroupIds, mask: Tensor | None = None, eps: float = 1e-8
+    values: Tensor, group_ids: GroupIds, mask: Tensor | None = None, eps: float = 1e-8, center: bool = True
 ) -> Tensor:
     """(x - mean) / (std + eps) over the masked entries (population std) within each group of rows; 0 where
-    mask is False. values (N, ...), group_ids (N,), mask like values.
+    mask is False. values (N, ...), group_ids (N,), mask like values. Without `center`, x / (std + eps): the
+    scale alone, so that an advantage of 0 (no signal) stays 0.
 
     Pass role names as group ids to whiten per role, or one id for the whole batch.
     """
@@ -351,5 +352,6 @@ def whiten_by_group(
     index, num_groups = group_index(group_ids, flat.shape[0])
     index = index.to(flat.device)
     means, stds = _group_mean_std(flat, weights, index, num_groups)
-    whitened = (flat - means[index].unsqueeze(-1)) / (stds[index].unsqueeze(-1) + eps) * weights
+    centred = flat - means[index].unsqueeze(-1) if center else flat
+    whitened = centred / (stds[index].unsqueeze(-1) + eps) * weights
     return whitened.view_as(values)

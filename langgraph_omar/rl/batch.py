@@ -345,8 +345,10 @@ def finish_advantages(batch: TrainingBatch, episodes: Sequence[Episode], setting
     mask = batch.completion_mask & live[:, None]
     mode = settings.whiten_mode
     if mode != "none":
-        groups = batch.roles if mode == "role" else ["batch"] * len(batch)
-        batch.advantages = whiten_by_group(batch.advantages, groups, mask, eps=settings.eps)
+        groups = ["batch"] * len(batch) if mode == "batch" else batch.roles
+        batch.advantages = whiten_by_group(
+            batch.advantages, groups, mask, eps=settings.eps, center=mode != "role-scale"
+        )
     batch.advantages = batch.advantages * mask
     if settings.role_balance:
         trained = mask & (batch.advantages != 0).any(-1, keepdim=True)

@@ -25,7 +25,7 @@ from langgraph_omar.errors import OmarError
 ADVANTAGE_MODES = ("hierarchical", "hierarchical-critic", "grpo", "rloo", "rae")
 ALGORITHMS = ("ppo", "filtered-bc", "sft")
 SCHEDULERS = ("constant", "linear", "cosine")
-WHITEN_MODES = ("auto", "role", "batch", "none")
+WHITEN_MODES = ("auto", "role", "role-scale", "batch", "none")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
@@ -215,7 +215,12 @@ class AdvantageSettings:
     )
     win_threshold: float = field(default=0.5, metadata=_help("a role 'wins' an episode above this reward"))
     whiten: str = field(
-        default="auto", metadata=_help(f"{WHITEN_MODES}; auto: per role in critic mode, else none")
+        default="auto",
+        metadata=_help(
+            f"{WHITEN_MODES}: role and batch centre and divide by the std, role-scale divides each role's "
+            "advantages by their std (an advantage of 0 stays 0); auto: role in critic mode, role-scale in "
+            "hierarchical mode (its G - b of group and EMA positions put on one scale), else none"
+        ),
     )
     eps: float = field(default=1e-6, metadata=_help("added to group standard deviations"))
     degenerate_penalty: float = field(
@@ -252,7 +257,7 @@ class AdvantageSettings:
     def whiten_mode(self) -> str:
         if self.whiten != "auto":
             return self.whiten
-        return "role" if self.mode == "hierarchical-critic" else "none"
+        return {"hierarchical-critic": "role", "hierarchical": "role-scale"}.get(self.mode, "none")
 
 
 @dataclass
