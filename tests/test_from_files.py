@@ -16,7 +16,13 @@ from langgraph_omar.cli import main
 from langgraph_omar.errors import OmarError
 from langgraph_omar.rl.checkpoint import CheckpointError, load_adapter_weights
 from langgraph_omar.rl.config import RunConfig
-from langgraph_omar.rl.from_files import bc_samples, check_roles, iteration_chunks, render_text_turn
+from langgraph_omar.rl.from_files import (
+    bc_samples,
+    check_roles,
+    filter_groups,
+    iteration_chunks,
+    render_text_turn,
+)
 from langgraph_omar.rl.selfplay import behaviour_cloning_filter
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.rollout import run_episodes
@@ -27,9 +33,13 @@ from langgraph_omar.trajectory import Episode, Turn, read_episodes, write_episod
 FAST = ["--model", "tiny", "--no-progress", "--micro-batch-size", "8", "--gradient-accumulation-steps", "1"]
 
 
-def traced_file(path: Path, rewards: dict[str, float] | None, episodes: int = 4) -> Path:
-    """Episodes of the mixed graph in groups of two, exported as a production app would."""
-    metadata = [{"episode_id": f"ep-{i}", "group_id": f"g{i // 2}"} for i in range(episodes)]
+def traced_file(path: Path, rewards: dict[str, float] | None, episodes: int = 4, groups: bool = True) -> Path:
+    """Episodes of the mixed graph in groups of two, exported as a production app would (`groups=False`: as
+    `omar rollout` writes them, one scenario per episode and no group_id)."""
+    metadata = [
+        {"episode_id": f"ep-{i}", **({"group_id": f"g{i // 2}"} if groups else {"scenario_id": f"s-{i}"})}
+        for i in range(episodes)
+    ]
     # one at a time: each episode's buyer gets both of the fake model's lines, in turn (no repeats)
     graph = mixed_graph(rewards=rewards)
     ran, _ = run_episodes(graph, [{}] * episodes, metadata, max_concurrency=1, progress=False)
@@ -115,6 +125,37 @@ def test_a_file_without_rewards_is_refused_naming_it_unless_a_reward_function_la
     # sft needs no rewards: behaviour cloning of every chosen turn
     argv = ["train", "--from", str(path), "--out", str(tmp_path / "sft"), "--algo", "sft", *FAST]
     assert main(argv) == 0
+
+
+def test_filtered_bc_on_a_rollout_file_ranks_the_whole_iteration(policy, tmp_path, capsys):
+    # no group_id and a scenario per episode: each episode alone would keep 1 of 1, so the filter would keep all
+    path = traced_file(tmp_path / "rollout.jsonl", rewards=None, groups=False)
+    run = tmp_path / "filtered"
+    argv = ["train", "--from", str(path), "--out", str(run), "--algo", "filtered-bc", "--top-fraction", "0.5"]
+    argv += ["--reward", "hosted_roles:by_episode_number", "--no-degenerate.over-length"]
+    assert main([*argv, *FAST]) == 0
+    record = json.loads((run / "metrics.jsonl").read_text())
+    assert record["bc_kept_turns"] == 8  # the best 2 of the iteration's 4 episodes x 4 turns, not all 16
+
+
+def test_filter_groups_are_group_ids_else_shared_scenarios_else_the_whole_iteration():
+    metas = [
+        {"group_id": "g", "scenario_id": "s"},
+        {"group_id": "g"},
+        {"scenario_id": "s"},
+        {"scenario_id": "s"},
+        {"scenario_id": "t"},  # its own scenario: ranked with the rest of the iteration
+        {},
+    ]
+    episodes = [Episode(f"e{i}", metadata=m) for i, m in enumerate(metas)]
+    assert filter_groups(episodes) == [
+        "group:g",
+        "group:g",
+        "scenario:s",
+        "scenario:s",
+        "iteration",
+        "iteration",
+    ]
 
 
 def test_ppo_trains_only_the_turns_the_policy_sampled(policy, tmp_path, capsys):

@@ -10,7 +10,9 @@ role when the files hold no reward). Algorithms (`update.algo`):
   chat template (`render_text_turn`). Rewards are not used.
 - `filtered-bc`: the same cloning, limited to SOTOPIA-pi's best episodes: per (group, role) the top
   `filter.top_fraction` by the role's reward, at or above `filter.min_reward`; degenerate turns dropped
-  (`rl.batch.filtered_bc_rows`).
+  (`rl.batch.filtered_bc_rows`). A group is the episodes of one `group_id`; episodes without one are grouped
+  by a shared `scenario_id`, and the rest (a file from `omar rollout`: one scenario per episode) are ranked
+  together over the iteration (`filter_groups`).
 - `ppo`: the hierarchical-advantage PPO update on the turns the policy sampled (their recorded
   log-probabilities are the ratio's old ones; `logprob_mismatch` says how far the trained policy was from
   the one that sampled them). Text-only turns are never PPO data.
@@ -154,19 +156,42 @@ def render_text_turn(
     return prompt, completion
 
 
+def filter_groups(episodes: Sequence[Episode]) -> list[str]:
+    """The group filtered-bc ranks each episode in: its `group_id`; without one, its `scenario_id` when another
+    such episode shares it; else one group of all the remaining episodes (the whole iteration, as for a file
+    from `omar rollout`, where every episode has its own scenario and none a group)."""
+    shared = Counter(
+        str(e.metadata["scenario_id"])
+        for e in episodes
+        if "group_id" not in e.metadata and "scenario_id" in e.metadata
+    )
+    groups = []
+    for episode in episodes:
+        meta = episode.metadata
+        if "group_id" in meta:
+            groups.append(f"group:{meta['group_id']}")
+        elif shared[str(meta.get("scenario_id"))] > 1:
+            groups.append(f"scenario:{meta['scenario_id']}")
+        else:
+            groups.append("iteration")
+    return groups
+
+
 def bc_samples(
     episodes: Sequence[Episode], roles: Sequence[str], policy: SharedPolicy
 ) -> tuple[list[TurnSample], dict[str, float]]:
     """One behaviour-cloning row per chosen turn of the ok episodes: the recorded ids of the policy's own
     turns, the chat-template ids of the others (their log-probabilities are placeholders: the cloning loss
-    does not read them)."""
+    does not read them). Each row's group is its episode's `filter_groups` among the ok episodes."""
     samples: list[TurnSample] = []
     counts: Counter[str] = Counter()
+    ok = [e for e in episodes if e.status == "ok"]
+    group_of = {id(e): group for e, group in zip(ok, filter_groups(ok), strict=True)}
     for e, episode in enumerate(episodes):
         if episode.status != "ok":
             counts["failed_episodes"] += 1
             continue
-        group = str(episode.metadata.get("group_id", episode.episode_id))
+        group = group_of[id(episode)]
         for t, turn in enumerate(episode.turns):
             if turn.role not in roles:
                 continue
