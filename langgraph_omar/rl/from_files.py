@@ -18,9 +18,11 @@ role when the files hold no reward). Algorithms (`update.algo`):
   the one that sampled them). Text-only turns are never PPO data.
 `filtered-bc` and `ppo` need rewards: a file with none is refused, naming it.
 
-The episodes are split, in file order, into iterations of about `selfplay.episodes_per_iteration` episodes
-(adjacent episodes of one `group_id` stay together); each iteration is one update (`update.epochs` passes
-over its turns). The run folder is a self-play run's: RUN/config.yaml, metrics.jsonl (one line per
+The episodes are split, in file order, into chunks of about `selfplay.episodes_per_iteration` episodes
+(adjacent episodes of one `group_id` stay together); each iteration is one update on one chunk. `ppo` makes
+one iteration per chunk, of `update.epochs` passes (unset: 1). `sft` and `filtered-bc` make `update.epochs`
+epochs over the whole file (unset: 3, as TRL's SFTTrainer), each epoch one single-pass iteration per chunk,
+at `optimizer.learning_rate` (unset: 5e-4, a LoRA rate; `RunConfig.resolved`). The run folder is a self-play run's: RUN/config.yaml, metrics.jsonl (one line per
 iteration), trajectories.jsonl (the episodes trained on, with their labels), checkpoints/, adapter/, plus
 RUN/sources.json (the files' sha256, the roles, the reward function): running the same command again resumes
 from the newest checkpoint, and refuses if the files, roles or reward changed.
@@ -51,7 +53,7 @@ from langgraph_omar.rl.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from langgraph_omar.rl.config import RunConfig
+from langgraph_omar.rl.config import BEHAVIOUR_CLONING, RunConfig
 from langgraph_omar.rl.degenerate import mark_degenerate
 from langgraph_omar.rl.selfplay import (
     ADAPTER,
@@ -63,7 +65,7 @@ from langgraph_omar.rl.selfplay import (
 )
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.serving.engine import SharedPolicy
-from langgraph_omar.trajectory import Episode, Turn, read_episodes, write_episodes
+from langgraph_omar.trajectory import SOURCES, Episode, Turn, read_episodes, write_episodes
 from langgraph_omar.trajectory.labels import RewardFunction, apply_rewards, load_reward_function
 
 NEEDS_REWARDS = ("filtered-bc", "ppo")
@@ -310,6 +312,8 @@ def train_from_files(
     returning {role: float}, or its `module:function` name. Raises OmarError for files without rewards
     (filtered-bc, ppo), unknown roles, or nothing to train."""
     algo = config.update.algo
+    cloning = algo in BEHAVIOUR_CLONING
+    config = config.resolved(files_bc=cloning)
     files = [Path(p) for p in paths]
     if not files:
         raise OmarError("train from files: no file given")
@@ -330,9 +334,11 @@ def train_from_files(
             f"{', '.join(map(str, files))} hold none of roles {', '.join(chosen)}: use --algo sft or filtered-bc"
         )
     sources = sources_record(files, chosen, _reward_name(reward))
+    # cloning: `update.epochs` passes over the file, one pass an iteration (more epochs later extend the run)
+    trainer_config = replace(config, update=replace(config.update, epochs=1)) if cloning else config
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
-        _check_resumable(checkpoint, config)
+        _check_resumable(checkpoint, trainer_config)
         saved = (
             json.loads((run_dir / SOURCES_FILE).read_text()) if (run_dir / SOURCES_FILE).exists() else None
         )
@@ -340,7 +346,7 @@ def train_from_files(
             raise CheckpointError(f"{run_dir} was trained from other files, roles or reward; use a new --out")
     else:
         seed_everything(config.update.seed)
-    trainer = PPOTrainer(policy, config, ADAPTER)
+    trainer = PPOTrainer(policy, trainer_config, ADAPTER)
     ema = EmaBaseline(decay=config.advantage.ema_decay)
     start = resume_or_start(checkpoint, trainer, ema)
     log = MetricsLog(run_dir) if process.is_main_process else None
@@ -349,16 +355,22 @@ def train_from_files(
         write_atomic(run_dir / SOURCES_FILE, json.dumps(sources, indent=2) + "\n")
         log.keep_before(start)
     chunks = iteration_chunks(episodes, config.selfplay.episodes_per_iteration)
+    epochs = config.update.resolved_epochs if cloning else 1
+    schedule = [(epoch, chunk) for epoch in range(epochs) for chunk in chunks]
     history = []
     for iteration in tqdm(
-        range(start, len(chunks)), desc="iterations", disable=not progress, initial=start, total=len(chunks)
+        range(start, len(schedule)),
+        desc="iterations",
+        disable=not progress,
+        initial=start,
+        total=len(schedule),
     ):
-        chunk = chunks[iteration]
-        record: dict[str, Any] = {"iteration": iteration, "episodes": float(len(chunk))}
+        epoch, chunk = schedule[iteration]
+        record: dict[str, Any] = {"iteration": iteration, "epoch": epoch, "episodes": float(len(chunk))}
         record.update({f"turns_{k}": float(v) for k, v in _source_counts(chunk, chosen).items()})
         record.update(mark_degenerate(chunk, config.degenerate))
         record.update(_reward_means(chunk, chosen))
-        if process.is_main_process:
+        if process.is_main_process and epoch == 0:
             write_episodes(run_dir / "trajectories.jsonl", chunk)
         trained = ppo_episodes(chunk, chosen, policy.model_name) if algo == "ppo" else chunk
         if algo == "ppo":
@@ -381,7 +393,7 @@ def train_from_files(
             log.append(record)
         history.append(record)
         done = iteration + 1
-        if done % config.selfplay.checkpoint_every == 0 or done == len(chunks):
+        if done % config.selfplay.checkpoint_every == 0 or done == len(schedule):
             process.wait_for_everyone()
             if process.is_main_process:
                 save_checkpoint(run_dir, done, trainer, ema, keep=config.selfplay.keep_checkpoints)
@@ -389,6 +401,27 @@ def train_from_files(
     if process.is_main_process:
         export_adapter(trainer, run_dir)
     return history
+
+
+def run_summary(history: Sequence[Mapping[str, Any]], config: RunConfig) -> str:
+    """The console line of a run's `history`: iterations, epochs, optimizer steps (in all, resumed ones
+    included) and the turns of one epoch (the last one run) by source."""
+    algo = config.update.algo
+    cloning = algo in BEHAVIOUR_CLONING
+    epochs = sorted({int(r.get("epoch", 0)) for r in history})
+    last = [r for r in history if int(r.get("epoch", 0)) == epochs[-1]]
+    turns = sum(r.get("trained_turns", 0.0) for r in last)
+    kinds = ", ".join(f"{k} {sum(r.get(f'turns_{k}', 0.0) for r in last):.0f}" for k in SOURCES)
+    steps = max(r.get("optimizer_steps", 0.0) for r in history)
+    passes = (
+        f"{len(epochs)} epoch(s) over the file"
+        if cloning
+        else f"{config.resolved().update.resolved_epochs} epoch(s) an iteration"
+    )
+    return (
+        f"trained {len(history)} iteration(s), {passes}, {steps:.0f} optimizer steps, {turns:.0f} turns "
+        f"{'an epoch ' if cloning else ''}({algo}; recorded: {kinds})"
+    )
 
 
 def _source_counts(episodes: Sequence[Episode], roles: Sequence[str]) -> dict[str, int]:
