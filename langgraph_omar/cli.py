@@ -256,8 +256,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _train_from_files(args: argparse.Namespace) -> None:
-    from langgraph_omar.rl.from_files import train_from_files
-    from langgraph_omar.trajectory import SOURCES
+    from langgraph_omar.rl.from_files import run_summary, train_from_files
 
     if args.env is not None:
         raise OmarError(f"ENV {args.env} and --from exclude each other: --from trains on the files' episodes")
@@ -269,10 +268,11 @@ def _train_from_files(args: argparse.Namespace) -> None:
         raise OmarError(
             f"no iteration trained a turn (see the warnings above); {args.out}/adapter is untrained"
         )
-    turns = sum(r.get("trained_turns", 0.0) for r in history)
-    kinds = ", ".join(f"{k} {sum(r.get(f'turns_{k}', 0.0) for r in history):.0f}" for k in SOURCES)
-    done = f"trained {len(history)} iteration(s), {turns:.0f} turns ({config.update.algo}; recorded: {kinds})"
-    print(done if history else f"nothing to do: {args.out} already trained on these files")
+    print(
+        run_summary(history, config)
+        if history
+        else f"nothing to do: {args.out} already trained on these files"
+    )
     print(f"adapter: {Path(args.out) / 'adapter'}")
 
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from langgraph_omar.rl.config import UpdateSettings
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.trajectory import read_episodes
 
@@ -90,7 +91,7 @@ def test_two_processes_share_the_groups_average_the_gradients_and_resume_after_k
 def test_each_optimizer_step_is_dealt_out_to_the_processes():
     """Two processes draw the same order; each optimizer step takes micro_batch_size * accumulation rows per
     process and deals them out by length, so the shares partition the step's rows."""
-    update = SimpleNamespace(micro_batch_size=2, gradient_accumulation_steps=2, epochs=1, seed=0)
+    update = UpdateSettings(micro_batch_size=2, gradient_accumulation_steps=2, epochs=1, seed=0)
     batch = SimpleNamespace(lengths=torch.tensor([5, 1, 4, 2, 3, 9, 7, 8, 6, 10]))
     shares = []
     for index in (0, 1):

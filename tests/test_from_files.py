@@ -16,7 +16,13 @@ from langgraph_omar.cli import main
 from langgraph_omar.errors import OmarError
 from langgraph_omar.rl.checkpoint import CheckpointError, load_adapter_weights
 from langgraph_omar.rl.config import RunConfig
-from langgraph_omar.rl.from_files import bc_samples, check_roles, iteration_chunks, render_text_turn
+from langgraph_omar.rl.from_files import (
+    bc_samples,
+    check_roles,
+    filter_groups,
+    iteration_chunks,
+    render_text_turn,
+)
 from langgraph_omar.rl.selfplay import behaviour_cloning_filter
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.rollout import run_episodes
@@ -27,9 +33,13 @@ from langgraph_omar.trajectory import Episode, Turn, read_episodes, write_episod
 FAST = ["--model", "tiny", "--no-progress", "--micro-batch-size", "8", "--gradient-accumulation-steps", "1"]
 
 
-def traced_file(path: Path, rewards: dict[str, float] | None, episodes: int = 4) -> Path:
-    """Episodes of the mixed graph in groups of two, exported as a production app would."""
-    metadata = [{"episode_id": f"ep-{i}", "group_id": f"g{i // 2}"} for i in range(episodes)]
+def traced_file(path: Path, rewards: dict[str, float] | None, episodes: int = 4, groups: bool = True) -> Path:
+    """Episodes of the mixed graph in groups of two, exported as a production app would (`groups=False`: as
+    `omar rollout` writes them, one scenario per episode and no group_id)."""
+    metadata = [
+        {"episode_id": f"ep-{i}", **({"group_id": f"g{i // 2}"} if groups else {"scenario_id": f"s-{i}"})}
+        for i in range(episodes)
+    ]
     # one at a time: each episode's buyer gets both of the fake model's lines, in turn (no repeats)
     graph = mixed_graph(rewards=rewards)
     ran, _ = run_episodes(graph, [{}] * episodes, metadata, max_concurrency=1, progress=False)
@@ -56,7 +66,10 @@ def test_sft_on_a_hosted_models_turns_makes_its_text_more_likely(policy, tmp_pat
         == 0
     )
     out = capsys.readouterr().out
-    assert "trained 1 iteration(s), 8 turns (sft; recorded: policy 0, model 8, human 0)" in out
+    assert (
+        "trained 12 iteration(s), 12 epoch(s) over the file, 12 optimizer steps, 8 turns an epoch (sft; "
+        "recorded: policy 0, model 8, human 0)"
+    ) in out
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert record["bc_tokenized_turns"] == 8 and record["turns_model"] == 8 and "turns_policy" not in record
     assert "logprob_mismatch" not in record  # the tokenized turns have no sampling log-probabilities
@@ -74,6 +87,35 @@ def test_sft_on_a_hosted_models_turns_makes_its_text_more_likely(policy, tmp_pat
     # The random tiny model is near uniform (about -6 nats per token over 384 tokens); 12 cloning steps gain
     # about 0.4 nats per token on the hosted model's texts (measured 0.35-0.44).
     assert min(gains) > 0.2, gains
+
+
+def test_sft_from_a_file_defaults_to_three_epochs_over_it_at_a_lora_rate(policy, tmp_path, capsys):
+    # no --epochs, no --learning-rate: TRL SFTTrainer's 3 epochs over the file at 5e-4, not one pass at 1e-4
+    path = traced_file(tmp_path / "traces.jsonl", rewards=None, episodes=4)
+    run = tmp_path / "sft"
+    argv = ["train", "--from", str(path), "--out", str(run), "--algo", "sft", "--roles", "buyer", *FAST]
+    assert main([*argv, "--episodes-per-iteration", "2", "--group-size", "1"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["trained_turns"]) for r in records] == [(e, 4) for e in (0, 0, 1, 1, 2, 2)]
+    assert all(r["learning_rate"] == pytest.approx(5e-4) for r in records)
+    assert (
+        "trained 6 iteration(s), 3 epoch(s) over the file, 6 optimizer steps, 8 turns an epoch (sft; "
+        "recorded: policy 0, model 8, human 0)"
+    ) in capsys.readouterr().out
+    saved = RunConfig.from_yaml(run / "config.yaml")
+    assert (saved.update.epochs, saved.optimizer.learning_rate) == (3, 5e-4)
+    assert len(read_episodes(run / "trajectories.jsonl")) == 4  # each episode written once, not per epoch
+
+
+def test_unset_epochs_and_learning_rate_take_the_defaults_of_the_run():
+    def values(config: RunConfig) -> tuple[int | None, float | None]:
+        return config.update.epochs, config.optimizer.learning_rate
+
+    assert values(RunConfig()) == (None, None)
+    assert values(RunConfig().resolved()) == (1, 1e-4)  # a PPO iteration's (self-play, ppo from files)
+    assert values(RunConfig().resolved(files_bc=True)) == (3, 5e-4)  # behaviour cloning from files
+    chosen = RunConfig.from_dict({"update": {"epochs": 1}, "optimizer": {"learning_rate": 1e-4}})
+    assert values(chosen.resolved(files_bc=True)) == (1, 1e-4)  # what a user sets is kept
 
 
 def test_render_text_turn_is_the_chat_template_reply(policy):
@@ -106,7 +148,7 @@ def test_a_file_without_rewards_is_refused_naming_it_unless_a_reward_function_la
     argv = ["train", "--from", str(path), "--out", str(run), "--algo", "filtered-bc", "--top-fraction", "0.5"]
     argv += ["--reward", "hosted_roles:by_episode_number", "--no-degenerate.over-length"]
     assert main([*argv, *FAST]) == 0
-    record = json.loads((run / "metrics.jsonl").read_text())
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert record["bc_kept_turns"] == 8  # 2 groups x 1 episode x 4 turns (2 of each role)
     assert record["reward_seller"] == pytest.approx(1.5)  # the rewards of ep-0..3
     labelled = read_episodes(run / "trajectories.jsonl")
@@ -117,17 +159,51 @@ def test_a_file_without_rewards_is_refused_naming_it_unless_a_reward_function_la
     assert main(argv) == 0
 
 
+def test_filtered_bc_on_a_rollout_file_ranks_the_whole_iteration(policy, tmp_path, capsys):
+    # no group_id and a scenario per episode: each episode alone would keep 1 of 1, so the filter would keep all
+    path = traced_file(tmp_path / "rollout.jsonl", rewards=None, groups=False)
+    run = tmp_path / "filtered"
+    argv = ["train", "--from", str(path), "--out", str(run), "--algo", "filtered-bc", "--top-fraction", "0.5"]
+    argv += ["--reward", "hosted_roles:by_episode_number", "--no-degenerate.over-length"]
+    assert main([*argv, *FAST]) == 0
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["bc_kept_turns"] == 8  # the best 2 of the iteration's 4 episodes x 4 turns, not all 16
+
+
+def test_filter_groups_are_group_ids_else_shared_scenarios_else_the_whole_iteration():
+    metas = [
+        {"group_id": "g", "scenario_id": "s"},
+        {"group_id": "g"},
+        {"scenario_id": "s"},
+        {"scenario_id": "s"},
+        {"scenario_id": "t"},  # its own scenario: ranked with the rest of the iteration
+        {},
+    ]
+    episodes = [Episode(f"e{i}", metadata=m) for i, m in enumerate(metas)]
+    assert filter_groups(episodes) == [
+        "group:g",
+        "group:g",
+        "scenario:s",
+        "scenario:s",
+        "iteration",
+        "iteration",
+    ]
+
+
 def test_ppo_trains_only_the_turns_the_policy_sampled(policy, tmp_path, capsys):
     path = traced_file(tmp_path / "traces.parquet", rewards={"seller": 1.0, "buyer": 0.0})
     run = tmp_path / "ppo"
     argv = ["train", "--from", str(path), "--out", str(run), "--algo", "ppo", "--advantage", "rae", *FAST]
     argv.append("--no-degenerate.over-length")  # the tiny model's turns all end at max_tokens
     assert main(argv) == 0
-    record = json.loads((run / "metrics.jsonl").read_text())
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert record["turns_policy"] == 8 and record["turns_model"] == 8
     assert record["trained_turns"] == 8  # the seller's: the hosted buyer's turns are never PPO data
     assert record["logprob_mismatch"] < 1e-4  # the recorded log-probabilities are the policy's own
-    capsys.readouterr()
+    assert record["learning_rate"] == pytest.approx(1e-4)  # a PPO iteration's defaults: 1 pass at 1e-4
+    assert "trained 1 iteration(s), 1 epoch(s) an iteration, 1 optimizer steps, 8 turns (ppo;" in (
+        capsys.readouterr().out
+    )
     argv = ["train", "--from", str(path), "--out", str(tmp_path / "x"), "--algo", "ppo", "--roles", "buyer"]
     assert main([*argv, *FAST]) == 2
     assert "--algo ppo trains only turns 'tiny' sampled itself" in capsys.readouterr().err
@@ -139,10 +215,13 @@ def test_rerun_resumes_and_other_sources_are_refused(policy, tmp_path, capsys):
     argv = ["train", "--from", str(path), "--out", str(run), "--algo", "sft", "--episodes-per-iteration", "2"]
     argv += ["--group-size", "1"]
     assert main([*argv, *FAST]) == 0
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # two groups of two episodes
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 6  # 3 epochs x two groups of two
     capsys.readouterr()
     assert main([*argv, *FAST]) == 0
     assert "nothing to do" in capsys.readouterr().out
+    assert main([*argv, *FAST, "--epochs", "4"]) == 0  # one more epoch extends the run
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 8
+    assert "trained 2 iteration(s), 1 epoch(s) over the file" in capsys.readouterr().out
     assert main([*argv, *FAST, "--roles", "buyer"]) == 2
     assert "trained from other files, roles or reward; use a new --out" in capsys.readouterr().err
 

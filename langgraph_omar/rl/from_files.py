@@ -9,16 +9,20 @@ role when the files hold no reward). Algorithms (`update.algo`):
   person's, or another local model's) is tokenized from its recorded `messages` and text with the policy's
   chat template (`render_text_turn`). Rewards are not used.
 - `filtered-bc`: the same cloning, limited to SOTOPIA-pi's best trajectories: per (group, role) the top
-  `filter.top_fraction` of the agents' turn chains by the agent's reward, at or above `filter.min_reward`;
-  degenerate turns dropped (`rl.batch.filtered_bc_rows`).
+  `filter.top_fraction` of the agents' turn chains by the agent's reward, at or above `filter.min_reward`; degenerate turns dropped
+  (`rl.batch.filtered_bc_rows`). A group is the episodes of one `group_id`; episodes without one are grouped
+  by a shared `scenario_id`, and the rest (a file from `omar rollout`: one scenario per episode) are ranked
+  together over the iteration (`filter_groups`).
 - `ppo`: the hierarchical-advantage PPO update on the turns the policy sampled (their recorded
   log-probabilities are the ratio's old ones; `logprob_mismatch` says how far the trained policy was from
   the one that sampled them). Text-only turns are never PPO data.
 `filtered-bc` and `ppo` need rewards: a file with none is refused, naming it.
 
-The episodes are split, in file order, into iterations of about `selfplay.episodes_per_iteration` episodes
-(adjacent episodes of one `group_id` stay together); each iteration is one update (`update.epochs` passes
-over its turns). The run folder is a self-play run's: RUN/config.yaml, metrics.jsonl (one line per
+The episodes are split, in file order, into chunks of about `selfplay.episodes_per_iteration` episodes
+(adjacent episodes of one `group_id` stay together); each iteration is one update on one chunk. `ppo` makes
+one iteration per chunk, of `update.epochs` passes (unset: 1). `sft` and `filtered-bc` make `update.epochs`
+epochs over the whole file (unset: 3, as TRL's SFTTrainer), each epoch one single-pass iteration per chunk,
+at `optimizer.learning_rate` (unset: 5e-4, a LoRA rate; `RunConfig.resolved`). The run folder is a self-play run's: RUN/config.yaml, metrics.jsonl (one line per
 iteration), trajectories.jsonl (the episodes trained on, with their labels), checkpoints/, adapter/, plus
 RUN/sources.json (the files' sha256, the roles, the reward function): running the same command again resumes
 from the newest checkpoint, and refuses if the files, roles or reward changed.
@@ -49,7 +53,7 @@ from langgraph_omar.rl.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from langgraph_omar.rl.config import RunConfig
+from langgraph_omar.rl.config import BEHAVIOUR_CLONING, RunConfig
 from langgraph_omar.rl.degenerate import mark_degenerate
 from langgraph_omar.rl.selfplay import (
     ADAPTER,
@@ -62,7 +66,7 @@ from langgraph_omar.rl.selfplay import (
 from langgraph_omar.rl.signal_reasons import degenerate_note
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.serving.engine import SharedPolicy
-from langgraph_omar.trajectory import Episode, Turn, read_episodes, write_episodes
+from langgraph_omar.trajectory import SOURCES, Episode, Turn, read_episodes, write_episodes
 from langgraph_omar.trajectory.labels import RewardFunction, apply_rewards, load_reward_function
 
 NEEDS_REWARDS = ("filtered-bc", "ppo")
@@ -155,19 +159,42 @@ def render_text_turn(
     return prompt, completion
 
 
+def filter_groups(episodes: Sequence[Episode]) -> list[str]:
+    """The group filtered-bc ranks each episode in: its `group_id`; without one, its `scenario_id` when another
+    such episode shares it; else one group of all the remaining episodes (the whole iteration, as for a file
+    from `omar rollout`, where every episode has its own scenario and none a group)."""
+    shared = Counter(
+        str(e.metadata["scenario_id"])
+        for e in episodes
+        if "group_id" not in e.metadata and "scenario_id" in e.metadata
+    )
+    groups = []
+    for episode in episodes:
+        meta = episode.metadata
+        if "group_id" in meta:
+            groups.append(f"group:{meta['group_id']}")
+        elif shared[str(meta.get("scenario_id"))] > 1:
+            groups.append(f"scenario:{meta['scenario_id']}")
+        else:
+            groups.append("iteration")
+    return groups
+
+
 def bc_samples(
     episodes: Sequence[Episode], roles: Sequence[str], policy: SharedPolicy
 ) -> tuple[list[TurnSample], dict[str, float]]:
     """One behaviour-cloning row per chosen turn of the ok episodes: the recorded ids of the policy's own
     turns, the chat-template ids of the others (their log-probabilities are placeholders: the cloning loss
-    does not read them)."""
+    does not read them). Each row's group is its episode's `filter_groups` among the ok episodes."""
     samples: list[TurnSample] = []
     counts: Counter[str] = Counter()
+    ok = [e for e in episodes if e.status == "ok"]
+    group_of = {id(e): group for e, group in zip(ok, filter_groups(ok), strict=True)}
     for e, episode in enumerate(episodes):
         if episode.status != "ok":
             counts["failed_episodes"] += 1
             continue
-        group = str(episode.metadata.get("group_id", episode.episode_id))
+        group = group_of[id(episode)]
         for t, turn in enumerate(episode.turns):
             if turn.role not in roles:
                 continue
@@ -287,6 +314,8 @@ def train_from_files(
     returning {role: float}, or its `module:function` name. Raises OmarError for files without rewards
     (filtered-bc, ppo), unknown roles, or nothing to train."""
     algo = config.update.algo
+    cloning = algo in BEHAVIOUR_CLONING
+    config = config.resolved(files_bc=cloning)
     files = [Path(p) for p in paths]
     if not files:
         raise OmarError("train from files: no file given")
@@ -307,9 +336,11 @@ def train_from_files(
             f"{', '.join(map(str, files))} hold none of roles {', '.join(chosen)}: use --algo sft or filtered-bc"
         )
     sources = sources_record(files, chosen, _reward_name(reward))
+    # cloning: `update.epochs` passes over the file, one pass an iteration (more epochs later extend the run)
+    trainer_config = replace(config, update=replace(config.update, epochs=1)) if cloning else config
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
-        _check_resumable(checkpoint, config)
+        _check_resumable(checkpoint, trainer_config)
         saved = (
             json.loads((run_dir / SOURCES_FILE).read_text()) if (run_dir / SOURCES_FILE).exists() else None
         )
@@ -317,7 +348,7 @@ def train_from_files(
             raise CheckpointError(f"{run_dir} was trained from other files, roles or reward; use a new --out")
     else:
         seed_everything(config.update.seed)
-    trainer = PPOTrainer(policy, config, ADAPTER)
+    trainer = PPOTrainer(policy, trainer_config, ADAPTER)
     ema = EmaBaseline(decay=config.advantage.ema_decay)
     start = resume_or_start(checkpoint, trainer, ema)
     log = MetricsLog(run_dir) if process.is_main_process else None
@@ -326,16 +357,22 @@ def train_from_files(
         write_atomic(run_dir / SOURCES_FILE, json.dumps(sources, indent=2) + "\n")
         log.keep_before(start)
     chunks = iteration_chunks(episodes, config.selfplay.episodes_per_iteration)
+    epochs = config.update.resolved_epochs if cloning else 1
+    schedule = [(epoch, chunk) for epoch in range(epochs) for chunk in chunks]
     history = []
     for iteration in tqdm(
-        range(start, len(chunks)), desc="iterations", disable=not progress, initial=start, total=len(chunks)
+        range(start, len(schedule)),
+        desc="iterations",
+        disable=not progress,
+        initial=start,
+        total=len(schedule),
     ):
-        chunk = chunks[iteration]
-        record: dict[str, Any] = {"iteration": iteration, "episodes": float(len(chunk))}
+        epoch, chunk = schedule[iteration]
+        record: dict[str, Any] = {"iteration": iteration, "epoch": epoch, "episodes": float(len(chunk))}
         record.update({f"turns_{k}": float(v) for k, v in _source_counts(chunk, chosen).items()})
         record.update(mark_degenerate(chunk, config.degenerate))
         record.update(_reward_means(chunk, chosen))
-        if process.is_main_process:
+        if process.is_main_process and epoch == 0:
             write_episodes(run_dir / "trajectories.jsonl", chunk)
         trained = ppo_episodes(chunk, chosen, policy.model_name) if algo == "ppo" else chunk
         if algo == "ppo":
@@ -368,7 +405,7 @@ def train_from_files(
             log.append(record)
         history.append(record)
         done = iteration + 1
-        if done % config.selfplay.checkpoint_every == 0 or done == len(chunks):
+        if done % config.selfplay.checkpoint_every == 0 or done == len(schedule):
             process.wait_for_everyone()
             if process.is_main_process:
                 save_checkpoint(run_dir, done, trainer, ema, keep=config.selfplay.keep_checkpoints)
@@ -376,6 +413,27 @@ def train_from_files(
     if process.is_main_process:
         export_adapter(trainer, run_dir)
     return history
+
+
+def run_summary(history: Sequence[Mapping[str, Any]], config: RunConfig) -> str:
+    """The console line of a run's `history`: iterations, epochs, optimizer steps (in all, resumed ones
+    included) and the turns of one epoch (the last one run) by source."""
+    algo = config.update.algo
+    cloning = algo in BEHAVIOUR_CLONING
+    epochs = sorted({int(r.get("epoch", 0)) for r in history})
+    last = [r for r in history if int(r.get("epoch", 0)) == epochs[-1]]
+    turns = sum(r.get("trained_turns", 0.0) for r in last)
+    kinds = ", ".join(f"{k} {sum(r.get(f'turns_{k}', 0.0) for r in last):.0f}" for k in SOURCES)
+    steps = max(r.get("optimizer_steps", 0.0) for r in history)
+    passes = (
+        f"{len(epochs)} epoch(s) over the file"
+        if cloning
+        else f"{config.resolved().update.resolved_epochs} epoch(s) an iteration"
+    )
+    return (
+        f"trained {len(history)} iteration(s), {passes}, {steps:.0f} optimizer steps, {turns:.0f} turns "
+        f"{'an epoch ' if cloning else ''}({algo}; recorded: {kinds})"
+    )
 
 
 def _source_counts(episodes: Sequence[Episode], roles: Sequence[str]) -> dict[str, int]:

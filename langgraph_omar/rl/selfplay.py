@@ -412,6 +412,7 @@ def run_selfplay(
     an iteration trained no turn."""
     from langgraph_omar.chat_model import ChatPolicy
 
+    config = config.resolved()  # unset keys get their defaults, so config.yaml and checkpoints say what ran
     s = config.selfplay
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

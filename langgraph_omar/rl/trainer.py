@@ -164,7 +164,7 @@ class PPOTrainer:
         opt = config.optimizer
         optimizer = torch.optim.AdamW(
             self.trainable,
-            lr=opt.learning_rate,
+            lr=opt.resolved_learning_rate,
             betas=(opt.beta1, opt.beta2),
             eps=opt.eps,
             weight_decay=opt.weight_decay,
@@ -333,7 +333,7 @@ class PPOTrainer:
         generator = torch.Generator().manual_seed(update.seed * 1_000_003 + self.updates_done)
         per_step = update.micro_batch_size * update.gradient_accumulation_steps * processes
         lengths = batch.lengths
-        for _ in range(update.epochs):
+        for _ in range(update.resolved_epochs):
             order = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
             for start in range(0, len(order), per_step):
                 chunk = sorted(order[start : start + per_step], key=lambda r: int(lengths[r]))  # less padding

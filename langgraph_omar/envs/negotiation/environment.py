@@ -35,8 +35,9 @@ class Negotiation(Environment):
     max_turns: int | None = option(None, "messages per episode, both roles together (default: 10)")
     behaviour_rewards: float = option(
         0.0,
-        "size b of MARO's behaviour-level rewards: each move scored b x the change it makes to the mover's "
-        "achievable surplus share, as Turn.reward (mixed in by training's turn_reward_weight; 0 = none)",
+        "size b of MARO's behaviour-level rewards: each move scored b x the change in the mover's achievable "
+        "surplus share from this decision to its next (potential-based: they add up to b x the outcome, less "
+        "what the other side first offered), as Turn.reward (mixed in by training's turn_reward_weight; 0 = none)",
     )
     constrained_actions: bool = option(
         False, "decode every reply under a grammar: one message line, then one legal action line"

@@ -19,10 +19,12 @@ Rewards (`episode_rewards`):
 - Split kind, a deal: each side's value obtained / the value of the whole pool to it (in [0, 1]).
 - No deal, for any reason: `no_deal_reward` to both (default 0).
 
-Behaviour-level rewards (MARO; `move_rewards`, off unless `behaviour_rewards` = b > 0): each move gets b times
-the change it makes to its mover's `achievable_share`: during the game, the mover's share of the offer on the
-table were it agreed (clamped to [no_deal_reward, 1]), at the end its reward. Conceding lowers it, a better
-counter-offer raises it, walking away from a good offer costs what that offer was worth.
+Behaviour-level rewards (MARO; `move_rewards`, off unless `behaviour_rewards` = b > 0), potential-based: the
+potential Phi of a role is its `achievable_share` (during the game, its share of the offer on the table were it
+agreed, clamped to [no_deal_reward, 1]; at the end, its reward), and a move gets b x (Phi at its mover's next
+decision - Phi at this one), so the other side's reply in between is charged to it. A role's rewards add up to
+b x (its reward - Phi at its first decision): an ask the other side never takes earns nothing, and no game
+without a deal scores above the deal its mover could have accepted.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ class NegotiationRules:
     behaviour_rewards: float = field(
         default=0.0,
         metadata={
-            "help": "size b of MARO's behaviour-level rewards: each move gets b times the change it makes to "
-            "its mover's achievable surplus share, as Turn.reward (0: none)"
+            "help": "size b of MARO's behaviour-level rewards: each move gets b times the change in its "
+            "mover's achievable surplus share from this decision to its next (potential-based), as Turn.reward "
+            "(0: none)"
         },
     )
 
@@ -236,16 +239,26 @@ def achievable_share(
 def move_rewards(
     scenario: NegotiationScenario, moves: Sequence[tuple[str, NegotiationAction]], rules: NegotiationRules
 ) -> list[float]:
-    """The behaviour-level reward of each (role, action) move in order: `rules.behaviour_rewards` times the change
-    the move made to its mover's `achievable_share`; 0 for moves after the game ended."""
-    state, rewards = NegotiationState(), []
-    for role, action in moves:
+    """The behaviour-level reward of each (role, action) move in order, potential-based: `rules.behaviour_rewards`
+    times Phi(s') - Phi(s), where Phi is the mover's `achievable_share`, s the state in which it chose this move
+    and s' the state of its next decision (after the other side's reply), or the last state when it has none.
+    A role's rewards telescope to b x (Phi at the end - Phi at its first decision), so stalling cannot earn what
+    a deal would; moves after the game ended get 0."""
+    state, rewards = NegotiationState(), [0.0] * len(moves)
+    pending: dict[
+        str, tuple[int, float]
+    ] = {}  # role -> (its last move's index, Phi where it chose that move)
+    for index, (role, action) in enumerate(moves):
         if state.finished:
-            rewards.append(0.0)
-            continue
-        before = achievable_share(scenario, state, role, rules)
+            break
+        potential = achievable_share(scenario, state, role, rules)
+        if role in pending:
+            last, before = pending[role]
+            rewards[last] = rules.behaviour_rewards * (potential - before)
+        pending[role] = (index, potential)
         state = step(scenario, state, role, action, rules)
-        rewards.append(rules.behaviour_rewards * (achievable_share(scenario, state, role, rules) - before))
+    for role, (last, before) in pending.items():
+        rewards[last] = rules.behaviour_rewards * (achievable_share(scenario, state, role, rules) - before)
     return rewards
 
 
