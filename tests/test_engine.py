@@ -192,3 +192,23 @@ def test_unknown_model_is_one_line():
     with pytest.raises(OmarError, match="unknown model") as info:
         resolve_model_path("no-such-model")
     assert "\n" not in str(info.value) and "smollm2-135m-instruct" in str(info.value)
+
+
+def test_batched_draws_are_the_draws_of_multinomial():
+    """Seeded rows sample what `torch.multinomial` with their generator samples (the tokens a seed gave before
+    the draws were batched), unseeded rows what it samples from torch's default generator."""
+    from langgraph_omar.serving.sampling import _draw
+
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(5, 300) * 3, -1)
+    seeds = [None, 1, None, 2, 3]
+    torch.manual_seed(5)
+    drawn = _draw(probs, [None if s is None else torch.Generator().manual_seed(s) for s in seeds])
+    torch.manual_seed(5)
+    expected = torch.zeros(5, dtype=torch.long)
+    expected[[0, 2]] = torch.multinomial(probs[[0, 2]], 1).squeeze(-1)
+    for row in (1, 3, 4):
+        expected[row] = torch.multinomial(probs[row], 1, generator=torch.Generator().manual_seed(seeds[row]))[
+            0
+        ]
+    assert torch.equal(drawn, expected)

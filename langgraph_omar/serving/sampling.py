@@ -112,14 +112,27 @@ def sample_next(
             top_p = torch.tensor([params[i].top_p for i in sampled_rows], device=device)
             top_k = torch.tensor([params[i].top_k for i in sampled_rows], device=device)
             candidates = truncate(candidates, top_p, top_k)
-        probs = candidates.exp()
-        shared = [j for j, i in enumerate(sampled_rows) if generators[i] is None]
-        if shared:  # unseeded rows draw together: one kernel, not one per row
-            draws = torch.multinomial(probs[shared], 1).squeeze(-1)
-            tokens[rows[shared]] = draws
-        for j, i in enumerate(sampled_rows):
-            if generators[i] is not None:
-                tokens[i] = torch.multinomial(probs[j], 1, generator=generators[i])[0]
+        tokens[rows] = _draw(candidates.exp(), [generators[i] for i in sampled_rows])
     chosen = logprobs.gather(-1, tokens[:, None]).squeeze(-1)
     masked = chosen if allowed is None else sampling.gather(-1, tokens[:, None]).squeeze(-1)
     return Sampled(tokens, chosen, masked)
+
+
+def _draw(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
+    """One token per row of probs (R, V), each row from its own generator (None: torch's default one): (R,).
+
+    What `torch.multinomial(p, 1)` computes (argmax of p / q with q ~ Exp(1), drawn from the generator), with
+    the same draws, so a seed samples the tokens it sampled before; but only the noise is drawn row by row,
+    and the division and argmax run once for the batch, without multinomial's per-call checks (about 10x the
+    cost of the draw on a 49k vocabulary).
+    """
+    noise = torch.empty_like(probs)
+    shared = [j for j, g in enumerate(generators) if g is None]
+    if len(shared) == len(generators):
+        noise.exponential_()
+    elif shared:  # unseeded rows draw together, as one (len(shared), V) tensor
+        noise[shared] = torch.empty_like(probs[shared]).exponential_()
+    for j, generator in enumerate(generators):
+        if generator is not None:
+            noise[j].exponential_(generator=generator)
+    return (probs / noise).argmax(dim=-1)
