@@ -119,20 +119,25 @@ def sample_next(
 
 
 def _draw(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
-    """One token per row of probs (R, V), each row from its own generator (None: torch's default one): (R,).
+    """One token per row of probs (R, V) (unnormalised, >= 0), each row from its own generator (None: torch's
+    default one): (R,).
 
-    What `torch.multinomial(p, 1)` computes (argmax of p / q with q ~ Exp(1), drawn from the generator), with
-    the same draws, so a seed samples the tokens it sampled before; but only the noise is drawn row by row,
-    and the division and argmax run once for the batch, without multinomial's per-call checks (about 10x the
-    cost of the draw on a 49k vocabulary).
+    Inverse-CDF sampling: the first token whose cumulative probability exceeds u x total, with one uniform u
+    per row. A row's generator gives one number per token, so seeded rows cost a Python call each, not a draw
+    over the vocabulary (`torch.multinomial` draws V exponentials per row: on 2 CPU cores, 32 seeded rows at a
+    49k vocabulary spent about a fifth of a decoding step there); the cumulative sums (float64, so the
+    distribution's tail is not rounded away) and the search run once for the batch. A zero-probability token
+    is never chosen: its cumulative sum equals its predecessor's.
     """
-    noise = torch.empty_like(probs)
+    uniforms = torch.empty(len(generators), dtype=torch.float64, device=probs.device)
     shared = [j for j, g in enumerate(generators) if g is None]
     if len(shared) == len(generators):
-        noise.exponential_()
-    elif shared:  # unseeded rows draw together, as one (len(shared), V) tensor
-        noise[shared] = torch.empty_like(probs[shared]).exponential_()
+        uniforms.uniform_()
+    elif shared:  # unseeded rows draw together
+        uniforms[shared] = torch.rand(len(shared), dtype=torch.float64, device=probs.device)
     for j, generator in enumerate(generators):
         if generator is not None:
-            noise[j].exponential_(generator=generator)
-    return (probs / noise).argmax(dim=-1)
+            uniforms[j] = torch.rand(1, generator=generator, dtype=torch.float64, device=probs.device)[0]
+    cdf = probs.double().cumsum(dim=-1)
+    targets = uniforms[:, None] * cdf[:, -1:]
+    return torch.searchsorted(cdf, targets, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
