@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from langgraph_omar.errors import OmarError
-from langgraph_omar.serving import engine as engine_module
+from langgraph_omar.serving import decoding
 from langgraph_omar.serving.models import resolve_model_path
 from langgraph_omar.serving.sampling import SamplingParams, truncate
 from langgraph_omar.testing import tiny_model, tiny_policy
@@ -102,21 +102,23 @@ def test_context_overflow_drops_oldest_turns_and_records_it():
 
 
 def test_out_of_memory_splits_the_batch(policy, monkeypatch):
-    real = engine_module.decode_batch
+    real = decoding.next_logits
     sizes = []
 
-    def fake(model, tokenizer, requests, eos, **options):
-        sizes.append(len(requests))
-        if len(requests) > 2:
+    def fake(model, ids, *args):
+        sizes.append(ids.shape[0])
+        if ids.shape[0] > 2:
             raise torch.OutOfMemoryError("simulated")
-        return real(model, tokenizer, requests, eos, **options)
+        return real(model, ids, *args)
 
-    monkeypatch.setattr(engine_module, "decode_batch", fake)
     batch = prompts(policy, 6)
     expected = [
-        real(policy.model, policy.tokenizer, [engine_module.DecodeRequest(p, GREEDY)], policy.eos_ids)[0]
+        decoding.decode_batch(
+            policy.model, policy.tokenizer, [decoding.DecodeRequest(p, GREEDY)], policy.eos_ids
+        )[0]
         for p in batch
     ]
+    monkeypatch.setattr(decoding, "next_logits", fake)
     policy.max_wait_s = 0.2
     futures = [policy.submit(p, GREEDY) for p in batch]
     assert [f.result().completion_ids for f in futures] == [e.completion_ids for e in expected]
@@ -124,10 +126,12 @@ def test_out_of_memory_splits_the_batch(policy, monkeypatch):
 
 
 def test_concurrent_callers_are_coalesced(policy, monkeypatch):
-    real = engine_module.decode_batch
+    real = decoding.next_logits
     sizes = []
     monkeypatch.setattr(
-        engine_module, "decode_batch", lambda m, t, r, e, **o: sizes.append(len(r)) or real(m, t, r, e, **o)
+        decoding,
+        "next_logits",
+        lambda model, ids, *args: sizes.append(ids.shape[0]) or real(model, ids, *args),
     )
     policy.max_wait_s = 0.2
     barrier = threading.Barrier(8)
@@ -188,3 +192,21 @@ def test_unknown_model_is_one_line():
     with pytest.raises(OmarError, match="unknown model") as info:
         resolve_model_path("no-such-model")
     assert "\n" not in str(info.value) and "smollm2-135m-instruct" in str(info.value)
+
+
+def test_batched_draws_follow_each_rows_distribution_and_seed():
+    """Each row samples its own distribution (frequencies over many seeds; a zero-probability token never), and a
+    seeded row's token depends on its seed alone, not on the other rows."""
+    from langgraph_omar.serving.sampling import _draw
+
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 1.0, 0.0], [0.1, 0.6, 0.0, 0.3]])
+    counts = torch.zeros(3, 4)
+    for seed in range(3000):
+        drawn = _draw(probs, [torch.Generator().manual_seed(seed), None, torch.Generator().manual_seed(seed)])
+        counts[torch.arange(3), drawn] += 1
+    frequencies = counts / 3000
+    assert torch.allclose(frequencies, probs, atol=0.03)
+    assert counts[probs == 0].sum() == 0
+    alone = _draw(probs[2:] * 7, [torch.Generator().manual_seed(11)])  # unnormalised, and alone
+    beside = _draw(probs, [None, None, torch.Generator().manual_seed(11)])
+    assert alone[0] == beside[2]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from adapter_helpers import save_random_adapter
 
-import langgraph_omar.serving.engine as engine_module
+import langgraph_omar.serving.decoding as decoding
 from langgraph_omar.cli import main
 from langgraph_omar.envs.environment import JUDGE, OUTCOME
 from langgraph_omar.envs.registry import load_environment
@@ -255,15 +255,13 @@ def test_evaluate_negotiation_rotates_seats_in_shared_batches(
     engine = SharedPolicy("tiny-eval4", tiny_model(0), tiny_tokenizer(), max_batch_size=4, max_wait_ms=2000)
     SharedPolicy.register(engine)
     batches: list[list[str | None]] = []
-    real_decode = engine_module.decode_batch
+    real_forward = decoding.next_logits
 
-    def recording_decode(
-        model: Any, tokenizer: Any, requests: list[Any], eos_ids: set[int], **options: Any
-    ) -> Any:
-        batches.append([r.adapter for r in requests])
-        return real_decode(model, tokenizer, requests, eos_ids, **options)
+    def recording_forward(model: Any, ids: Any, mask: Any, positions: Any, cache: Any, adapters: Any) -> Any:
+        batches.append(list(adapters))
+        return real_forward(model, ids, mask, positions, cache, adapters)
 
-    monkeypatch.setattr(engine_module, "decode_batch", recording_decode)
+    monkeypatch.setattr(decoding, "next_logits", recording_forward)
     trained, _ = adapters
     result = evaluate(
         "negotiation", str(trained), episodes=2, seed=5, model="tiny-eval4", max_tokens=3, env_options=SHORT

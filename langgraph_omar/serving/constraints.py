@@ -146,6 +146,10 @@ class RowGrammar:
         if not self._matcher.accept_token(token):
             raise RuntimeError(f"the grammar refused token {token}, which its own mask allowed")
 
+    def reset(self) -> None:
+        """Back to the start (a request decoded again from its prompt)."""
+        self._matcher.reset()
+
     @property
     def completed(self) -> bool:
         """True once the text so far is a complete match (the mask then allows only end-of-sequence)."""

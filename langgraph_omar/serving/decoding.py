@@ -1,4 +1,4 @@
-"""One batched generation: left-padded prompts, a KV cache, rows leaving the batch as they finish.
+"""Batched generation: left-padded prompts, a KV cache, rows joining and leaving the batch between steps.
 
 Written by hand rather than through `model.generate` because each row carries its own sampling parameters,
 stop strings, adapter (peft mixed-adapter batches) and token callback, and because the recorded
@@ -7,12 +7,19 @@ carry a grammar (`constraints.RowGrammar`): each step, the rows that have one ge
 (filled one row at a time, on the CPU), sample under them, and advance their matchers with the sampled token;
 the recorded ids are the sampled ids and the recorded log-probabilities are unmasked (see `sampling`). When
 no row in the batch has a grammar, the loop does exactly what it did before grammars existed.
+
+`RunningBatch` is the loop's state (continuous batching, as in vLLM, TGI and SGLang): `add` prefills new
+requests on their own and packs their keys and values beside the running rows', `step` samples one token for
+every row, hands back the rows that finished and feeds the others one token. `decode_batch` runs one group of
+requests to the end. A row's tokens depend only on its own request (its prompt, parameters, seed, adapter,
+grammar), not on which rows it decodes beside or when it joined: padding is masked and each seeded row
+samples from its own generator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
@@ -21,9 +28,10 @@ from peft import PeftModel
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from langgraph_omar.serving.constraints import RowGrammar, allowed_tokens
-from langgraph_omar.serving.kv_cache import GrowingLayer, growing_cache
+from langgraph_omar.serving.kv_cache import GrowingLayer, growing_cache, is_growing, pack_rows
 from langgraph_omar.serving.prefix_cache import CachedSequence, PrefixCache
 from langgraph_omar.serving.sampling import SamplingParams, sample_next
+from langgraph_omar.serving.stops import StopWatch
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
 
@@ -95,9 +103,9 @@ def _finished_sequence(
 ) -> CachedSequence | None:
     """Row `row`'s keys and values for the tokens fed so far (`ids`, the mask's ones), for the prefix cache;
     None when the model filled the cache with layers of its own kind instead of `GrowingLayer`s."""
-    layers = [layer for layer in cache.layers if isinstance(layer, GrowingLayer)]
-    if len(layers) != len(cache.layers):
+    if not is_growing(cache):
         return None
+    layers = cast(list[GrowingLayer], cache.layers)
     columns = mask_row.nonzero().squeeze(-1)
     return CachedSequence(
         ids=np.asarray(ids, dtype=np.int64),
@@ -106,7 +114,7 @@ def _finished_sequence(
     )
 
 
-def _next_logits(
+def next_logits(
     model: PreTrainedModel | PeftModel,
     ids: torch.Tensor,
     mask: torch.Tensor,
@@ -114,7 +122,8 @@ def _next_logits(
     cache: DynamicCache,
     adapters: list[str | None],
 ) -> torch.Tensor:
-    """Feed ids (B, S) after the cache; the logits (B, V) of each row's next token."""
+    """Feed ids (B, S) after the cache; the logits (B, V) of each row's next token. Every forward pass of
+    generation (prefills and one-token steps) goes through here."""
     extra = {"adapter_names": [a or BASE_ADAPTER for a in adapters]} if isinstance(model, PeftModel) else {}
     return model(
         input_ids=ids,
@@ -127,6 +136,193 @@ def _next_logits(
     ).logits[:, -1]
 
 
+def _left_pad(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """mask (B, W) with zero columns added on the left up to (B, width)."""
+    return torch.nn.functional.pad(mask, (width - mask.shape[1], 0))
+
+
+def _first_live_column(mask: torch.Tensor) -> int:
+    """The first column of mask (B, W) where some row has a position: the ones before it hold nothing."""
+    live = mask.any(dim=0)
+    return int(live.int().argmax()) if bool(live.any()) else mask.shape[1]
+
+
+@dataclass
+class _Row:
+    """One request being decoded: what it has produced so far."""
+
+    request: DecodeRequest
+    key: object  # the caller's handle, handed back with the result
+    generator: torch.Generator | None
+    stops: StopWatch | None
+    completion: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    masked: list[float] = field(default_factory=list)
+
+
+class RunningBatch:
+    """Rows decoding together. Between steps, new requests join (`add`) and finished ones leave (`step`).
+
+    State, B rows: `cache` (a growing KV cache, B rows of W positions), `mask` (B, W + 1 after a step's token
+    is appended: the positions each row has), `positions` (B, 1) the position of each row's last fed token,
+    `logits` (B, V) each row's next-token logits, not yet sampled.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        eos_ids: set[int],
+        prefix_cache: PrefixCache | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.eos_ids, self.prefix_cache = model, tokenizer, eos_ids, prefix_cache
+        self.device = next(model.parameters()).device
+        self.rows: list[_Row] = []
+        self.cache: DynamicCache | None = None
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)
+        self.positions = torch.zeros((0, 1), dtype=torch.long, device=self.device)
+        self.logits: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def can_join(self) -> bool:
+        """Whether rows can join now: the batch is empty, or its cache packs by position (`is_growing`)."""
+        return self.cache is None or is_growing(self.cache)
+
+    def add(self, requests: list[DecodeRequest], keys: list[object]) -> None:
+        """Prefill `requests` (each from its longest stored prefix) and put them in the batch; the next `step`
+        samples their first tokens. keys: one handle per request, handed back with its result."""
+        if not requests:
+            return
+        # identical prompts (a self-play group's first turn) are prefilled once, then their rows are copied
+        slot: dict[tuple[str | None, tuple[int, ...]], int] = {}
+        distinct: list[DecodeRequest] = []
+        copy_of = []  # each request's row among the distinct ones
+        for r in requests:
+            slot_key = (r.adapter, tuple(r.prompt_ids))
+            if slot_key not in slot:
+                slot[slot_key] = len(distinct)
+                distinct.append(r)
+            copy_of.append(slot[slot_key])
+        cached = self.prefix_cache
+        prefixes = [cached.lookup(r.adapter, r.prompt_ids) if cached else (None, 0) for r in distinct]
+        ids, mask, cache = _prefill_inputs(distinct, prefixes, self.tokenizer.pad_token_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - ids.shape[1] :]
+        logits = next_logits(self.model, ids, mask, positions, cache, [r.adapter for r in distinct])
+        positions = positions[:, -1:]
+        copies = torch.tensor(copy_of, device=self.device) if len(distinct) < len(requests) else None
+        if copies is not None:
+            logits, mask, positions = logits[copies], mask[copies], positions[copies]
+        rows = [
+            _Row(r, key, self._generator(r), self._stop_watch(r))
+            for r, key in zip(requests, keys, strict=True)
+        ]
+        if self.cache is None:
+            if copies is not None:
+                cache.batch_select_indices(copies)
+            self.cache, self.mask, self.positions, self.logits = cache, mask, positions, logits
+        else:
+            assert self.logits is not None and self.can_join and is_growing(cache)
+            start = _first_live_column(self.mask)
+            width = max(self.mask.shape[1] - start, mask.shape[1])
+            self.cache = pack_rows([(self.cache, None, start), (cache, copies, 0)], width)
+            self.mask = torch.cat([_left_pad(self.mask[:, start:], width), _left_pad(mask, width)])
+            self.positions = torch.cat([self.positions, positions])
+            self.logits = torch.cat([self.logits, logits])
+        self.rows += rows
+
+    def _generator(self, request: DecodeRequest) -> torch.Generator | None:
+        if request.params.seed is None:
+            return None
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(request.params.seed)
+        return generator
+
+    def _stop_watch(self, request: DecodeRequest) -> StopWatch | None:
+        return StopWatch(self.tokenizer, request.params.stop) if request.params.stop else None
+
+    def step(self) -> list[tuple[object, DecodeResult]]:
+        """Sample one token for every row; return (key, result) of the rows that finished (they leave), and
+        feed the others their token, so their next logits are ready for the next step."""
+        if self.logits is None or not self.rows:
+            return []
+        rows, logits = self.rows, self.logits
+        constrained = [i for i, row in enumerate(rows) if row.request.grammar is not None]
+        allowed = None
+        if constrained:
+            grammars = [cast(RowGrammar, rows[i].request.grammar) for i in constrained]
+            allowed = (constrained, allowed_tokens(grammars, logits.shape[-1], logits.device))
+        tokens, token_logprobs, token_masked = sample_next(
+            logits, [row.request.params for row in rows], [row.generator for row in rows], allowed
+        )
+        masked_values = token_masked.tolist() if constrained else []
+        finished: list[tuple[object, DecodeResult]] = []
+        keep = []
+        for i, (row, token, lp) in enumerate(
+            zip(rows, tokens.tolist(), token_logprobs.tolist(), strict=True)
+        ):
+            request = row.request
+            row.completion.append(token)
+            row.logprobs.append(lp)
+            if request.grammar is not None:
+                request.grammar.advance(token)
+                row.masked.append(masked_values[i])
+            if request.on_token is not None:
+                request.on_token(token)
+            stopped = row.stops is not None and row.stops.push(token)
+            if token in self.eos_ids or stopped or len(row.completion) >= request.params.max_new_tokens:
+                finished.append((row.key, self._finish(i, row, token)))
+            else:
+                keep.append(i)
+        if len(keep) < len(rows):
+            self._retain(keep)
+            tokens = tokens[torch.tensor(keep, device=self.device)] if keep else tokens[:0]
+        if self.rows:
+            assert self.cache is not None
+            ids = tokens[:, None]
+            self.mask = torch.cat([self.mask, torch.ones_like(ids)], dim=1)
+            self.positions = self.positions + 1
+            adapters = [row.request.adapter for row in self.rows]
+            self.logits = next_logits(self.model, ids, self.mask, self.positions, self.cache, adapters)
+        return finished
+
+    def _finish(self, index: int, row: _Row, token: int) -> DecodeResult:
+        """Row `index`'s result (its text is one full decode, cut at its first stop string), and its keys and
+        values stored for later prompts that start the same way."""
+        request = row.request
+        text = _decode(self.tokenizer, row.completion)
+        cut = _cut_at_stop(text, request.params.stop) if request.params.stop else None
+        reason = "stop" if token in self.eos_ids else "stop_string" if cut is not None else "length"
+        text = cut if cut is not None else text
+        if self.prefix_cache is not None and self.cache is not None:
+            fed = request.prompt_ids + row.completion[:-1]
+            if (stored := _finished_sequence(self.cache, index, self.mask[index], fed)) is not None:
+                self.prefix_cache.store(request.adapter, stored)
+        masked = row.masked if request.grammar is not None else None
+        return DecodeResult(row.completion, row.logprobs, text, reason, masked)
+
+    def _retain(self, keep: list[int]) -> None:
+        """Keep only rows `keep`, dropping the columns no kept row uses."""
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache, self.logits = None, None
+            self.mask, self.positions = self.mask[:0, :0], self.positions[:0]
+            return
+        assert self.cache is not None and self.logits is not None
+        rows = torch.tensor(keep, device=self.device)
+        mask = self.mask[rows]
+        if is_growing(self.cache):
+            start = _first_live_column(mask)
+            self.cache = pack_rows([(self.cache, rows, start)], mask.shape[1] - start)
+            mask = mask[:, start:]
+        else:
+            self.cache.batch_select_indices(rows)
+        self.mask, self.positions, self.logits = mask, self.positions[rows], self.logits[rows]
+
+
 @torch.inference_mode()
 def decode_batch(
     model: PreTrainedModel | PeftModel,
@@ -137,95 +333,10 @@ def decode_batch(
 ) -> list[DecodeResult]:
     """Generate every request's completion in one batch. With a `prefix_cache`, each prompt starts from its
     longest stored prefix (per adapter), and each finished sequence is stored for later prompts."""
-    device = next(model.parameters()).device
-    # identical prompts (a self-play group's first turn) are prefilled once, then their rows are copied
-    slot: dict[tuple[str | None, tuple[int, ...]], int] = {}
-    distinct: list[DecodeRequest] = []
-    copy_of = []  # each request's row among the distinct ones
-    for r in requests:
-        key = (r.adapter, tuple(r.prompt_ids))
-        if key not in slot:
-            slot[key] = len(distinct)
-            distinct.append(r)
-        copy_of.append(slot[key])
-    prefixes = [
-        prefix_cache.lookup(r.adapter, r.prompt_ids) if prefix_cache is not None else (None, 0)
-        for r in distinct
-    ]
-    ids, mask, cache = _prefill_inputs(distinct, prefixes, tokenizer.pad_token_id)
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - ids.shape[1] :]
-    logits = _next_logits(model, ids, mask, positions, cache, [r.adapter for r in distinct])
-    if len(distinct) < len(requests):
-        copies = torch.tensor(copy_of, device=device)
-        cache.batch_select_indices(copies)
-        logits, mask, positions = logits[copies], mask[copies], positions[copies]
-
-    generators: list[torch.Generator | None] = []
-    for r in requests:
-        generator = None
-        if r.params.seed is not None:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(r.params.seed)
-        generators.append(generator)
-
-    completions: list[list[int]] = [[] for _ in requests]
-    logprobs: list[list[float]] = [[] for _ in requests]
-    masked_logprobs: list[list[float]] = [[] for _ in requests]
+    batch = RunningBatch(model, tokenizer, eos_ids, prefix_cache)
+    batch.add(requests, list(range(len(requests))))
     results: list[DecodeResult | None] = [None] * len(requests)
-    active = list(range(len(requests)))  # request index of each row still in the batch
-
-    while active:
-        constrained = [row for row, i in enumerate(active) if requests[i].grammar is not None]
-        allowed = None
-        if constrained:
-            grammars = [cast(RowGrammar, requests[active[row]].grammar) for row in constrained]
-            allowed = (constrained, allowed_tokens(grammars, logits.shape[-1], logits.device))
-        tokens, token_logprobs, token_masked = sample_next(
-            logits, [requests[i].params for i in active], [generators[i] for i in active], allowed
-        )
-        masked_values = token_masked.tolist() if constrained else []
-        keep = []
-        for row, (i, token, lp) in enumerate(
-            zip(active, tokens.tolist(), token_logprobs.tolist(), strict=True)
-        ):
-            request = requests[i]
-            completions[i].append(token)
-            logprobs[i].append(lp)
-            if request.grammar is not None:
-                request.grammar.advance(token)
-                masked_logprobs[i].append(masked_values[row])
-            if request.on_token is not None:
-                request.on_token(token)
-            text = None
-            if request.params.stop:
-                text = _cut_at_stop(_decode(tokenizer, completions[i]), request.params.stop)
-            if token in eos_ids:
-                reason = "stop"
-            elif text is not None:
-                reason = "stop_string"
-            elif len(completions[i]) >= request.params.max_new_tokens:
-                reason = "length"
-            else:
-                keep.append(row)
-                continue
-            if text is None:
-                text = _decode(tokenizer, completions[i])
-            if prefix_cache is not None:
-                fed = request.prompt_ids + completions[i][:-1]
-                if (finished := _finished_sequence(cache, row, mask[row], fed)) is not None:
-                    prefix_cache.store(request.adapter, finished)
-            masked = masked_logprobs[i] if request.grammar is not None else None
-            results[i] = DecodeResult(completions[i], logprobs[i], text, reason, masked)
-        if not keep:
-            break
-        if len(keep) < len(active):
-            rows = torch.tensor(keep, device=device)
-            cache.batch_select_indices(rows)
-            tokens, mask, positions = tokens[rows], mask[rows], positions[rows]
-            active = [active[r] for r in keep]
-        ids = tokens[:, None]
-        mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
-        positions = positions[:, -1:] + 1
-        logits = _next_logits(model, ids, mask, positions, cache, [requests[i].adapter for i in active])
+    while batch:
+        for key, result in batch.step():
+            results[cast(int, key)] = result
     return [r for r in results if r is not None]

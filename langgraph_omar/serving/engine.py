@@ -1,10 +1,15 @@
 """The shared policy: one model per (model, device), serving every role, episode and thread in batches.
 
-Callers `submit` a request and get a `concurrent.futures.Future`; a single worker thread coalesces requests
-that arrive together (up to `max_batch_size`, waiting at most `max_wait_ms` for more) into one batched
-generation. Async callers await the same future through `asyncio.wrap_future`: no thread per call.
+Callers `submit` a request and get a `concurrent.futures.Future`; a single worker thread decodes them in one
+running batch (continuous batching): when the worker is idle, requests that arrive together (up to
+`max_batch_size`, waiting at most `max_wait_ms` for more) start a batch; while it decodes, every request that
+arrives is prefilled and joins it at the next step, and each row leaves as soon as it finishes, so a short
+reply never waits for other conversations' long ones. Async callers await the same future through
+`asyncio.wrap_future`: no thread per call.
 The worker thread is the only one that runs the model for generation; a trainer takes `exclusive()` to
-update the same tensors in place, so the next batch serves the new weights with no copy or sync.
+update the same tensors in place. A running batch never crosses a weight change: once a trainer (or an
+adapter load) asks for the model, no request joins, the rows decoding finish, the trainer gets the model, and
+the requests that waited start a batch on the new weights.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import contextlib
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -26,7 +32,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from langgraph_omar.errors import OmarError
 from langgraph_omar.serving.adapters import check_adapter_files, check_adapter_fits, load_error
 from langgraph_omar.serving.constraints import Constraint, GrammarCompiler
-from langgraph_omar.serving.decoding import DecodeRequest, DecodeResult, decode_batch
+from langgraph_omar.serving.decoding import DecodeRequest, DecodeResult, RunningBatch
 from langgraph_omar.serving.models import DEFAULT_MODEL, load_model
 from langgraph_omar.serving.prefix_cache import PrefixCache
 from langgraph_omar.serving.records import TokenRecord
@@ -88,8 +94,12 @@ class SharedPolicy:
         self._grammars: GrammarCompiler | None = None
         self._tool_template: bool | None = None
         self._grammar_lock = threading.Lock()
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the model: held by the worker for a batch's life, by `exclusive()`
+        self._writers = 0  # threads waiting to change the weights: while > 0, no request joins a batch
+        self._writers_done = threading.Condition()  # guards `_writers`; notified when it drops
         self._queue: queue.Queue[_Pending] = queue.Queue()
+        self._retry: deque[_Pending] = deque()  # requests to start again after an out-of-memory error
+        self._row_cap = max_batch_size  # rows per batch: halved by an out-of-memory error, until it is served
         self._worker = threading.Thread(target=self._serve, name=f"omar-engine-{name}", daemon=True)
         self._worker.start()
 
@@ -205,7 +215,7 @@ class SharedPolicy:
         path = Path(path).expanduser()
         check_adapter_files(path)
         name = name or path.name
-        with self._lock:
+        with self._model_alone():
             base = self.model
             # a first adapter wraps the plain model, injecting LoRA layers in place even when the load then
             # fails: its own layers are kept to be put back
@@ -267,7 +277,7 @@ class SharedPolicy:
 
     def add_trainable_adapter(self, name: str, config: LoraConfig) -> None:
         """A fresh LoRA adapter on the served model itself: training it changes what is served."""
-        with self._lock:
+        with self._model_alone():
             if isinstance(self.model, PeftModel):
                 self.model.add_adapter(name, config)
             else:
@@ -276,19 +286,33 @@ class SharedPolicy:
             self.adapter_versions[name] = 1
 
     def bump_adapter_version(self, name: str) -> int:
-        with self._lock:
+        with self._model_alone():
             self._weights_changed()
             self.adapter_versions[name] += 1
             return self.adapter_versions[name]
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[Any]:
-        """Hold the model alone (generation waits): for training steps on the served tensors."""
-        with self._lock:
+        """Hold the model alone (generation waits): for training steps on the served tensors. The rows
+        decoding when this is called finish first, on the old weights; no request joins them meanwhile."""
+        with self._model_alone():
             try:
                 yield self.model
             finally:
                 self._weights_changed()
+
+    @contextlib.contextmanager
+    def _model_alone(self) -> Iterator[None]:
+        """The model lock, taken to change weights: the running batch stops admitting rows and drains."""
+        with self._writers_done:
+            self._writers += 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            with self._writers_done:
+                self._writers -= 1
+                self._writers_done.notify_all()
 
     def _weights_changed(self) -> None:
         """Stored keys and values were computed with the old weights: drop them."""
@@ -336,46 +360,81 @@ class SharedPolicy:
         return await asyncio.wrap_future(self.submit(prompt_ids, params, adapter, constraint=constraint))
 
     def _serve(self) -> None:
-        """Collect a batch: after the first request, keep taking requests while they keep coming (each within
-        `max_wait_ms` of the previous one), up to `max_batch_size` or 20 waits in all. Episodes that reach
-        their model call a few milliseconds apart (graph overhead) then still share one batch."""
+        """Start a batch from the requests that arrive together, then decode it until its last row leaves."""
         while True:
-            batch = [self._queue.get()]
-            cap = time.monotonic() + 20 * self.max_wait_s
-            while len(batch) < self.max_batch_size:
-                timeout = min(self.max_wait_s, cap - time.monotonic())
-                try:
-                    batch.append(self._queue.get(timeout=max(0.0, timeout)))
-                except queue.Empty:
-                    break
-            self._run(batch)
-
-    def _run(self, batch: list[_Pending]) -> None:
-        try:
+            first = self._retry.popleft() if self._retry else self._queue.get()
+            group = self._collect(first)
+            with self._writers_done:  # a waiting weight change goes first (the lock alone is not fair)
+                self._writers_done.wait_for(lambda: not self._writers)
             with self._lock:
-                results = decode_batch(
-                    self.model,
-                    self.tokenizer,
-                    [p.request for p in batch],
-                    self.eos_ids,
-                    prefix_cache=self.prefix_cache,
-                )
+                self._decode(group)
+            if not self._retry:
+                self._row_cap = self.max_batch_size
+
+    def _collect(self, first: _Pending) -> list[_Pending]:
+        """`first` and the requests that keep coming after it (each within `max_wait_ms` of the previous one),
+        up to the row cap or 20 waits in all: episodes that reach their model call a few milliseconds apart
+        (graph overhead) then share a prefill. Requests to retry come first and do not wait."""
+        group = [first]
+        while self._retry and len(group) < self._row_cap:
+            group.append(self._retry.popleft())
+        cap = time.monotonic() + 20 * self.max_wait_s
+        while len(group) < self._row_cap:
+            timeout = min(self.max_wait_s, cap - time.monotonic())
+            try:
+                group.append(self._queue.get(timeout=max(0.0, timeout)))
+            except queue.Empty:
+                break
+        return group
+
+    def _arrivals(self, room: int) -> list[_Pending]:
+        """Up to `room` requests that are waiting now (none while a weight change waits): they join the batch."""
+        arrived: list[_Pending] = []
+        while len(arrived) < room and not self._writers and not self._retry:
+            try:
+                arrived.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return arrived
+
+    @torch.inference_mode()
+    def _decode(self, group: list[_Pending]) -> None:
+        """Decode `group` and every request that joins it, delivering each result as its row finishes."""
+        batch = RunningBatch(self.model, self.tokenizer, self.eos_ids, prefix_cache=self.prefix_cache)
+        rows: dict[int, _Pending] = {}  # the requests in the batch, by key
+        joining = group
+        try:
+            while joining:
+                rows.update((id(p), p) for p in joining)
+                batch.add([p.request for p in joining], [id(p) for p in joining])
+                joining = []
+                while batch:
+                    for key, result in batch.step():
+                        pending = rows.pop(cast(int, key))
+                        if not pending.future.cancelled():  # a cancelled caller is not waiting
+                            pending.future.set_result(self._record(pending, result))
+                    if batch.can_join and (joining := self._arrivals(self._row_cap - len(batch))):
+                        break
         except torch.OutOfMemoryError:
-            if len(batch) == 1:
-                batch[0].future.set_exception(OmarError("out of memory for a single request"))
-                return
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            half = len(batch) // 2
-            self._run(batch[:half])
-            self._run(batch[half:])
-            return
+            self._out_of_memory([*rows.values(), *(p for p in joining if id(p) not in rows)])
         except Exception as exc:  # the callers, not this thread, decide what a failure means
-            for p in batch:
-                p.future.set_exception(exc)
+            for p in [*rows.values(), *(p for p in joining if id(p) not in rows)]:
+                if not p.future.cancelled():
+                    p.future.set_exception(exc)
+
+    def _out_of_memory(self, pending: list[_Pending]) -> None:
+        """The rows of a batch that ran out of memory start again, at most half as many at a time, first in
+        line; one request alone that does not fit fails."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(pending) == 1:
+            pending[0].future.set_exception(OmarError("out of memory for a single request"))
             return
-        for pending, result in zip(batch, results, strict=True):
-            pending.future.set_result(self._record(pending, result))
+        self._row_cap = max(1, len(pending) // 2)
+        for p in pending:
+            if p.request.grammar is not None:
+                p.request.grammar.reset()
+        self._retry.extendleft(reversed(pending))
 
     def _record(self, pending: _Pending, result: DecodeResult) -> TokenRecord:
         request = pending.request

@@ -63,3 +63,53 @@ def growing_cache(prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None)
     for layer, (keys, values) in enumerate(prefix or []):
         cache.update(keys, values, layer)
     return cache
+
+
+def _packed_layer(parts: list[tuple[torch.Tensor, torch.Tensor]], width: int) -> GrowingLayer:
+    """One `GrowingLayer` holding the rows of every part (keys and values (B_i, heads, L_i, head_dim), L_i <=
+    width) one after the other, each right-aligned in `width` positions; the positions left of a shorter part
+    are zeros (the mask hides them; zeros, not garbage, because a hidden NaN would still poison attention)."""
+    keys, values = parts[0]
+    rows = sum(k.shape[0] for k, _ in parts)
+    shape = (rows, *keys.shape[1:-2], width + GrowingLayer.headroom, keys.shape[-1])
+    key_buffer, value_buffer = keys.new_zeros(shape), values.new_zeros(shape)
+    start = 0
+    for k, v in parts:
+        end = start + k.shape[0]
+        key_buffer[start:end, ..., width - k.shape[-2] : width, :] = k
+        value_buffer[start:end, ..., width - v.shape[-2] : width, :] = v
+        start = end
+    layer = GrowingLayer()
+    layer.lazy_initialization(keys, values)
+    layer._buffers = (key_buffer, value_buffer)
+    layer.keys, layer.values = key_buffer[..., :width, :], value_buffer[..., :width, :]
+    return layer
+
+
+def is_growing(cache: DynamicCache) -> bool:
+    """Whether every layer of `cache` is a `GrowingLayer` (the model kept the cache's own layer kind), so rows
+    can be packed and joined by position."""
+    return bool(cache.layers) and all(isinstance(layer, GrowingLayer) for layer in cache.layers)
+
+
+def pack_rows(caches: list[tuple[DynamicCache, torch.Tensor | None, int]], width: int) -> DynamicCache:
+    """A new growing cache of the chosen rows of each cache, one cache after the other, every part right-aligned
+    in `width` positions: one copy of what is kept, however many rows leave or join.
+
+    caches: (cache, rows, start) per part: `rows` (R,) the batch rows kept (None: all), `start` the first
+    position kept (the positions before it are masked out for every kept row). All caches `is_growing`.
+    """
+    layers = []
+    for index in range(len(caches[0][0].layers)):
+        parts = []
+        for cache, rows, start in caches:
+            layer = cache.layers[index]
+            assert isinstance(layer, GrowingLayer) and layer.keys is not None and layer.values is not None
+            keys, values = layer.keys, layer.values
+            keys, values = keys[..., start:, :], values[..., start:, :]
+            parts.append((keys, values) if rows is None else (keys[rows], values[rows]))
+        layers.append(_packed_layer(parts, width))
+    packed = DynamicCache()
+    packed.layer_class_to_replicate = GrowingLayer
+    packed.layers = layers  # type: ignore[assignment]
+    return packed

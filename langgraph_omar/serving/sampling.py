@@ -112,14 +112,32 @@ def sample_next(
             top_p = torch.tensor([params[i].top_p for i in sampled_rows], device=device)
             top_k = torch.tensor([params[i].top_k for i in sampled_rows], device=device)
             candidates = truncate(candidates, top_p, top_k)
-        probs = candidates.exp()
-        shared = [j for j, i in enumerate(sampled_rows) if generators[i] is None]
-        if shared:  # unseeded rows draw together: one kernel, not one per row
-            draws = torch.multinomial(probs[shared], 1).squeeze(-1)
-            tokens[rows[shared]] = draws
-        for j, i in enumerate(sampled_rows):
-            if generators[i] is not None:
-                tokens[i] = torch.multinomial(probs[j], 1, generator=generators[i])[0]
+        tokens[rows] = _draw(candidates.exp(), [generators[i] for i in sampled_rows])
     chosen = logprobs.gather(-1, tokens[:, None]).squeeze(-1)
     masked = chosen if allowed is None else sampling.gather(-1, tokens[:, None]).squeeze(-1)
     return Sampled(tokens, chosen, masked)
+
+
+def _draw(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
+    """One token per row of probs (R, V) (unnormalised, >= 0), each row from its own generator (None: torch's
+    default one): (R,).
+
+    Inverse-CDF sampling: the first token whose cumulative probability exceeds u x total, with one uniform u
+    per row. A row's generator gives one number per token, so seeded rows cost a Python call each, not a draw
+    over the vocabulary (`torch.multinomial` draws V exponentials per row: on 2 CPU cores, 32 seeded rows at a
+    49k vocabulary spent about a fifth of a decoding step there); the cumulative sums (float64, so the
+    distribution's tail is not rounded away) and the search run once for the batch. A zero-probability token
+    is never chosen: its cumulative sum equals its predecessor's.
+    """
+    uniforms = torch.empty(len(generators), dtype=torch.float64, device=probs.device)
+    shared = [j for j, g in enumerate(generators) if g is None]
+    if len(shared) == len(generators):
+        uniforms.uniform_()
+    elif shared:  # unseeded rows draw together
+        uniforms[shared] = torch.rand(len(shared), dtype=torch.float64, device=probs.device)
+    for j, generator in enumerate(generators):
+        if generator is not None:
+            uniforms[j] = torch.rand(1, generator=generator, dtype=torch.float64, device=probs.device)[0]
+    cdf = probs.double().cumsum(dim=-1)
+    targets = uniforms[:, None] * cdf[:, -1:]
+    return torch.searchsorted(cdf, targets, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
