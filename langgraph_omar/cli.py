@@ -194,6 +194,7 @@ def _rollout(args: argparse.Namespace) -> None:
         max_concurrency=args.max_concurrency,
         recursion_limit=env.recursion_limit,
         out=args.out,
+        configurable=[env.sample_config(s) for s in seeds],
     )
     for episode in episodes:
         if episode.status != "ok":

@@ -103,11 +103,15 @@ async def arun_episodes(
     recursion_limit: int = 500,
     description: str = "episodes",
     out: str | os.PathLike[str] | None = None,
+    configurable: Sequence[Mapping[str, Any]] | None = None,
 ) -> tuple[list[Episode], RolloutSummary]:
     """Run one episode per input concurrently; returns the episodes in input order and a summary.
 
     metadata: per episode, merged into the run's `config["metadata"]` (episode_id, seed, scenario_id,
     group_id); a missing `episode_id` follows from the graph's name and the episode's seed (`with_episode_ids`).
+    configurable: per episode, the run's `config["configurable"]` values (an environment's `sample_config`:
+    `user_id`, ...). Every episode runs on a thread of its own, `thread_id` = its episode id, so a graph that
+    keeps state by thread (a checkpointer, a store, a dict keyed by thread) never shows one episode another's.
     recursion_limit: LangGraph supersteps per episode; a graph compiled with a larger bound of its own (a
     Werewolf graph carries one sized for its longest game) keeps that bound.
     out: a JSONL or Parquet trajectory file each episode is appended to as soon as it finishes (in the order
@@ -118,14 +122,18 @@ async def arun_episodes(
     metadata = with_episode_ids(getattr(graph, "name", None) or "episode", len(inputs), metadata)
     # One recorder per episode: a finished episode is read from its own recorder at once.
     recorders = [TraceRecorder() for _ in metadata]
+    extra = list(configurable) if configurable is not None else [{}] * len(metadata)
+    if len(extra) != len(metadata):
+        raise OmarError(f"{len(extra)} configurable entries for {len(metadata)} inputs")
     configs: list[RunnableConfig] = [
         {
             "callbacks": [recorder],
             "metadata": meta,
+            "configurable": {**values, "thread_id": meta["episode_id"]},
             "max_concurrency": max_concurrency,
             "recursion_limit": recursion_limit,
         }
-        for recorder, meta in zip(recorders, metadata, strict=True)
+        for recorder, meta, values in zip(recorders, metadata, extra, strict=True)
     ]
     appender = EpisodeAppender(out) if out is not None else None
     finished: dict[int, Episode] = {}

@@ -120,8 +120,9 @@ def _instantiate(obj: Any, options: dict[str, Any], spec: str) -> Environment:
 class GraphEnvironment(Environment):
     """A graph of one's own under the minimal contract: `module:attribute` names a compiled graph or a
     factory (called with `model=` when it takes it), the module may define `sample_input(seed)` (else every
-    episode starts from `{}`) and `ROLES` (else the roles are learnt from the first episodes), and the final
-    state's `rewards` maps roles to floats."""
+    episode starts from `{}`), `sample_config(seed)` (the scenario's `config["configurable"]` values) and
+    `ROLES` (else the roles are learnt from the first episodes), and the final state's `rewards` maps roles
+    to floats."""
 
     target: str = ""
     graph_or_factory: Any = field(default=None, repr=False)
@@ -131,6 +132,7 @@ class GraphEnvironment(Environment):
         self.name = self.target
         self.description = (inspect.getdoc(self.module) or "graph of one's own").splitlines()[0]
         self._sample: Callable[[int], dict[str, Any]] | None = getattr(self.module, "sample_input", None)
+        self._config: Callable[[int], dict[str, Any]] | None = getattr(self.module, "sample_config", None)
         if self._sample is None:
             warnings.warn(
                 f"{self.target}: its module has no sample_input(seed), so every episode starts from {{}}",
@@ -176,6 +178,21 @@ class GraphEnvironment(Environment):
         if not isinstance(value, dict):
             raise OmarError(
                 f"{self.target}: sample_input({seed}) returned {type(value).__name__}, not a dict"
+            )
+        return value
+
+    def sample_config(self, seed: int) -> dict[str, Any]:
+        if self._config is None:
+            return {}
+        value = self._config(seed)
+        if not isinstance(value, dict):
+            raise OmarError(
+                f"{self.target}: sample_config({seed}) returned {type(value).__name__}, not a dict"
+            )
+        if "thread_id" in value:
+            raise OmarError(
+                f"{self.target}: sample_config({seed}) sets thread_id; every episode runs on its own thread "
+                "(its episode id), so that no two share state"
             )
         return value
 

@@ -159,6 +159,7 @@ def learn_roles(env: Environment, graph: Any, seed: int) -> tuple[str, ...]:
             [{"episode_id": f"roles-{seed}", "seed": seed, "sampling_seed": seed}],
             progress=False,
             recursion_limit=env.recursion_limit,
+            configurable=[env.sample_config(seed)],
         )
     )
     episode = played[0]
@@ -212,6 +213,7 @@ def run_arena(config: EvalConfig, progress: bool = True, env: Environment | None
             progress=progress,
             recursion_limit=env.recursion_limit,
             description="eval games",
+            configurable=[env.sample_config(game.seed) for game in games],
         )
     )
     for game, episode in zip(games, episodes, strict=True):
