@@ -368,3 +368,46 @@ def test_cli_eval_missing_run_metrics_is_one_line_error(
     argv = ["eval", "negotiation", "--adapter", str(adapters[0]), "--out", str(tmp_path / "o")]
     assert main([*argv, "--run", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().startswith("omar eval: error: --run")
+
+
+GHOST_GRAPH = """
+from typing import TypedDict
+from langgraph.graph import END, START, StateGraph
+
+
+class State(TypedDict, total=False):
+    rewards: dict
+
+
+def sample_input(seed):
+    return {}
+
+
+def build(model):
+    async def asker(state):
+        await model.ainvoke("ask")
+        return {"rewards": {"asker": 1.0, "ghost": 0.0}}  # "ghost" is rewarded but never calls the model
+
+    graph = StateGraph(State)
+    graph.add_node("asker", asker)
+    graph.add_edge(START, "asker")
+    graph.add_edge("asker", END)
+    return graph.compile()
+"""
+
+
+def test_cli_eval_exits_non_zero_naming_a_seat_the_tested_adapter_never_acted_in(
+    engine: SharedPolicy,
+    adapters: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "ghost_seat.py").write_text(GHOST_GRAPH)
+    argv = ["eval", "ghost_seat:build", "--adapter", str(adapters[0]), "--episodes", "2", "--model"]
+    assert main([*argv, "tiny-eval", "--max-tokens", "2", "--out", "eval"]) == 2
+    err = capsys.readouterr().err
+    assert "never acted in seat 'ghost' (role(s) ['ghost']) in 2 finished game(s)" in err
+    assert "the roles that acted: ['asker']" in err

@@ -186,6 +186,27 @@ def plan_games(config: EvalConfig, env: Environment, roles: tuple[str, ...]) -> 
     return games
 
 
+def check_tested_acted(
+    env_name: str, label: str, tested: str, games: list[Game], episodes: list[Episode]
+) -> None:
+    """Raise OmarError naming the seat (and its roles) where the tested adapter never played a turn over
+    the finished games that seat it there: such games compare the opponent with itself, not a result."""
+    for seat in dict.fromkeys(g.tested_seat for g in games):
+        played = [(g, e) for g, e in zip(games, episodes, strict=True) if g.tested_seat == seat]
+        finished = [(g, e) for g, e in played if e.status == "ok"]
+        if not finished or any(
+            t.adapter == tested and g.seating.get(t.role) == seat for g, e in finished for t in e.turns
+        ):
+            continue
+        roles = sorted(r for r, s in finished[0][0].seating.items() if s == seat)
+        acted = sorted({t.role for _, e in finished for t in e.turns})
+        raise OmarError(
+            f"{env_name}: the tested adapter {label} never acted in seat {seat!r} (role(s) {roles}) in "
+            f"{len(finished)} finished game(s); the roles that acted: {acted}. A call's role is its node's "
+            "metadata={'role': ...}, else its agent's name, else its node's name (docs/environments.md)"
+        )
+
+
 def run_arena(config: EvalConfig, progress: bool = True, env: Environment | None = None) -> EvalResult:
     """Play every (seed, seat) game of `config` and compute the statistics."""
     env = env or load_environment(config.env, config.env_options)
@@ -226,6 +247,7 @@ def run_arena(config: EvalConfig, progress: bool = True, env: Environment | None
         if episode.status == "ok":
             game.seat_values = env.seat_values(episode, game.seating)
             game.game_values = env.game_values(episode)
+    check_tested_acted(env.name, str(config.adapter), tested, games, episodes)
     seats = env.seats(roles)
     kinds, rates = env.metric_kinds(), env.rate_metrics()
     return EvalResult(
