@@ -9,11 +9,13 @@ episode, and the same run again appends only the episodes the file lacks (episod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +141,10 @@ async def arun_episodes(
     finished: dict[int, Episode] = {}
     start = time.perf_counter()
     try:
-        with tqdm(total=len(inputs), desc=description, unit="ep", disable=not progress) as bar:
+        with (
+            _threads_for(min(max_concurrency, len(inputs))),
+            tqdm(total=len(inputs), desc=description, unit="ep", disable=not progress) as bar,
+        ):
             async for index, output in graph.abatch_as_completed(
                 list(inputs), configs, return_exceptions=True
             ):
@@ -161,6 +166,27 @@ async def arun_episodes(
         sources=source_counts(episodes),
     )
     return episodes, summary
+
+
+@contextlib.contextmanager
+def _threads_for(episodes: int) -> Iterator[None]:
+    """A thread per concurrent episode in the event loop's default pool while the episodes run.
+
+    Sync (`def`) nodes run there (LangChain's `run_in_executor`); its default size, min(32, CPUs + 4), would
+    cap the model calls in flight, hence the engine's batches, below `max_concurrency` (6 on 2 cores). The
+    loop's own pool is put back afterwards.
+    """
+    loop = asyncio.get_running_loop()
+    # asyncio has no getter for the default executor: read the attribute BaseEventLoop keeps it in
+    previous = getattr(loop, "_default_executor", None)
+    pool = ThreadPoolExecutor(max_workers=episodes + 4, thread_name_prefix="omar-episode")
+    loop.set_default_executor(pool)
+    try:
+        yield
+    finally:
+        if hasattr(loop, "_default_executor"):
+            loop._default_executor = previous  # type: ignore[attr-defined]
+        pool.shutdown(wait=False)
 
 
 def _finished_episode(recorder: TraceRecorder, meta: dict[str, Any], output: Any) -> Episode:
