@@ -11,6 +11,8 @@ no row in the batch has a grammar, the loop does exactly what it did before gram
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -106,6 +108,13 @@ def _finished_sequence(
     )
 
 
+@functools.cache
+def _cache_argument(model_class: type) -> str:
+    """The name a model's forward takes its KV cache by: `cache` since transformers 5.x renamed it (the old
+    `past_key_values` still works there but warns on every call), else `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def _next_logits(
     model: PreTrainedModel | PeftModel,
     ids: torch.Tensor,
@@ -115,12 +124,14 @@ def _next_logits(
     adapters: list[str | None],
 ) -> torch.Tensor:
     """Feed ids (B, S) after the cache; the logits (B, V) of each row's next token."""
-    extra = {"adapter_names": [a or BASE_ADAPTER for a in adapters]} if isinstance(model, PeftModel) else {}
+    extra: dict[str, object] = {}
+    if isinstance(model, PeftModel):
+        extra["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
+    extra[_cache_argument(type(model.get_base_model() if isinstance(model, PeftModel) else model))] = cache
     return model(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
         **extra,
