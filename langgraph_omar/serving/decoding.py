@@ -11,7 +11,6 @@ no row in the batch has a grammar, the loop does exactly what it did before gram
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,11 +107,17 @@ def _finished_sequence(
     )
 
 
-@functools.cache
-def _cache_argument(model_class: type) -> str:
-    """The name a model's forward takes its KV cache by: `cache` since transformers 5.x renamed it (the old
+_CACHE_ARGUMENT: dict[type, str] = {}  # model class -> the name its forward takes the KV cache by
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The name `model`'s forward takes its KV cache by: `cache` since transformers 5.x renamed it (the old
     `past_key_values` still works there but warns on every call), else `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+    cls = type(model)
+    if cls not in _CACHE_ARGUMENT:
+        takes_cache = "cache" in inspect.signature(model.forward).parameters
+        _CACHE_ARGUMENT[cls] = "cache" if takes_cache else "past_key_values"
+    return _CACHE_ARGUMENT[cls]
 
 
 def _next_logits(
@@ -127,7 +132,7 @@ def _next_logits(
     extra: dict[str, object] = {}
     if isinstance(model, PeftModel):
         extra["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
-    extra[_cache_argument(type(model.get_base_model() if isinstance(model, PeftModel) else model))] = cache
+    extra[_cache_argument(model.get_base_model() if isinstance(model, PeftModel) else model)] = cache
     return model(
         input_ids=ids,
         attention_mask=mask,
