@@ -510,6 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"omar {command}: error: {message}", file=sys.stderr)
+        if detail := getattr(exc, "detail", None):  # the user's own exception (UserCodeError), in full
+            print(detail, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

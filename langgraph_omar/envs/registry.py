@@ -28,7 +28,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from langgraph_omar.envs.environment import Environment
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, UserCodeError
 
 ENTRY_POINT_GROUP = "langgraph_omar.environments"
 DEFAULT_ENVIRONMENT = "negotiation"  # the demo's: judge-free, short, and the 135M model can close deals
@@ -164,7 +164,9 @@ class GraphEnvironment(Environment):
         try:
             graph = self.graph_or_factory(model=model) if self.takes_model else self.graph_or_factory()
         except Exception as exc:
-            raise OmarError(f"{self.target}: the factory raised {type(exc).__name__}: {exc}") from None
+            raise UserCodeError(
+                f"{self.target}: the factory raised {type(exc).__name__} (below)", exc
+            ) from None
         if not hasattr(graph, "abatch_as_completed"):
             raise OmarError(
                 f"{self.target}: the factory returned {type(graph).__name__}, not a compiled graph"
