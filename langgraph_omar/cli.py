@@ -200,6 +200,9 @@ def _rollout(args: argparse.Namespace) -> None:
         if episode.status != "ok":
             print(f"failed episode {episode.episode_id}: {episode.error}", file=sys.stderr)
     print(summary.line())
+    print(summary.reward_line())
+    if note := summary.tool_note():
+        print(note, file=sys.stderr)
     written = summary.written or 0
     print(f"wrote {written} episodes to {args.out} ({summary.episodes - written} already there)")
     failed = [e for e in episodes if e.status != "ok"]

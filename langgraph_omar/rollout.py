@@ -37,6 +37,9 @@ class RolloutSummary:
     seconds: float
     written: int | None = None  # episodes appended to `out` (None without one)
     sources: dict[str, int] = field(default_factory=dict)  # turns per source: policy, model, human
+    rewards: dict[str, float] = field(default_factory=dict)  # role -> mean reward over the finished episodes
+    tool_offers: int = 0  # model calls that were offered tools (bind_tools)
+    tool_calls: int = 0  # tool calls those calls made
 
     @property
     def tokens_per_second(self) -> float:
@@ -48,6 +51,29 @@ class RolloutSummary:
             f"episodes {self.episodes}, failed {self.failed}, turns {self.turns}"
             f"{f' ({sources})' if sources else ''}, generated tokens {self.generated_tokens}, "
             f"{self.tokens_per_second:.1f} tokens/s, {self.seconds:.1f} s"
+            + (
+                f", tool calls {self.tool_calls} in {self.tool_offers} calls with tools"
+                if self.tool_offers
+                else ""
+            )
+        )
+
+    def reward_line(self) -> str:
+        """Each role's mean reward over the finished episodes."""
+        if not self.rewards:
+            return "rewards: none (no finished episode's final state has `rewards`)"
+        finished = self.episodes - self.failed
+        means = ", ".join(f"{role} {value:+.3f}" for role, value in sorted(self.rewards.items()))
+        return f"mean reward over {finished} finished episodes: {means}"
+
+    def tool_note(self) -> str | None:
+        """Said when the model was offered tools and never called one."""
+        if not self.tool_offers or self.tool_calls:
+            return None
+        return (
+            f"0 tool calls in {self.episodes} episodes, though {self.tool_offers} model calls were offered "
+            "tools: the model chose to answer in text (tool_choice='required' or a tool's name forces a call; "
+            "a written call needs room: --max-tokens)"
         )
 
 
@@ -164,8 +190,21 @@ async def arun_episodes(
         seconds=seconds,
         written=written,
         sources=source_counts(episodes),
+        rewards=mean_rewards(episodes),
+        tool_offers=sum("tools" in t.metadata for e in episodes for t in e.turns),
+        tool_calls=sum(len(t.metadata.get("tool_calls") or []) for e in episodes for t in e.turns),
     )
     return episodes, summary
+
+
+def mean_rewards(episodes: Sequence[Episode]) -> dict[str, float]:
+    """Role -> mean of its rewards over the finished episodes that give it one."""
+    by_role: dict[str, list[float]] = {}
+    for episode in episodes:
+        if episode.status == "ok":
+            for role, reward in episode.rewards.items():
+                by_role.setdefault(role, []).append(reward)
+    return {role: sum(values) / len(values) for role, values in by_role.items()}
 
 
 @contextlib.contextmanager

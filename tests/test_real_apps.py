@@ -41,6 +41,9 @@ def test_a_real_app_runs_through_rollout_train_and_eval_with_its_agents_as_roles
     monkeypatch.chdir(tmp_path)
     target = f"{app}:build"
     assert main(["rollout", target, "--episodes", "2", "--out", "app.jsonl", *TINY]) == 0
+    printed = capsys.readouterr()
+    assert f"mean reward over 2 finished episodes: {trained[0]} " in printed.out
+    assert ("0 tool calls in 2 episodes" in printed.err) == (app == "swarm_support")  # its agents have tools
     by_seed = {e.metadata["seed"]: e for e in read_episodes(tmp_path / "app.jsonl")}
     assert [[t.role for t in by_seed[seed].turns] for seed in (0, 1)] == acting
     assert all(t.source == "policy" for e in by_seed.values() for t in e.turns if t.role in trained)
