@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
 import sys
 import warnings
@@ -29,6 +30,7 @@ from langchain_core.language_models import BaseChatModel
 
 from langgraph_omar.envs.environment import Environment
 from langgraph_omar.errors import OmarError, UserCodeError
+from langgraph_omar.trajectory import Episode
 
 ENTRY_POINT_GROUP = "langgraph_omar.environments"
 DEFAULT_ENVIRONMENT = "negotiation"  # the demo's: judge-free, short, and the 135M model can close deals
@@ -197,6 +199,16 @@ class GraphEnvironment(Environment):
                 "(its episode id), so that no two share state"
             )
         return value
+
+    def game_values(self, episode: Episode) -> dict[str, float]:
+        """Every number (booleans as 0/1) in the final state's `metrics`: a graph of one's own declares no
+        `game_metrics`, so whatever it reports reaches the evaluation report."""
+        metrics = episode.metadata.get("metrics") or {}
+        return {
+            str(name): float(value)
+            for name, value in metrics.items()
+            if isinstance(value, (bool, int, float)) and math.isfinite(value)
+        }
 
     @property
     def roles(self) -> tuple[str, ...] | None:
