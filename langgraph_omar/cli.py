@@ -194,11 +194,15 @@ def _rollout(args: argparse.Namespace) -> None:
         max_concurrency=args.max_concurrency,
         recursion_limit=env.recursion_limit,
         out=args.out,
+        configurable=[env.sample_config(s) for s in seeds],
     )
     for episode in episodes:
         if episode.status != "ok":
             print(f"failed episode {episode.episode_id}: {episode.error}", file=sys.stderr)
     print(summary.line())
+    print(summary.reward_line())
+    if note := summary.tool_note():
+        print(note, file=sys.stderr)
     written = summary.written or 0
     print(f"wrote {written} episodes to {args.out} ({summary.episodes - written} already there)")
     failed = [e for e in episodes if e.status != "ok"]
@@ -509,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"omar {command}: error: {message}", file=sys.stderr)
+        if detail := getattr(exc, "detail", None):  # the user's own exception (UserCodeError), in full
+            print(detail, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

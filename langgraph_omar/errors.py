@@ -1,5 +1,18 @@
 """The one error type the command line turns into a one-line message."""
 
+import traceback
+
 
 class OmarError(ValueError):
     """A user-facing problem with input: a model name, a file, a config key. The message is one line."""
+
+
+class UserCodeError(OmarError):
+    """The user's own code (a graph factory) raised: the message (one line) says which, `detail` is the
+    user's exception in full, its traceback from the user's first frame on, every line of its message."""
+
+    def __init__(self, message: str, error: BaseException) -> None:
+        super().__init__(message)
+        tb = error.__traceback__
+        own = tb.tb_next if tb is not None else None  # the first frame is the caller's, in langgraph_omar
+        self.detail = "".join(traceback.format_exception(type(error), error, own)).rstrip()

@@ -9,11 +9,13 @@ episode, and the same run again appends only the episodes the file lacks (episod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,9 @@ class RolloutSummary:
     seconds: float
     written: int | None = None  # episodes appended to `out` (None without one)
     sources: dict[str, int] = field(default_factory=dict)  # turns per source: policy, model, human
+    rewards: dict[str, float] = field(default_factory=dict)  # role -> mean reward over the finished episodes
+    tool_offers: int = 0  # model calls that were offered tools (bind_tools)
+    tool_calls: int = 0  # tool calls those calls made
 
     @property
     def tokens_per_second(self) -> float:
@@ -46,6 +51,29 @@ class RolloutSummary:
             f"episodes {self.episodes}, failed {self.failed}, turns {self.turns}"
             f"{f' ({sources})' if sources else ''}, generated tokens {self.generated_tokens}, "
             f"{self.tokens_per_second:.1f} tokens/s, {self.seconds:.1f} s"
+            + (
+                f", tool calls {self.tool_calls} in {self.tool_offers} calls with tools"
+                if self.tool_offers
+                else ""
+            )
+        )
+
+    def reward_line(self) -> str:
+        """Each role's mean reward over the finished episodes."""
+        if not self.rewards:
+            return "rewards: none (no finished episode's final state has `rewards`)"
+        finished = self.episodes - self.failed
+        means = ", ".join(f"{role} {value:+.3f}" for role, value in sorted(self.rewards.items()))
+        return f"mean reward over {finished} finished episodes: {means}"
+
+    def tool_note(self) -> str | None:
+        """Said when the model was offered tools and never called one."""
+        if not self.tool_offers or self.tool_calls:
+            return None
+        return (
+            f"0 tool calls in {self.episodes} episodes, though {self.tool_offers} model calls were offered "
+            "tools: the model chose to answer in text (tool_choice='required' or a tool's name forces a call; "
+            "a written call needs room: --max-tokens)"
         )
 
 
@@ -103,11 +131,15 @@ async def arun_episodes(
     recursion_limit: int = 500,
     description: str = "episodes",
     out: str | os.PathLike[str] | None = None,
+    configurable: Sequence[Mapping[str, Any]] | None = None,
 ) -> tuple[list[Episode], RolloutSummary]:
     """Run one episode per input concurrently; returns the episodes in input order and a summary.
 
     metadata: per episode, merged into the run's `config["metadata"]` (episode_id, seed, scenario_id,
     group_id); a missing `episode_id` follows from the graph's name and the episode's seed (`with_episode_ids`).
+    configurable: per episode, the run's `config["configurable"]` values (an environment's `sample_config`:
+    `user_id`, ...). Every episode runs on a thread of its own, `thread_id` = its episode id, so a graph that
+    keeps state by thread (a checkpointer, a store, a dict keyed by thread) never shows one episode another's.
     recursion_limit: LangGraph supersteps per episode; a graph compiled with a larger bound of its own (a
     Werewolf graph carries one sized for its longest game) keeps that bound.
     out: a JSONL or Parquet trajectory file each episode is appended to as soon as it finishes (in the order
@@ -118,20 +150,27 @@ async def arun_episodes(
     metadata = with_episode_ids(getattr(graph, "name", None) or "episode", len(inputs), metadata)
     # One recorder per episode: a finished episode is read from its own recorder at once.
     recorders = [TraceRecorder() for _ in metadata]
+    extra = list(configurable) if configurable is not None else [{}] * len(metadata)
+    if len(extra) != len(metadata):
+        raise OmarError(f"{len(extra)} configurable entries for {len(metadata)} inputs")
     configs: list[RunnableConfig] = [
         {
             "callbacks": [recorder],
             "metadata": meta,
+            "configurable": {**values, "thread_id": meta["episode_id"]},
             "max_concurrency": max_concurrency,
             "recursion_limit": recursion_limit,
         }
-        for recorder, meta in zip(recorders, metadata, strict=True)
+        for recorder, meta, values in zip(recorders, metadata, extra, strict=True)
     ]
     appender = EpisodeAppender(out) if out is not None else None
     finished: dict[int, Episode] = {}
     start = time.perf_counter()
     try:
-        with tqdm(total=len(inputs), desc=description, unit="ep", disable=not progress) as bar:
+        with (
+            _threads_for(min(max_concurrency, len(inputs))),
+            tqdm(total=len(inputs), desc=description, unit="ep", disable=not progress) as bar,
+        ):
             async for index, output in graph.abatch_as_completed(
                 list(inputs), configs, return_exceptions=True
             ):
@@ -151,8 +190,42 @@ async def arun_episodes(
         seconds=seconds,
         written=written,
         sources=source_counts(episodes),
+        rewards=mean_rewards(episodes),
+        tool_offers=sum("tools" in t.metadata for e in episodes for t in e.turns),
+        tool_calls=sum(len(t.metadata.get("tool_calls") or []) for e in episodes for t in e.turns),
     )
     return episodes, summary
+
+
+def mean_rewards(episodes: Sequence[Episode]) -> dict[str, float]:
+    """Role -> mean of its rewards over the finished episodes that give it one."""
+    by_role: dict[str, list[float]] = {}
+    for episode in episodes:
+        if episode.status == "ok":
+            for role, reward in episode.rewards.items():
+                by_role.setdefault(role, []).append(reward)
+    return {role: sum(values) / len(values) for role, values in by_role.items()}
+
+
+@contextlib.contextmanager
+def _threads_for(episodes: int) -> Iterator[None]:
+    """A thread per concurrent episode in the event loop's default pool while the episodes run.
+
+    Sync (`def`) nodes run there (LangChain's `run_in_executor`); its default size, min(32, CPUs + 4), would
+    cap the model calls in flight, hence the engine's batches, below `max_concurrency` (6 on 2 cores). The
+    loop's own pool is put back afterwards.
+    """
+    loop = asyncio.get_running_loop()
+    # asyncio has no getter for the default executor: read the attribute BaseEventLoop keeps it in
+    previous = getattr(loop, "_default_executor", None)
+    pool = ThreadPoolExecutor(max_workers=episodes + 4, thread_name_prefix="omar-episode")
+    loop.set_default_executor(pool)
+    try:
+        yield
+    finally:
+        if hasattr(loop, "_default_executor"):
+            loop._default_executor = previous  # type: ignore[attr-defined]
+        pool.shutdown(wait=False)
 
 
 def _finished_episode(recorder: TraceRecorder, meta: dict[str, Any], output: Any) -> Episode:

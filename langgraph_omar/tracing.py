@@ -216,7 +216,10 @@ class TraceRecorder(BaseCallbackHandler):
         with self._lock:
             call = self._call(run_id, parent_run_id, metadata)
             call.messages = to_chat_dicts(messages[0]) if messages else []
-            call.model = _model_name(serialized, metadata or {}, kwargs.get("invocation_params") or {})
+            invocation = kwargs.get("invocation_params") or {}
+            call.model = _model_name(serialized, metadata or {}, invocation)
+            if tools := _tool_names(invocation):
+                call.metadata["tools"] = tools
             self._calls[run_id] = call
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
@@ -240,9 +243,7 @@ class TraceRecorder(BaseCallbackHandler):
                     adapter=record.adapter,
                     adapter_version=record.adapter_version,
                     run_id=str(run_id),
-                    metadata={**call.metadata, "truncated_messages": record.truncated_messages}
-                    if record.truncated_messages
-                    else call.metadata,
+                    metadata=_policy_turn_metadata(call.metadata, record.truncated_messages, response),
                     source="policy",
                     model=record.model,
                     messages=call.messages,
@@ -333,6 +334,36 @@ def _annotate_turns(turns: list[Turn], final_state: dict[str, Any]) -> None:
             rewards[call_id] = rewards.get(call_id, 0.0) + float(record["reward"])
     for call_id, reward in rewards.items():
         by_call[call_id].reward = reward
+
+
+def _tool_names(invocation: dict[str, Any]) -> list[str]:
+    """The names of the tools a call was offered (`bind_tools`: OpenAI-format dicts in its invocation)."""
+    names = []
+    for spec in invocation.get("tools") or []:
+        if isinstance(spec, dict):
+            name = (spec.get("function") or {}).get("name") or spec.get("name")
+            if name:
+                names.append(str(name))
+    return names
+
+
+def _response_tool_calls(response: LLMResult) -> list[dict[str, Any]]:
+    generation = response.generations[0][0] if response.generations and response.generations[0] else None
+    if isinstance(generation, ChatGeneration):
+        return [dict(c) for c in getattr(generation.message, "tool_calls", None) or []]
+    return []
+
+
+def _policy_turn_metadata(
+    metadata: dict[str, Any], truncated_messages: int, response: LLMResult
+) -> dict[str, Any]:
+    """A policy turn's metadata: the call's, the prompt messages dropped to fit (if any), the tool calls made."""
+    metadata = dict(metadata)
+    if truncated_messages:
+        metadata["truncated_messages"] = truncated_messages
+    if tool_calls := _response_tool_calls(response):
+        metadata["tool_calls"] = tool_calls
+    return metadata
 
 
 def _model_name(

@@ -366,3 +366,87 @@ def test_cli_eval_missing_run_metrics_is_one_line_error(
     argv = ["eval", "negotiation", "--adapter", str(adapters[0]), "--out", str(tmp_path / "o")]
     assert main([*argv, "--run", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().startswith("omar eval: error: --run")
+
+
+GHOST_GRAPH = """
+from typing import TypedDict
+from langgraph.graph import END, START, StateGraph
+
+
+class State(TypedDict, total=False):
+    rewards: dict
+
+
+def sample_input(seed):
+    return {}
+
+
+def build(model):
+    async def asker(state):
+        await model.ainvoke("ask")
+        return {"rewards": {"asker": 1.0, "ghost": 0.0}}  # "ghost" is rewarded but never calls the model
+
+    graph = StateGraph(State)
+    graph.add_node("asker", asker)
+    graph.add_edge(START, "asker")
+    graph.add_edge("asker", END)
+    return graph.compile()
+"""
+
+
+def test_cli_eval_exits_non_zero_naming_a_seat_the_tested_adapter_never_acted_in(
+    engine: SharedPolicy,
+    adapters: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "ghost_seat.py").write_text(GHOST_GRAPH)
+    argv = ["eval", "ghost_seat:build", "--adapter", str(adapters[0]), "--episodes", "2", "--model"]
+    assert main([*argv, "tiny-eval", "--max-tokens", "2", "--out", "eval"]) == 2
+    err = capsys.readouterr().err
+    assert "never acted in seat 'ghost' (role(s) ['ghost']) in 2 finished game(s)" in err
+    assert "the roles that acted: ['asker']" in err
+
+
+METRICS_GRAPH = """
+from typing import TypedDict
+from langgraph.graph import END, START, StateGraph
+
+
+class State(TypedDict, total=False):
+    rewards: dict
+    metrics: dict
+
+
+def sample_input(seed):
+    return {}
+
+
+def build(model):
+    async def asker(state):
+        await model.ainvoke("ask")
+        return {"rewards": {"asker": 1.0}, "metrics": {"bookings": 2, "closed": True, "note": "text"}}
+
+    graph = StateGraph(State)
+    graph.add_node("asker", asker)
+    graph.add_edge(START, "asker")
+    graph.add_edge("asker", END)
+    return graph.compile()
+"""
+
+
+def test_the_final_states_metrics_of_a_graph_of_ones_own_reach_the_report(
+    engine: SharedPolicy, adapters: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "metrics_graph.py").write_text(METRICS_GRAPH)
+    argv = ["eval", "metrics_graph:build", "--adapter", str(adapters[0]), "--episodes", "2", "--model"]
+    assert main([*argv, "tiny-eval", "--max-tokens", "2", "--out", "eval"]) == 0
+    rows = json.loads((tmp_path / "eval" / "eval.json").read_text())["game_metrics"]
+    overall = {r["metric"]: r["value"]["mean"] for r in rows if r["seat"] == ALL_SEATS}
+    assert overall == {"bookings": 2.0, "closed": 1.0}  # numbers and booleans; text is not a metric
+    assert "bookings" in (tmp_path / "eval" / "report.html").read_text()

@@ -45,11 +45,17 @@ def test_a_graph_module_that_raises_at_import(
 def test_a_graph_factory_that_raises(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "raising_factory.py").write_text("def graph(model):\n    raise KeyError('missing_tool')\n")
+    source = (
+        "def sample_input(seed):\n    return {}\n\ndef graph(model):\n    raise KeyError('missing_tool')\n"
+    )
+    (tmp_path / "raising_factory.py").write_text(source)
     monkeypatch.chdir(tmp_path)
     assert main(["rollout", "raising_factory:graph", "--out", str(tmp_path / "e.jsonl")]) == 2
-    err = one_line_error(capsys, "rollout")
-    assert "raising_factory:graph: the factory raised KeyError: 'missing_tool'" in err
+    # the user's own code raised: one line from omar, then the user's exception in full (their frames only)
+    first, *rest = capsys.readouterr().err.strip().splitlines()
+    assert first == "omar rollout: error: raising_factory:graph: the factory raised KeyError (below)"
+    assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "KeyError: 'missing_tool'"
+    assert "raising_factory.py" in rest[1]
 
 
 def test_export_out_naming_an_existing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

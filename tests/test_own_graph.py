@@ -243,3 +243,27 @@ def test_two_agents_of_one_role_train_as_two_trajectories(policy, own_folder, ca
     metrics = [json.loads(line) for line in (own_folder / "run" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["trajectories"] == 12  # 4 episodes x 3 agents: the two guards are not merged
     assert metrics[0]["trained_turns"] > 0 and "reward_guard" in metrics[0]
+
+
+def test_an_error_raised_by_the_factory_is_shown_in_full(own_folder, capsys):
+    name = f"raising_{uuid.uuid4().hex[:8]}"
+    (own_folder / f"{name}.py").write_text(
+        textwrap.dedent(
+            """
+            from langchain_core.messages import SystemMessage
+
+            def sample_input(seed):
+                return {}
+
+            def build(model):
+                SystemMessage(content=None, tags=7)
+            """
+        )
+    )
+    assert main(["rollout", f"{name}:build", "--out", "x.jsonl", "--model", "tiny"]) == 2
+    err = capsys.readouterr().err
+    first, *rest = err.strip().splitlines()
+    assert first == f"omar rollout: error: {name}:build: the factory raised ValidationError (below)"
+    assert f"{name}.py" in err and "SystemMessage(content=None, tags=7)" in err  # where, in the user's file
+    assert "2 validation errors for SystemMessage" in err and "tags" in err  # every line of the exception
+    assert "langgraph_omar" not in err  # the user's own frames only

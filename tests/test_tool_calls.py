@@ -264,3 +264,33 @@ def test_a_tool_whose_schema_has_definitions_is_constrained_with_them(policy):
         .invoke("x")
     )
     assert reply.tool_calls[0]["args"]["size"] in ("small", "large")
+
+
+def test_a_rollout_counts_the_calls_offered_tools_and_the_tool_calls_made(policy):
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    from langgraph_omar.rollout import run_episodes
+
+    def graph(tool_choice):
+        llm = ChatPolicy(model="tiny", max_tokens=64, temperature=1.0).bind_tools(
+            [get_weather, add], tool_choice=tool_choice
+        )
+
+        def talk(state: MessagesState):
+            return {"messages": [llm.invoke(state["messages"])]}
+
+        builder = StateGraph(MessagesState)
+        builder.add_node("talk", talk)
+        builder.add_edge(START, "talk")
+        builder.add_edge("talk", END)
+        return builder.compile()
+
+    inputs = [{"messages": [("user", "add 1 and 2")]}] * 2
+    seeds = [{"sampling_seed": seed} for seed in range(2)]  # the draws of each episode are fixed
+    episodes, forced = run_episodes(graph("add"), inputs, seeds, progress=False)
+    assert (forced.tool_offers, forced.tool_calls, forced.tool_note()) == (2, 2, None)
+    assert episodes[0].turns[0].metadata["tools"] == ["get_weather", "add"]
+    assert episodes[0].turns[0].metadata["tool_calls"][0]["name"] == "add"
+    _, free = run_episodes(graph("none"), inputs, seeds, progress=False)
+    assert (free.tool_offers, free.tool_calls) == (2, 0)
+    assert free.tool_note().startswith("0 tool calls in 2 episodes, though 2 model calls were offered tools")

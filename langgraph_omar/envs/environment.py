@@ -7,14 +7,16 @@ carries them under `env.options`, and `load_environment` validates them. It know
 - how to build its graph on a chat model (`build_graph(model, judge=...)`): every role calls `model`; which
   adapter plays which role in one episode comes from the run metadata (`adapter_by_role`), so one compiled
   graph serves self-play, play against the base model and arena evaluation;
-- how to sample an input from a scenario seed (`sample_input(seed)`);
+- how to sample an input from a scenario seed (`sample_input(seed)`), and the scenario's
+  `config["configurable"]` values if the graph reads any (`sample_config(seed)`; every episode also gets its
+  own `thread_id`, its episode id);
 - its roles, and how they form the seats of an evaluation (`seating`: each role alone, or teams);
 - its outcome metrics (`seat_metrics` compared between the two sides, `game_metrics` reported per game).
 
 The minimal contract of a graph of one's own needs none of this: a factory taking `model=` (or a compiled
-graph), a module-level `sample_input(seed)`, and `rewards: {role: float}` in the final state (plus
-`agent_rewards: {agent: float}` where agents of one role earn their own). `GraphEnvironment` (in `registry`)
-wraps such a module; docs/environments.md documents both.
+graph), a module-level `sample_input(seed)` (and optionally `sample_config(seed)`), and `rewards: {role: float}`
+in the final state (plus `agent_rewards: {agent: float}` where agents of one role earn their own).
+`GraphEnvironment` (in `registry`) wraps such a module; docs/environments.md documents both.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ class Environment:
 
     def sample_input(self, seed: int) -> dict[str, Any]:
         """The input state of the scenario of `seed`."""
+        return {}
+
+    def sample_config(self, seed: int) -> dict[str, Any]:
+        """The `config["configurable"]` values of the scenario of `seed` (`user_id`, ...), beside the
+        episode's own `thread_id`."""
         return {}
 
     @property

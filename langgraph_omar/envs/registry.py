@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
 import sys
 import warnings
@@ -28,7 +29,8 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from langgraph_omar.envs.environment import Environment
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, UserCodeError
+from langgraph_omar.trajectory import Episode
 
 ENTRY_POINT_GROUP = "langgraph_omar.environments"
 DEFAULT_ENVIRONMENT = "negotiation"  # the demo's: judge-free, short, and the 135M model can close deals
@@ -120,8 +122,9 @@ def _instantiate(obj: Any, options: dict[str, Any], spec: str) -> Environment:
 class GraphEnvironment(Environment):
     """A graph of one's own under the minimal contract: `module:attribute` names a compiled graph or a
     factory (called with `model=` when it takes it), the module may define `sample_input(seed)` (else every
-    episode starts from `{}`) and `ROLES` (else the roles are learnt from the first episodes), and the final
-    state's `rewards` maps roles to floats."""
+    episode starts from `{}`), `sample_config(seed)` (the scenario's `config["configurable"]` values) and
+    `ROLES` (else the roles are learnt from the first episodes), and the final state's `rewards` maps roles
+    to floats."""
 
     target: str = ""
     graph_or_factory: Any = field(default=None, repr=False)
@@ -131,6 +134,7 @@ class GraphEnvironment(Environment):
         self.name = self.target
         self.description = (inspect.getdoc(self.module) or "graph of one's own").splitlines()[0]
         self._sample: Callable[[int], dict[str, Any]] | None = getattr(self.module, "sample_input", None)
+        self._config: Callable[[int], dict[str, Any]] | None = getattr(self.module, "sample_config", None)
         if self._sample is None:
             warnings.warn(
                 f"{self.target}: its module has no sample_input(seed), so every episode starts from {{}}",
@@ -162,7 +166,9 @@ class GraphEnvironment(Environment):
         try:
             graph = self.graph_or_factory(model=model) if self.takes_model else self.graph_or_factory()
         except Exception as exc:
-            raise OmarError(f"{self.target}: the factory raised {type(exc).__name__}: {exc}") from None
+            raise UserCodeError(
+                f"{self.target}: the factory raised {type(exc).__name__} (below)", exc
+            ) from None
         if not hasattr(graph, "abatch_as_completed"):
             raise OmarError(
                 f"{self.target}: the factory returned {type(graph).__name__}, not a compiled graph"
@@ -178,6 +184,31 @@ class GraphEnvironment(Environment):
                 f"{self.target}: sample_input({seed}) returned {type(value).__name__}, not a dict"
             )
         return value
+
+    def sample_config(self, seed: int) -> dict[str, Any]:
+        if self._config is None:
+            return {}
+        value = self._config(seed)
+        if not isinstance(value, dict):
+            raise OmarError(
+                f"{self.target}: sample_config({seed}) returned {type(value).__name__}, not a dict"
+            )
+        if "thread_id" in value:
+            raise OmarError(
+                f"{self.target}: sample_config({seed}) sets thread_id; every episode runs on its own thread "
+                "(its episode id), so that no two share state"
+            )
+        return value
+
+    def game_values(self, episode: Episode) -> dict[str, float]:
+        """Every number (booleans as 0/1) in the final state's `metrics`: a graph of one's own declares no
+        `game_metrics`, so whatever it reports reaches the evaluation report."""
+        metrics = episode.metadata.get("metrics") or {}
+        return {
+            str(name): float(value)
+            for name, value in metrics.items()
+            if isinstance(value, (bool, int, float)) and math.isfinite(value)
+        }
 
     @property
     def roles(self) -> tuple[str, ...] | None:

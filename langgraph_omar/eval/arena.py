@@ -159,6 +159,7 @@ def learn_roles(env: Environment, graph: Any, seed: int) -> tuple[str, ...]:
             [{"episode_id": f"roles-{seed}", "seed": seed, "sampling_seed": seed}],
             progress=False,
             recursion_limit=env.recursion_limit,
+            configurable=[env.sample_config(seed)],
         )
     )
     episode = played[0]
@@ -183,6 +184,27 @@ def plan_games(config: EvalConfig, env: Environment, roles: tuple[str, ...]) -> 
             sides = {role: TESTED if role_seat == seat else OPPONENT for role, role_seat in seating.items()}
             games.append(Game(seed, seat, f"eval-{env.name}-s{seed}-{seat}", sides, seating))
     return games
+
+
+def check_tested_acted(
+    env_name: str, label: str, tested: str, games: list[Game], episodes: list[Episode]
+) -> None:
+    """Raise OmarError naming the seat (and its roles) where the tested adapter never played a turn over
+    the finished games that seat it there: such games compare the opponent with itself, not a result."""
+    for seat in dict.fromkeys(g.tested_seat for g in games):
+        played = [(g, e) for g, e in zip(games, episodes, strict=True) if g.tested_seat == seat]
+        finished = [(g, e) for g, e in played if e.status == "ok"]
+        if not finished or any(
+            t.adapter == tested and g.seating.get(t.role) == seat for g, e in finished for t in e.turns
+        ):
+            continue
+        roles = sorted(r for r, s in finished[0][0].seating.items() if s == seat)
+        acted = sorted({t.role for _, e in finished for t in e.turns})
+        raise OmarError(
+            f"{env_name}: the tested adapter {label} never acted in seat {seat!r} (role(s) {roles}) in "
+            f"{len(finished)} finished game(s); the roles that acted: {acted}. A call's role is its node's "
+            "metadata={'role': ...}, else its agent's name, else its node's name (docs/environments.md)"
+        )
 
 
 def run_arena(config: EvalConfig, progress: bool = True, env: Environment | None = None) -> EvalResult:
@@ -212,6 +234,7 @@ def run_arena(config: EvalConfig, progress: bool = True, env: Environment | None
             progress=progress,
             recursion_limit=env.recursion_limit,
             description="eval games",
+            configurable=[env.sample_config(game.seed) for game in games],
         )
     )
     for game, episode in zip(games, episodes, strict=True):
@@ -224,6 +247,7 @@ def run_arena(config: EvalConfig, progress: bool = True, env: Environment | None
         if episode.status == "ok":
             game.seat_values = env.seat_values(episode, game.seating)
             game.game_values = env.game_values(episode)
+    check_tested_acted(env.name, str(config.adapter), tested, games, episodes)
     seats = env.seats(roles)
     kinds, rates = env.metric_kinds(), env.rate_metrics()
     return EvalResult(

@@ -77,6 +77,8 @@ class SelfPlayEnvironment(Protocol):
 
     def sample_input(self, seed: int) -> dict[str, Any]: ...
 
+    def sample_config(self, seed: int) -> dict[str, Any]: ...
+
 
 class TrainingWarning(UserWarning):
     """An iteration that trained nothing, or a graph that leaves roles unrewarded: said once, with the reason."""
@@ -318,6 +320,7 @@ def _rollout(
     max_concurrency: int,
     recursion_limit: int,
     progress: bool,
+    configurable: list[dict[str, Any]],
 ) -> tuple[list[Episode], float]:
     """Run the episodes. Every call samples from its episode's `sampling_seed`, whatever the batch; with
     max_concurrency 1 the batches themselves are fixed too (bit-exact logits, hence an exact resume)."""
@@ -331,14 +334,24 @@ def _rollout(
             max_concurrency=max_concurrency,
             recursion_limit=recursion_limit,
             progress=progress,
+            configurable=configurable,
         )
         return episodes, summary.seconds
     episodes, seconds = [], 0.0
-    for one_input, meta in tqdm(
-        list(zip(inputs, metadata, strict=True)), desc="episodes", disable=not progress, leave=False
+    for one_input, meta, values in tqdm(
+        list(zip(inputs, metadata, configurable, strict=True)),
+        desc="episodes",
+        disable=not progress,
+        leave=False,
     ):
         ran, summary = run_episodes(
-            graph, [one_input], [meta], max_concurrency=1, recursion_limit=recursion_limit, progress=False
+            graph,
+            [one_input],
+            [meta],
+            max_concurrency=1,
+            recursion_limit=recursion_limit,
+            progress=False,
+            configurable=[values],
         )
         episodes.extend(ran)
         seconds += summary.seconds
@@ -463,8 +476,15 @@ def run_selfplay(
         plan = episode_plan(config, iteration, environment.sample_input)
         inputs, metadata = _this_process(*plan, process)
         with trainer.serving():
+            configurable = [environment.sample_config(meta["seed"]) for meta in metadata]
             episodes, rollout_seconds = _rollout(
-                graph, inputs, metadata, s.max_concurrency, environment.recursion_limit, progress
+                graph,
+                inputs,
+                metadata,
+                s.max_concurrency,
+                environment.recursion_limit,
+                progress,
+                configurable,
             )
         for episode, meta in zip(episodes, metadata, strict=True):
             episode.metadata.update(meta)

@@ -18,6 +18,7 @@ samples from its own generator.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -114,6 +115,19 @@ def _finished_sequence(
     )
 
 
+_CACHE_ARGUMENT: dict[type, str] = {}  # model class -> the name its forward takes the KV cache by
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The name `model`'s forward takes its KV cache by: `cache` since transformers 5.x renamed it (the old
+    `past_key_values` still works there but warns on every call), else `past_key_values`."""
+    cls = type(model)
+    if cls not in _CACHE_ARGUMENT:
+        takes_cache = "cache" in inspect.signature(model.forward).parameters
+        _CACHE_ARGUMENT[cls] = "cache" if takes_cache else "past_key_values"
+    return _CACHE_ARGUMENT[cls]
+
+
 def next_logits(
     model: PreTrainedModel | PeftModel,
     ids: torch.Tensor,
@@ -124,12 +138,14 @@ def next_logits(
 ) -> torch.Tensor:
     """Feed ids (B, S) after the cache; the logits (B, V) of each row's next token. Every forward pass of
     generation (prefills and one-token steps) goes through here."""
-    extra = {"adapter_names": [a or BASE_ADAPTER for a in adapters]} if isinstance(model, PeftModel) else {}
+    extra: dict[str, object] = {}
+    if isinstance(model, PeftModel):
+        extra["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
+    extra[_cache_argument(model.get_base_model() if isinstance(model, PeftModel) else model)] = cache
     return model(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
         **extra,

@@ -73,9 +73,21 @@ ADAPTER_BY_ROLE = "adapter_by_role"
 
 
 def role_of(metadata: Mapping[str, Any]) -> str:
-    """The role of a model call from its run metadata: the node's `metadata={"role": ...}` when a node plays a
-    role under another name (or several nodes play one role), else the LangGraph node's name."""
-    return str(metadata.get("role") or metadata.get("langgraph_node") or "model")
+    """The role of a model call from its run metadata, the first of:
+    - the node's `metadata={"role": ...}` (a node playing a role under another name, several nodes one role);
+    - the name of the agent the call is made in: `lc_agent_name`, which langchain's `create_agent(name=...)`
+      puts in the metadata of its runs (the agents of a langgraph-swarm);
+    - the node holding the subgraph the call is made in, the next-to-last entry of the call's namespace
+      `langgraph_checkpoint_ns` ("outer:id|worker:id|agent:id"): a supervisor's `create_react_agent` workers,
+      any prebuilt agent added as a node, a node function that invokes an agent;
+    - the LangGraph node's own name."""
+    explicit = metadata.get("role") or metadata.get("lc_agent_name")
+    if explicit:
+        return str(explicit)
+    namespace = str(metadata.get("langgraph_checkpoint_ns") or "").split("|")
+    if len(namespace) >= 2 and (enclosing := namespace[-2].partition(":")[0]):
+        return enclosing
+    return str(metadata.get("langgraph_node") or "model")
 
 
 def agent_of(metadata: Mapping[str, Any]) -> str:
