@@ -124,8 +124,9 @@ def test_sample_config_gives_each_scenario_its_configurable_values(policy, own_f
     target = write_module(own_folder, '{"user_id": f"user{seed}"}')
     argv = ["rollout", target, "--episodes", "2", "--seed", "3", "--out", "c.jsonl", "--model", "tiny"]
     assert main([*argv, "--max-tokens", "2"]) == 0
-    prompts = [policy.tokenizer.decode(e.turns[0].prompt_ids) for e in read_episodes(own_folder / "c.jsonl")]
-    assert "user3 asks" in prompts[0] and "user4 asks" in prompts[1]
+    episodes = read_episodes(own_folder / "c.jsonl")  # in the order they finished
+    prompts = {e.metadata["seed"]: policy.tokenizer.decode(e.turns[0].prompt_ids) for e in episodes}
+    assert "user3 asks" in prompts[3] and "user4 asks" in prompts[4]
 
 
 def test_sample_config_may_not_set_the_thread(policy, own_folder, capsys):
