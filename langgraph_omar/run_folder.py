@@ -22,11 +22,13 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph_omar.atomic import write_atomic
 from langgraph_omar.errors import OmarError
-from langgraph_omar.trajectory import Episode, write_episodes
+
+if TYPE_CHECKING:  # importing the run folder stays light: the command line names it before any work
+    from langgraph_omar.trajectory import Episode
 
 
 class TornLineWarning(UserWarning):
@@ -132,6 +134,8 @@ class RunFolder:
         write_atomic(self.config_file, yaml_text)
 
     def append_episodes(self, episodes: Iterable[Episode]) -> None:
+        from langgraph_omar.trajectory import write_episodes
+
         write_episodes(self.trajectories_file, episodes)
 
     def read_sources(self) -> dict[str, Any] | None:
