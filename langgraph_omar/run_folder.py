@@ -9,7 +9,7 @@
     RUN/logs/                the experiment trackers' files (TensorBoard)
 
 `metrics.jsonl` is an append-only log a killed run may leave with a torn last line: the reader skips that
-line with a warning (`TornLineWarning`); a bad line anywhere else is an OmarError naming it.
+line with a warning (`TornLineWarning`, as the trajectory files' readers do); a bad line anywhere else is an OmarError naming it.
 """
 
 from __future__ import annotations
@@ -22,17 +22,14 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langgraph_omar.atomic import write_atomic
 from langgraph_omar.errors import OmarError
+from langgraph_omar.trajectory import Episode, write_episodes
+from langgraph_omar.trajectory.jsonl import TornLineWarning  # a trajectory file's torn line is said alike
 
-if TYPE_CHECKING:  # importing the run folder stays light: the command line names it before any work
-    from langgraph_omar.trajectory import Episode
-
-
-class TornLineWarning(UserWarning):
-    """metrics.jsonl ends in a line a killed run left half-written: it was skipped."""
+__all__ = ["RunFolder", "TornLineWarning"]
 
 
 @dataclass(frozen=True)
@@ -134,8 +131,6 @@ class RunFolder:
         write_atomic(self.config_file, yaml_text)
 
     def append_episodes(self, episodes: Iterable[Episode]) -> None:
-        from langgraph_omar.trajectory import write_episodes
-
         write_episodes(self.trajectories_file, episodes)
 
     def read_sources(self) -> dict[str, Any] | None:
