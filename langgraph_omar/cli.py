@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_omar.errors import OmarError
+from langgraph_omar.run_folder import RunFolder
 
 ENV_COMMANDS = ("rollout", "train", "eval")
 ENV_OPTION = "env_option."  # argparse dest prefix of an environment's options
@@ -247,16 +249,16 @@ def _train(args: argparse.Namespace) -> None:
         print(f"nothing to do: {args.out} already holds {config.selfplay.iterations} iteration(s)")
     elif all(r.get("untrained") for r in history):
         raise OmarError(
-            f"no iteration trained a turn (see the warnings above); {args.out}/adapter is untrained"
+            f"no iteration trained a turn (see the warnings above); {RunFolder(args.out).adapter} is untrained"
         )
     else:
         last = history[-1]
         print(
-            f"trained {len(history)} iteration(s); last: reward_mean {last['reward_mean']:.3f}, "
+            f"trained {len(history)} iteration(s); last: reward_mean {last.get('reward_mean', math.nan):.3f}, "
             f"degenerate {last['degenerate_fraction']:.2f}, "
             f"logprob_mismatch {last.get('logprob_mismatch', float('nan')):.4f}"
         )
-    print(f"adapter: {Path(args.out) / 'adapter'}")
+    print(f"adapter: {RunFolder(args.out).adapter}")
 
 
 def _train_from_files(args: argparse.Namespace) -> None:
@@ -270,14 +272,14 @@ def _train_from_files(args: argparse.Namespace) -> None:
     )
     if history and all(r.get("untrained") for r in history):
         raise OmarError(
-            f"no iteration trained a turn (see the warnings above); {args.out}/adapter is untrained"
+            f"no iteration trained a turn (see the warnings above); {RunFolder(args.out).adapter} is untrained"
         )
     print(
         run_summary(history, config)
         if history
         else f"nothing to do: {args.out} already trained on these files"
     )
-    print(f"adapter: {Path(args.out) / 'adapter'}")
+    print(f"adapter: {RunFolder(args.out).adapter}")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -286,8 +288,8 @@ def _eval(args: argparse.Namespace) -> None:
 
     env = _load_environment(args)
     run_dir = Path(args.run_dir) if args.run_dir is not None else None
-    if run_dir is not None and not (run_dir / "metrics.jsonl").is_file():
-        raise OmarError(f"--run {run_dir}: no metrics.jsonl in that folder")
+    if run_dir is not None and not RunFolder(run_dir).metrics_file.is_file():
+        raise OmarError(f"--run {run_dir}: no {RunFolder(run_dir).metrics_file.name} in that folder")
     config = EvalConfig(
         env=args.env,
         adapter=args.adapter,

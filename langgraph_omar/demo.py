@@ -20,6 +20,7 @@ from langgraph_omar.eval.report import write_report
 from langgraph_omar.rl.config import RunConfig
 from langgraph_omar.rl.selfplay import run_selfplay
 from langgraph_omar.rollout import run_episodes
+from langgraph_omar.run_folder import RunFolder
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.models import DEFAULT_MODEL
 from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode, write_episodes
@@ -135,7 +136,7 @@ def run_demo(
             f"agreement {record.get('env_agreement', 0.0):.2f}, degenerate {record['degenerate_fraction']:.2f}"
         )
     artefacts["run folder"] = run_dir
-    adapter = run_dir / "adapter"
+    adapter = RunFolder(run_dir).adapter
 
     print(
         f"3/5 swap + evaluation on {eval_seeds} fresh scenario seeds: the trained adapter in one seat, the base "

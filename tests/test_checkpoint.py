@@ -14,7 +14,6 @@ from selfplay_toy import toy_config, toy_env, toy_policy
 
 from langgraph_omar.cli import main
 from langgraph_omar.rl.checkpoint import (
-    CHECKPOINTS,
     LATEST,
     STATE_FILE,
     CheckpointError,
@@ -24,6 +23,7 @@ from langgraph_omar.rl.checkpoint import (
     set_rng_state,
 )
 from langgraph_omar.rl.selfplay import run_selfplay
+from langgraph_omar.run_folder import RunFolder
 
 
 class Payload:
@@ -38,11 +38,11 @@ class Payload:
 
 def _run_folder_with_state(root: Path, state: Any) -> Path:
     """A run folder whose latest checkpoint holds `state` as its trainer state (and an adapter file)."""
-    checkpoint = root / CHECKPOINTS / "step-000001"
+    checkpoint = RunFolder(root).checkpoints / "step-000001"
     (checkpoint / "adapter").mkdir(parents=True)
     (checkpoint / "adapter" / "adapter_model.safetensors").write_bytes(b"")
     torch.save(state, checkpoint / STATE_FILE)
-    (root / CHECKPOINTS / LATEST).write_text("step-000001\n")
+    (RunFolder(root).checkpoints / LATEST).write_text("step-000001\n")
     return checkpoint
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from langgraph_omar.envs.environment import JUDGE, OUTCOME
 from langgraph_omar.eval.arena import OPPONENT, TESTED, EvalResult
-from langgraph_omar.eval.report import plot_seats, plot_training, read_run_metrics, render_html, write_report
+from langgraph_omar.eval.report import plot_seats, plot_training, render_html, write_report
 from langgraph_omar.eval.stats import ALL_SEATS, Comparison, Game, GameMetric, Interval
 from langgraph_omar.trajectory import Episode, Turn
 
@@ -87,20 +87,6 @@ def test_plots_are_png() -> None:
     rows = [{"iteration": i, "reward_mean": i / 10, "reward_buyer": i / 5, "loss": 1.0} for i in range(4)]
     assert plot_training(rows).startswith(b"\x89PNG")
     assert plot_seats(_result()).startswith(b"\x89PNG")
-
-
-def test_read_run_metrics_names_the_bad_line(tmp_path: Path) -> None:
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"iteration": 0, "reward_mean": 0.1}\n\n{"iteration": 1,\n')
-    with pytest.raises(ValueError, match=r"metrics.jsonl:3: not valid JSON"):
-        read_run_metrics(path)
-    path.write_text('{"reward_mean": 0.1}\n')
-    with pytest.raises(
-        ValueError, match=r"metrics.jsonl:1: expected a JSON object with a numeric 'iteration'"
-    ):
-        read_run_metrics(path)
-    path.write_text('{"iteration": 0, "reward_mean": 0.1}\n\n{"iteration": 1, "reward_mean": 0.2}\n')
-    assert [row["iteration"] for row in read_run_metrics(path)] == [0, 1]
 
 
 def test_write_report_writes_every_file_and_leaves_no_temporaries(tmp_path: Path) -> None:

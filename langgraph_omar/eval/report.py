@@ -26,25 +26,10 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen befor
 from langgraph_omar.envs.environment import JUDGE, OUTCOME  # noqa: E402
 from langgraph_omar.eval.arena import OPPONENT, TESTED, EvalResult  # noqa: E402
 from langgraph_omar.eval.stats import ALL_SEATS, Comparison, Game, Interval  # noqa: E402
+from langgraph_omar.run_folder import RunFolder  # noqa: E402
 from langgraph_omar.trajectory import Episode  # noqa: E402
 
-REWARD_KEYS = ("reward_mean",)  # the overall reward line of a run's metrics.jsonl
-
-
-def read_run_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a training run's metrics.jsonl, each with a numeric `iteration`."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("iteration"), int | float):
-            raise ValueError(f"{path}:{number}: expected a JSON object with a numeric 'iteration'")
-        rows.append(row)
-    return rows
+REWARD_KEYS = ("reward_mean",)  # the overall reward line of a training run's metrics
 
 
 # ---- plots --------------------------------------------------------------------------------------------------
@@ -312,7 +297,7 @@ def write_report(
     before_after: Sequence[tuple[Episode, Episode]] = (),
 ) -> dict[str, Path]:
     """Write eval.json, episodes.jsonl, the PNG plots and report.html into `out`; returns name -> path.
-    run_dir: a training run whose metrics.jsonl gives the learning curve; before_after: (base, trained)
+    run_dir: a training run folder whose metrics give the learning curve; before_after: (base, trained)
     episodes of the same scenario, shown side by side."""
     from langgraph_omar.trajectory import write_episodes
 
@@ -324,7 +309,7 @@ def write_report(
     images = {"mean by seat and paired difference": plot_seats(result)}
     paths["seats plot"] = write_atomic(out / "seats.png", images["mean by seat and paired difference"])
     if run_dir is not None:
-        rows = read_run_metrics(run_dir / "metrics.jsonl")
+        rows = RunFolder(run_dir).read_metrics()
         images[TRAINING_PLOT] = plot_training(rows)
         paths["training plot"] = write_atomic(out / "training.png", images[TRAINING_PLOT])
     html_text = render_html(result, images, transcripts, before_after)

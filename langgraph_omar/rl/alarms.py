@@ -19,7 +19,7 @@ takes its references again from its first iterations.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from langgraph_omar.rl.config import EarlyStopSettings
@@ -28,6 +28,7 @@ from langgraph_omar.trajectory import Episode
 JUDGE_SCORE = "judge"  # reward_dimensions[role] key of a judge's score ...
 OUTCOME_SCORE = "outcome"  # ... and of the rule-based outcome of the same episode, on the same scale
 
+TrainedRoles = Callable[[Episode], Collection[str]]  # the roles of an episode the trained policy played
 Rule = Callable[[float, float, EarlyStopSettings], bool]  # (value, reference, settings) -> fires
 
 # alarm -> (watched metric, rule, what it means)
@@ -61,21 +62,31 @@ class RewardHackingWarning(UserWarning):
     """An alarm fired: the policy may be gaming its reward (see the module docstring)."""
 
 
-def policy_turn_metrics(episodes: Sequence[Episode], adapter: str | None) -> dict[str, float]:
-    """The watched metrics that come from the episodes, over the ok episodes' turns `adapter` played:
+def trained_roles_of(trained: str | None | TrainedRoles) -> TrainedRoles:
+    """The roles an episode's trained policy played: given as a function, or by the adapter that played them
+    (None: the base model)."""
+    if callable(trained):
+        return trained
+    return lambda episode: episode.roles_played_by(trained)
+
+
+def policy_turn_metrics(episodes: Sequence[Episode], trained: str | None | TrainedRoles) -> dict[str, float]:
+    """The watched metrics that come from the episodes, over the ok episodes' turns of the roles the policy
+    played (`trained`: the adapter that played them, or a function of an episode naming them):
     `policy_turn_tokens` (mean completion tokens per turn), `policy_degenerate_share`, and `judge_outcome_gap`
-    (mean judge - outcome over the (episode, role) pairs of roles it played that carry both), each only when
+    (mean judge - outcome over the (episode, role) pairs of those roles that carry both), each only when
     there is something to average."""
-    ok = [e for e in episodes if e.status == "ok"]
-    turns = [t for e in ok for t in e.turns if t.adapter == adapter]
+    roles_of = trained_roles_of(trained)
+    ok = [(e, set(roles_of(e))) for e in episodes if e.status == "ok"]
+    turns = [t for e, roles in ok for t in e.turns if t.role in roles]
     metrics: dict[str, float] = {}
     if turns:
         metrics["policy_turn_tokens"] = sum(len(t.completion_ids) for t in turns) / len(turns)
         metrics["policy_degenerate_share"] = sum(t.degenerate is not None for t in turns) / len(turns)
     gaps = [
         float(scores[JUDGE_SCORE]) - float(scores[OUTCOME_SCORE])
-        for e in ok
-        for role in e.roles_played_by(adapter)
+        for e, roles in ok
+        for role in roles
         if JUDGE_SCORE in (scores := e.reward_dimensions.get(role, {})) and OUTCOME_SCORE in scores
     ]
     if gaps:
@@ -113,13 +124,14 @@ def watch_reward_hacking(
     record: dict[str, Any],
     episodes: Sequence[Episode],
     settings: EarlyStopSettings,
-    adapter: str | None,
+    trained: str | None | TrainedRoles,
     process: Any = None,
 ) -> bool:
-    """Add this iteration's watched metrics and `alarm_<name>` counts to `record`, warn for each firing alarm,
+    """Add this iteration's watched metrics (over the roles `trained` names: `policy_turn_metrics`) and
+    `alarm_<name>` counts to `record`, warn for each firing alarm,
     and say whether the run should stop here (`early_stop` then set to 1 in `record`). Under several processes
     (`process`: accelerate's PartialState) the main process decides for all, so that all stop together."""
-    record.update(policy_turn_metrics(episodes, adapter))
+    record.update(policy_turn_metrics(episodes, trained))
     stop = False
     for name, (count, value, reference) in alarm_streaks(history, record, settings).items():
         record[f"alarm_{name}"] = float(count)

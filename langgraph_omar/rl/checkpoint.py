@@ -37,8 +37,8 @@ from langgraph_omar.atomic import write_atomic
 from langgraph_omar.errors import OmarError
 from langgraph_omar.rl.advantages import EmaBaseline
 from langgraph_omar.rl.trainer import PPOTrainer
+from langgraph_omar.run_folder import RunFolder
 
-CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "trainer_state.pt"
 
@@ -101,8 +101,8 @@ def _fsync_tree(root: Path) -> None:
 def save_checkpoint(
     run_dir: str | Path, step: int, trainer: PPOTrainer, ema: EmaBaseline, keep: int = 2
 ) -> Path:
-    """Write checkpoint `step` of `trainer` under run_dir/checkpoints, move `latest`, prune old ones."""
-    root = Path(run_dir) / CHECKPOINTS
+    """Write checkpoint `step` of `trainer` under the run's checkpoints folder, move `latest`, prune old ones."""
+    root = RunFolder(run_dir).checkpoints
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
@@ -145,7 +145,7 @@ def save_checkpoint(
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint of the run, or None."""
-    pointer = Path(run_dir) / CHECKPOINTS / LATEST
+    pointer = RunFolder(run_dir).checkpoints / LATEST
     if not pointer.exists():
         return None
     path = pointer.parent / pointer.read_text().strip()
@@ -156,7 +156,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
     """Delete all but the `keep` newest checkpoints (and leftovers of interrupted writes)."""
-    root = Path(run_dir) / CHECKPOINTS
+    root = RunFolder(run_dir).checkpoints
     for leftover in root.glob(".step-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     steps = sorted(p for p in root.glob("step-*") if p.is_dir())

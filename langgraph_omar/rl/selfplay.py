@@ -18,51 +18,46 @@ on GPUs) each process plays its share of the groups, every process's episodes ar
 builds the same batch and each iteration's metrics count them all), DDP averages the adapter's gradients, and
 only the main process writes the run folder. The metrics also go to accelerate's experiment trackers
 (`selfplay.log_with`: RUN/logs/ for TensorBoard) and, one line per iteration, to the console.
+
+The loop itself (run folder, update, alarms, checkpoints) is `rl/training_run.py`'s, shared with training from
+files; this module is its source of episodes: `SelfPlaySource`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
-import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from langgraph_omar.atomic import write_atomic
 from langgraph_omar.errors import OmarError
 from langgraph_omar.rl.advantages import EmaBaseline
-from langgraph_omar.rl.alarms import watch_reward_hacking
 from langgraph_omar.rl.batch import TrainingBatch, build_batch
-from langgraph_omar.rl.checkpoint import (
-    CheckpointError,
-    latest_checkpoint,
-    resume_or_start,
-    save_checkpoint,
-    saved_config,
-    seed_everything,
-)
-from langgraph_omar.rl.config import AdvantageSettings, FilterSettings, RunConfig
-from langgraph_omar.rl.degenerate import mark_degenerate
-from langgraph_omar.rl.signal_reasons import degenerate_explanation, degenerate_note, zero_advantage_reason
+from langgraph_omar.rl.config import FilterSettings, RunConfig
+from langgraph_omar.rl.signal_reasons import untrained_reason
+from langgraph_omar.rl.tracking import TRACKER_PROJECT, experiment_trackers, summary_line
 from langgraph_omar.rl.trainer import PPOTrainer
+from langgraph_omar.rl.training_run import ADAPTER, Collected, TrainingRun, TrainingWarning
 from langgraph_omar.rollout import run_episodes
+from langgraph_omar.run_folder import RunFolder
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.sampling import derive_seed
-from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode, write_episodes
+from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode
 
-ADAPTER = "policy"
-TRACKER_PROJECT = "langgraph-omar"  # W&B project, MLflow experiment, TensorBoard folder under RUN/logs
+__all__ = [  # the loop's names tests and callers have imported from here
+    "ADAPTER",
+    "TRACKER_PROJECT",
+    "TrainingWarning",
+    "experiment_trackers",
+    "summary_line",
+    "untrained_reason",
+]
 
 
 class SelfPlayEnvironment(Protocol):
@@ -78,10 +73,6 @@ class SelfPlayEnvironment(Protocol):
     def sample_input(self, seed: int) -> dict[str, Any]: ...
 
     def sample_config(self, seed: int) -> dict[str, Any]: ...
-
-
-class TrainingWarning(UserWarning):
-    """An iteration that trained nothing, or a graph that leaves roles unrewarded: said once, with the reason."""
 
 
 def episode_plan(
@@ -118,163 +109,24 @@ def episode_plan(
 
 
 def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
-    """Mean reward (overall and per role, of the roles the trained adapter played), episode and token
-    counts, and the env's numeric metrics."""
+    """Episode and token counts, and the env's numeric metrics (the reward means are the loop's:
+    `rl.training_run.reward_means`)."""
     ok = [e for e in episodes if e.status == "ok"]
-    rewards: dict[str, list[float]] = defaultdict(list)
     env_metrics: dict[str, list[float]] = defaultdict(list)
     for episode in ok:
-        policy_roles = episode.roles_played_by(ADAPTER)
-        for role, reward in episode.rewards.items():
-            if role in policy_roles:  # the policy's own rewards
-                rewards[role].append(reward)
         for name, value in (episode.metadata.get("metrics") or {}).items():
             # one level of nesting is flattened: Werewolf's win_rate {team: 0/1} -> env_win_rate_<team>
             for key, item in value.items() if isinstance(value, dict) else [(None, value)]:
                 if isinstance(item, (bool, int, float)) and math.isfinite(float(item)):
                     env_metrics[name if key is None else f"{name}_{key}"].append(float(item))
-    all_rewards = [r for values in rewards.values() for r in values]
     metrics = {
         "episodes": float(len(episodes)),
         "failed_episodes_rollout": float(len(episodes) - len(ok)),
-        "reward_mean": sum(all_rewards) / max(len(all_rewards), 1),
         "turns": float(sum(len(e.turns) for e in episodes)),
         "generated_tokens": float(sum(len(t.completion_ids) for e in episodes for t in e.turns)),
     }
-    metrics.update({f"reward_{role}": sum(v) / len(v) for role, v in rewards.items()})
     metrics.update({f"env_{name}": sum(v) / len(v) for name, v in env_metrics.items()})
     return metrics
-
-
-class MetricsLog:
-    """metrics.jsonl: one JSON line per iteration, appended with one write + fsync; the same numbers go to the
-    experiment trackers of `accelerator` (accelerate's `log_with`), if it has any."""
-
-    def __init__(self, run_dir: Path, accelerator: Any = None) -> None:
-        self.path = run_dir / "metrics.jsonl"
-        self.accelerator = accelerator
-
-    def keep_before(self, iteration: int) -> None:
-        """Drop lines of iterations >= `iteration` (written after the checkpoint a resume starts from)."""
-        if not self.path.exists():
-            return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                if json.loads(line)["iteration"] < iteration:
-                    kept.append(line + "\n")
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line of a killed run
-        write_atomic(self.path, "".join(kept))
-
-    def append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, sort_keys=True) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if self.accelerator is not None and self.accelerator.trackers:
-            numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "iteration"}
-            self.accelerator.log(numbers, step=record["iteration"])
-
-
-def experiment_trackers(names: list[str] | None) -> list[str]:
-    """The trackers of `selfplay.log_with`: None -> tensorboard when installed, else none. A named tracker
-    that accelerate does not know or that is not installed raises OmarError."""
-    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
-
-    available = {str(t) for t in get_available_trackers()}
-    if names is None:
-        return ["tensorboard"] if "tensorboard" in available else []
-    for name in names:
-        if name not in LOGGER_TYPE_TO_CLASS:
-            raise OmarError(
-                f"selfplay.log_with: unknown tracker {name!r}; one of {sorted(LOGGER_TYPE_TO_CLASS)}"
-            )
-        if name not in available:
-            raise OmarError(f"selfplay.log_with: {name} is not installed (pip install {name})")
-    return list(names)
-
-
-def start_trackers(accelerator: Any, config: RunConfig, run_dir: Path, start: int) -> None:
-    """Start the accelerator's trackers with the run config (flattened to `section.key` scalars, as
-    TensorBoard's hparams need); a resumed TensorBoard run drops the events of iterations >= `start`."""
-    flat = {
-        f"{section}.{key}": value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
-        for section, values in config.to_dict().items()
-        for key, value in values.items()
-    }
-    accelerator.init_trackers(
-        TRACKER_PROJECT,
-        config=flat,
-        init_kwargs={
-            "tensorboard": {"purge_step": start} if start else {},
-            "wandb": {"name": run_dir.name},
-            "mlflow": {"run_name": run_dir.name},
-        },
-    )
-
-
-def summary_line(record: dict[str, Any], iterations: int) -> str:
-    """One console line per iteration: the policy's reward per role, agreement/win rates the environment
-    reports, the degenerate share, the KL (to the base with kl_coef, else PPO's old-to-new) and the time."""
-    parts = [f"iteration {record['iteration'] + 1}/{iterations}"]
-    rewards = sorted(
-        (k[len("reward_") :], v) for k, v in record.items() if k.startswith("reward_") and k != "reward_mean"
-    )
-    parts.append("reward " + " ".join(f"{role} {value:+.3f}" for role, value in rewards))
-    rates = sorted(
-        (k[len("env_") :], v)
-        for k, v in record.items()
-        if k.startswith("env_") and ("agreement" in k or "win" in k)
-    )
-    parts.extend(f"{name} {value:.2f}" for name, value in rates)
-    parts.append(f"degenerate {record.get('degenerate_fraction', 0.0):.2f}")
-    kl = record.get("kl", record.get("approx_kl"))
-    if kl is not None:
-        parts.append(f"kl {kl:.4f}")
-    parts.append(
-        f"rollout {record['rollout_seconds']:.0f} s, update {record.get('update_seconds', 0.0):.0f} s "
-        f"({record['num_processes']} process(es))"
-    )
-    return " | ".join(parts)
-
-
-def _check_resumable(checkpoint: Path, config: RunConfig) -> None:
-    saved = saved_config(checkpoint)
-    current = config.to_dict()
-    for key in ("iterations", "log_with"):  # extending a run, or watching it elsewhere, is allowed
-        saved.get("selfplay", {}).pop(key, None)
-        current["selfplay"].pop(key)
-    changed = sorted(
-        f"{section}.{key}"
-        for section, values in current.items()
-        for key, value in values.items()
-        if saved.get(section, {}).get(key, value) != value
-    )
-    if changed:
-        raise CheckpointError(
-            f"{checkpoint} was trained with a different config ({', '.join(changed[:5])}); use a new --out"
-        )
-
-
-def export_adapter(trainer: PPOTrainer, run_dir: Path) -> Path:
-    """Save the current adapter to RUN/adapter (atomically), loadable with ChatPolicy(adapter=...)."""
-    target = run_dir / "adapter"
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=run_dir))
-    trainer.module.peft_model.save_pretrained(str(tmp), selected_adapters=[trainer.adapter_name])
-    nested = tmp / trainer.adapter_name
-    source = nested if nested.is_dir() else tmp
-    old = run_dir / ".adapter-old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(source, target)
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def behaviour_cloning_filter(config: RunConfig, iteration: int) -> FilterSettings | None:
@@ -386,27 +238,87 @@ def check_rollout(
         )
 
 
-def untrained_reason(
-    batch: TrainingBatch | None,
-    record: dict[str, Any],
-    episodes: Sequence[Episode] = (),
-    settings: AdvantageSettings | None = None,
-    max_tokens: int | None = None,
-) -> str | None:
-    """Why an iteration's update trains no turn (None when some turn carries a signal). episodes: those the
-    batch was built from; max_tokens: the replies' token cap when this run sets it (`rl/signal_reasons.py`)."""
-    if batch is None:
-        if record.get("bc_kept_turns") == 0 or record.get("warm_start"):
-            return "behaviour cloning kept no turn (all degenerate, or below filter.min_reward)"
-        return "no turn of the policy had a reward (the final state's `rewards` names no role it played)"
-    if batch.behaviour_cloning:
-        return None
-    reasons = [s.degenerate for s in batch.samples]
-    if all(reasons):
-        return f"every turn was degenerate: {degenerate_explanation(reasons, max_tokens)}"
-    if not bool(batch.advantages.abs().sum() > 0):
-        return zero_advantage_reason(batch, episodes, settings or AdvantageSettings(), max_tokens)
-    return None
+class SelfPlaySource:
+    """Self-play's episodes for `TrainingRun`: each iteration's groups played on the trained adapter (this
+    process's share, gathered from all), every role the policy played trained."""
+
+    def __init__(self, config: RunConfig, environment: SelfPlayEnvironment, policy: SharedPolicy) -> None:
+        self.config, self.environment, self.policy = config, environment, policy
+        self.iterations = config.selfplay.iterations
+        self.max_tokens: int | None = config.selfplay.max_tokens
+        self.graph: Any = None
+        self.process: PartialState | None = None
+        self.progress = False
+
+    def trained_roles(self, episode: Episode) -> set[str]:
+        return episode.roles_played_by(ADAPTER)
+
+    def check_resume(self, folder: RunFolder) -> None:
+        """Nothing beyond the config: the environment is part of it."""
+
+    def save(self, folder: RunFolder) -> None:
+        """Nothing beyond config.yaml."""
+
+    def start(self, trainer: PPOTrainer, process: PartialState, progress: bool) -> None:
+        """Build the graph: every role on the trained adapter, a judge on the base model (adapter disabled)
+        unless the environment names a judge model of its own, never on the policy it scores."""
+        from langgraph_omar.chat_model import ChatPolicy
+
+        s, policy = self.config.selfplay, self.policy
+        chat = ChatPolicy(
+            model=policy.model_name,
+            device=str(policy.device),  # this process's engine, the one the trainer updates
+            adapter=ADAPTER,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,
+        )
+        judge = ChatPolicy(
+            model=policy.model_name, device=str(policy.device), temperature=0.0, max_tokens=s.max_tokens
+        )
+        self.graph = self.environment.build_graph(chat, judge=judge)
+        self.process, self.progress = process, progress
+
+    def collect(self, iteration: int, trainer: PPOTrainer, first: bool) -> Collected:
+        environment, process = self.environment, self.process
+        assert process is not None, "start() first"
+        plan = episode_plan(self.config, iteration, environment.sample_input)
+        inputs, metadata = _this_process(*plan, process)
+        with trainer.serving():
+            configurable = [environment.sample_config(meta["seed"]) for meta in metadata]
+            episodes, rollout_seconds = _rollout(
+                self.graph,
+                inputs,
+                metadata,
+                self.config.selfplay.max_concurrency,
+                environment.recursion_limit,
+                self.progress,
+                configurable,
+            )
+        for episode, meta in zip(episodes, metadata, strict=True):
+            episode.metadata.update(meta)
+            episode.metadata["iteration"] = iteration
+        episodes, rollout_seconds = _gathered(episodes, rollout_seconds, plan[1], process)
+        check_rollout(environment, iteration, episodes, first=first)
+        return Collected(episodes, {"rollout_seconds": rollout_seconds} | rollout_metrics(episodes))
+
+    def batch(
+        self, iteration: int, episodes: list[Episode], ema: EmaBaseline, record: dict[str, Any]
+    ) -> tuple[TrainingBatch | None, Sequence[Episode]]:
+        config = self.config
+        record["warm_start"] = float(iteration < config.update.warm_start_iterations)
+        bc_filter = behaviour_cloning_filter(config, iteration)
+        pad = self.policy.tokenizer.pad_token_id
+        return build_batch(episodes, config.advantage, ema, pad, bc_filter, trained_adapter=ADAPTER), episodes
+
+    def value_fit_batch(
+        self, iteration: int, episodes: list[Episode], ema: EmaBaseline
+    ) -> TrainingBatch | None:
+        """A critic's warm start (behaviour cloning does not train the head): every turn."""
+        if behaviour_cloning_filter(self.config, iteration) is None:
+            return None
+        pad = self.policy.tokenizer.pad_token_id
+        return build_batch(episodes, self.config.advantage, ema, pad, trained_adapter=ADAPTER)
 
 
 def run_selfplay(
@@ -423,136 +335,6 @@ def run_selfplay(
     judge model of its own, never on the policy it scores.
     Raises OmarError when every episode of an iteration failed; warns (`TrainingWarning`) with the reason when
     an iteration trained no turn."""
-    from langgraph_omar.chat_model import ChatPolicy
-
     config = config.resolved()  # unset keys get their defaults, so config.yaml and checkpoints say what ran
-    s = config.selfplay
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # one process, or one of several under torchrun / `accelerate launch`; accelerate only sees the
-    # processes of a CPU run when told it is one
-    on_cpu = policy.device.type == "cpu" if policy is not None else not torch.cuda.is_available()
-    process = PartialState(cpu=on_cpu)
-    main = process.is_main_process
-    progress = progress and main
-    # accelerate names a CPU process's device cpu:0, the engine registry (and ChatPolicy) plain cpu
-    device = "cpu" if process.device.type == "cpu" else process.device
-    policy = policy or SharedPolicy.get(s.model, device=device)
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is not None:
-        _check_resumable(checkpoint, config)
-    else:
-        seed_everything(config.update.seed)
-    trackers = experiment_trackers(s.log_with)
-    trainer = PPOTrainer(
-        policy, config, ADAPTER, log_with=trackers, logging_dir=str(run_dir / "logs"), progress=progress
-    )
-    ema = EmaBaseline(decay=config.advantage.ema_decay)
-    start = resume_or_start(checkpoint, trainer, ema)
-    log = MetricsLog(run_dir, trainer.accelerator) if main else None
-    if log is not None:
-        write_atomic(run_dir / "config.yaml", config.to_yaml())
-        log.keep_before(start)
-        if trackers:
-            start_trackers(trainer.accelerator, config, run_dir, start)
-    chat = ChatPolicy(
-        model=policy.model_name,
-        device=str(policy.device),  # this process's engine, the one the trainer updates
-        adapter=ADAPTER,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        max_tokens=s.max_tokens,
-    )
-    judge = ChatPolicy(
-        model=policy.model_name, device=str(policy.device), temperature=0.0, max_tokens=s.max_tokens
-    )
-    graph = environment.build_graph(chat, judge=judge)
-    history: list[dict[str, Any]] = []
-    started, longest = time.monotonic(), 0.0
-    for iteration in tqdm(
-        range(start, s.iterations), desc="iterations", disable=not progress, initial=start, total=s.iterations
-    ):
-        iteration_started = time.monotonic()
-        plan = episode_plan(config, iteration, environment.sample_input)
-        inputs, metadata = _this_process(*plan, process)
-        with trainer.serving():
-            configurable = [environment.sample_config(meta["seed"]) for meta in metadata]
-            episodes, rollout_seconds = _rollout(
-                graph,
-                inputs,
-                metadata,
-                s.max_concurrency,
-                environment.recursion_limit,
-                progress,
-                configurable,
-            )
-        for episode, meta in zip(episodes, metadata, strict=True):
-            episode.metadata.update(meta)
-            episode.metadata["iteration"] = iteration
-        episodes, rollout_seconds = _gathered(episodes, rollout_seconds, plan[1], process)
-        check_rollout(environment, iteration, episodes, first=iteration == start)
-        record: dict[str, Any] = {
-            "iteration": iteration,
-            "rollout_seconds": rollout_seconds,
-            "num_processes": process.num_processes,
-        }
-        record.update(rollout_metrics(episodes))
-        record.update(mark_degenerate(episodes, config.degenerate))
-        if main:
-            write_episodes(run_dir / "trajectories.jsonl", episodes)
-        bc_filter = behaviour_cloning_filter(config, iteration)
-        record["warm_start"] = float(iteration < config.update.warm_start_iterations)
-        batch = build_batch(
-            episodes, config.advantage, ema, policy.tokenizer.pad_token_id, bc_filter, trained_adapter=ADAPTER
-        )
-        if batch is None:  # nothing to learn from this time; the adapter stays as it is
-            record["skipped_update"] = 1.0
-        else:
-            record.update(trainer.update(batch, episodes))
-        if bc_filter is not None and trainer.value_head is not None:  # a critic's warm start: fit the head
-            every_turn = build_batch(
-                episodes, config.advantage, ema, policy.tokenizer.pad_token_id, trained_adapter=ADAPTER
-            )
-            if every_turn is not None:
-                record.update(trainer.fit_value_head(every_turn, episodes))
-        # after the update: critic mode's advantages are computed inside it
-        reason = untrained_reason(
-            batch,
-            record | (batch.metrics if batch is not None else {}),
-            episodes,
-            config.advantage,
-            s.max_tokens,
-        )
-        if reason is not None:
-            if main:
-                warnings.warn(
-                    f"iteration {iteration} trained no turn: {reason}", TrainingWarning, stacklevel=2
-                )
-            record["untrained"] = 1.0
-        elif main and batch is not None and (note := degenerate_note(batch, config.advantage, s.max_tokens)):
-            warnings.warn(f"iteration {iteration}: {note}", TrainingWarning, stacklevel=2)
-        # reward-hacking alarms (rl/alarms.py): alarm_* metrics and warnings; early_stop may end the run
-        stop_early = watch_reward_hacking(history, record, episodes, config.early_stop, ADAPTER, process)
-        if log is not None:  # every process holds the same numbers: all processes' episodes
-            log.append(record)
-            tqdm.write(summary_line(record, s.iterations))
-        history.append(record)
-        done = iteration + 1
-        now = time.monotonic()
-        longest = max(longest, now - iteration_started)
-        out_of_time = s.max_minutes is not None and now + longest - started > 60 * s.max_minutes
-        if process.num_processes > 1:  # the main process's clock decides for all: none may stop alone
-            out_of_time = broadcast_object_list([out_of_time])[0]
-        out_of_time = out_of_time or stop_early
-        if done % s.checkpoint_every == 0 or done == s.iterations or out_of_time:
-            process.wait_for_everyone()
-            if main:  # DDP keeps the adapters equal on every process
-                save_checkpoint(run_dir, done, trainer, ema, keep=s.keep_checkpoints)
-            process.wait_for_everyone()
-        if out_of_time:
-            break
-    if main:
-        export_adapter(trainer, run_dir)
-        for tracker in trainer.accelerator.trackers:  # not end_training(): it ends the process group too
-            tracker.finish()
-    return history
+    run = TrainingRun(config, run_dir, policy, progress=progress)
+    return run.train(SelfPlaySource(config, environment, run.policy))

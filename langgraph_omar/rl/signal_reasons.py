@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from langgraph_omar.rl.batch import TrainingBatch, TurnSample
 from langgraph_omar.rl.config import AdvantageSettings
@@ -111,3 +112,26 @@ def zero_advantage_reason(
     reason = "every advantage is zero (equal rewards within each group and role)"
     note = degenerate_note(batch, settings, max_tokens)
     return reason if note is None else f"{reason}; besides, {note}"
+
+
+def untrained_reason(
+    batch: TrainingBatch | None,
+    record: dict[str, Any],
+    episodes: Sequence[Episode] = (),
+    settings: AdvantageSettings | None = None,
+    max_tokens: int | None = None,
+) -> str | None:
+    """Why an iteration's update trains no turn (None when some turn carries a signal). episodes: those the
+    batch was built from; max_tokens: the replies' token cap when this run sets it."""
+    if batch is None:
+        if record.get("bc_kept_turns") == 0 or record.get("warm_start"):
+            return "behaviour cloning kept no turn (all degenerate, or below filter.min_reward)"
+        return "no turn of the policy had a reward (the final state's `rewards` names no role it played)"
+    if batch.behaviour_cloning:
+        return None
+    reasons = [s.degenerate for s in batch.samples]
+    if all(reasons):
+        return f"every turn was degenerate: {degenerate_explanation(reasons, max_tokens)}"
+    if not bool(batch.advantages.abs().sum() > 0):
+        return zero_advantage_reason(batch, episodes, settings or AdvantageSettings(), max_tokens)
+    return None
