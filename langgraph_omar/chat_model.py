@@ -38,6 +38,7 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field
 
+from langgraph_omar.messages import to_chat_dicts
 from langgraph_omar.serving.constraints import Constraint
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.models import DEFAULT_MODEL
@@ -50,7 +51,6 @@ from langgraph_omar.tool_calls import (
     json_template,
     normalize_tool_choice,
     parse_tool_calls,
-    to_chat_dicts,
 )
 from langgraph_omar.trajectory import ADAPTER_BY_ROLE, role_of
 

@@ -7,6 +7,10 @@ class OmarError(ValueError):
     """A user-facing problem with input: a model name, a file, a config key. The message is one line."""
 
 
+class ConfigError(OmarError):
+    """A configuration value or key that is not accepted; the message names the key and what was expected."""
+
+
 class UserCodeError(OmarError):
     """The user's own code (a graph factory) raised: the message (one line) says which, `detail` is the
     user's exception in full, its traceback from the user's first frame on, every line of its message."""

