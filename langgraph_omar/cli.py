@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, first_line
 
 ENV_COMMANDS = ("rollout", "train", "eval")
 ENV_OPTION = "env_option."  # argparse dest prefix of an environment's options
@@ -494,8 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OmarError, ValueError, FileNotFoundError) as exc:
         if os.environ.get("OMAR_DEBUG"):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"omar {command}: error: {message}", file=sys.stderr)
+        print(f"omar {command}: error: {first_line(exc)}", file=sys.stderr)
         if detail := getattr(exc, "detail", None):  # the user's own exception (UserCodeError), in full
             print(detail, file=sys.stderr)
         return 2

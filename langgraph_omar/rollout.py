@@ -23,7 +23,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from tqdm.auto import tqdm
 
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, first_line
 from langgraph_omar.tracing import TraceRecorder, source_counts
 from langgraph_omar.trajectory import JSONL_SUFFIXES, PARQUET_SUFFIX, Episode, write_episodes
 
@@ -234,7 +234,7 @@ def _finished_episode(recorder: TraceRecorder, meta: dict[str, Any], output: Any
     episode = recorded.get(meta["episode_id"]) or Episode(episode_id=meta["episode_id"], metadata=dict(meta))
     if isinstance(output, BaseException) and episode.status == "ok":
         episode.status = "failed"
-        episode.error = f"{type(output).__name__}: {output}".splitlines()[0]
+        episode.error = first_line(output, with_type=True)
     return episode
 
 

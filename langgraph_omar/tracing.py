@@ -39,6 +39,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
+from langgraph_omar.errors import first_line
 from langgraph_omar.messages import to_chat_dicts
 from langgraph_omar.serving.records import token_records
 from langgraph_omar.trajectory import SOURCES, Episode, Turn, agent_of, role_of
@@ -182,7 +183,7 @@ class TraceRecorder(BaseCallbackHandler):
             builder = self._episodes.get(self._root_episode.get(run_id, ""))
             if builder is not None:
                 builder.episode.status = "failed"
-                builder.episode.error = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+                builder.episode.error = first_line(error, 500, with_type=True)
 
     # ---- model calls --------------------------------------------------------------------------------
     def _call(self, run_id: UUID, parent_run_id: UUID | None, metadata: dict[str, Any] | None) -> _Call:

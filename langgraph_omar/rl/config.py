@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from langgraph_omar.errors import ConfigError
+from langgraph_omar.errors import ConfigError, first_line
 from langgraph_omar.serving.settings import SamplingSettings
 
 __all__ = ["ConfigError", "RunConfig"]  # ConfigError lives in errors.py; imported from here too
@@ -559,7 +559,7 @@ class RunConfig:
         except UnicodeDecodeError as error:
             raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not valid YAML ({first_line(error)})") from None
         return cls.from_dict(data, source=str(path))
 
     def resolved(self, files_bc: bool = False) -> RunConfig:
