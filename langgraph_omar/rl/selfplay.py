@@ -30,7 +30,7 @@ import tempfile
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -219,9 +219,10 @@ def start_trackers(accelerator: Any, config: RunConfig, run_dir: Path, start: in
     )
 
 
-def summary_line(record: dict[str, Any], iterations: int) -> str:
-    """One console line per iteration: the policy's reward per role, agreement/win rates the environment
-    reports, the degenerate share, the KL (to the base with kl_coef, else PPO's old-to-new) and the time."""
+def summary_line(record: dict[str, Any], iterations: int, rates: Collection[str] = ()) -> str:
+    """One console line per iteration: the policy's reward per role, the rates the environment declares
+    (`rates`: its `rate_metrics()`, e.g. agreement, win; a rate's flattened parts `env_NAME_KEY` too), the
+    degenerate share, the KL (to the base with kl_coef, else PPO's old-to-new) and the time."""
     parts = [f"iteration {record['iteration'] + 1}/{iterations}"]
     rewards = sorted(
         (k[len("reward_") :], v) for k, v in record.items() if k.startswith("reward_") and k != "reward_mean"
@@ -230,7 +231,7 @@ def summary_line(record: dict[str, Any], iterations: int) -> str:
     rates = sorted(
         (k[len("env_") :], v)
         for k, v in record.items()
-        if k.startswith("env_") and ("agreement" in k or "win" in k)
+        if k.startswith("env_") and any(k == f"env_{r}" or k.startswith(f"env_{r}_") for r in rates)
     )
     parts.extend(f"{name} {value:.2f}" for name, value in rates)
     parts.append(f"degenerate {record.get('degenerate_fraction', 0.0):.2f}")
@@ -469,6 +470,10 @@ def run_selfplay(
         model=policy.model_name, device=str(policy.device), temperature=0.0, max_tokens=s.max_tokens
     )
     graph = environment.build_graph(chat, judge=judge)
+    declared = getattr(
+        environment, "rate_metrics", None
+    )  # Environment declares them; a bare protocol may not
+    rates: Collection[str] = declared() if callable(declared) else ()
     history: list[dict[str, Any]] = []
     started, longest = time.monotonic(), 0.0
     for iteration in tqdm(
@@ -534,7 +539,7 @@ def run_selfplay(
         stop_early = watch_reward_hacking(history, record, episodes, config.early_stop, ADAPTER, process)
         if log is not None:  # every process holds the same numbers: all processes' episodes
             log.append(record)
-            tqdm.write(summary_line(record, s.iterations))
+            tqdm.write(summary_line(record, s.iterations, rates))
         history.append(record)
         done = iteration + 1
         now = time.monotonic()

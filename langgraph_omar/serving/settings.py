@@ -18,6 +18,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 # Rollout and evaluation sample at 0.7, the usual setting of a chat model at work; self-play trains at 1.0
 # (rl/config.py says why).
 TEMPERATURE = 0.7
+MAX_TOKENS = 64
 
 
 @dataclass(kw_only=True)
@@ -33,7 +34,7 @@ class SamplingSettings:
     )
     temperature: float = field(default=TEMPERATURE, metadata={"help": "sampling temperature of every role"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of every role (1: off)"})
-    max_tokens: int = field(default=64, metadata={"help": "the most new tokens per model call"})
+    max_tokens: int = field(default=MAX_TOKENS, metadata={"help": "the most new tokens per model call"})
 
     def __post_init__(self) -> None:
         key = self.key_prefix
