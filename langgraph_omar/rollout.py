@@ -124,7 +124,7 @@ class EpisodeAppender:
 async def arun_episodes(
     graph: Any,
     inputs: Sequence[dict[str, Any]],
-    metadata: Sequence[dict[str, Any]] | None = None,
+    metadata: Sequence[Mapping[str, Any]] | None = None,
     *,
     max_concurrency: int = 64,
     progress: bool = True,
@@ -304,7 +304,7 @@ def bound_recursion_limit(graph: Any) -> int:
 def run_episodes(
     graph: Any,
     inputs: Sequence[dict[str, Any]],
-    metadata: Sequence[dict[str, Any]] | None = None,
+    metadata: Sequence[Mapping[str, Any]] | None = None,
     **kwargs: Any,
 ) -> tuple[list[Episode], RolloutSummary]:
     """Synchronous `arun_episodes` (for scripts and the command line)."""

@@ -105,15 +105,17 @@ def episode_plan(
         for j in range(s.group_size):
             inputs.append(scenario_input)
             metadata.append(
-                episode_metadata(
-                    seed,
-                    episode_id=f"it{iteration:05d}-g{g:04d}-e{j:03d}",
-                    group_id=f"it{iteration:05d}-g{g:04d}",
-                    scenario_id=scenario_id,
-                    sampling_seed=derive_seed(s.seed, iteration, g, j),
-                    baseline_key=config.env.name,  # SPIRAL's EMA baseline: per game and role
-                    iteration=iteration,
-                    adapter_by_role=seats,
+                dict(  # a plain dict, as the loop passes metadata on
+                    episode_metadata(
+                        seed,
+                        episode_id=f"it{iteration:05d}-g{g:04d}-e{j:03d}",
+                        group_id=f"it{iteration:05d}-g{g:04d}",
+                        scenario_id=scenario_id,
+                        sampling_seed=derive_seed(s.seed, iteration, g, j),
+                        baseline_key=config.env.name,  # SPIRAL's EMA baseline: per game and role
+                        iteration=iteration,
+                        adapter_by_role=seats,
+                    )
                 )
             )
     return inputs, metadata
@@ -228,12 +230,12 @@ def summary_line(record: dict[str, Any], iterations: int, rates: Collection[str]
         (k[len("reward_") :], v) for k, v in record.items() if k.startswith("reward_") and k != "reward_mean"
     )
     parts.append("reward " + " ".join(f"{role} {value:+.3f}" for role, value in rewards))
-    rates = sorted(
+    shown = sorted(
         (k[len("env_") :], v)
         for k, v in record.items()
         if k.startswith("env_") and any(k == f"env_{r}" or k.startswith(f"env_{r}_") for r in rates)
     )
-    parts.extend(f"{name} {value:.2f}" for name, value in rates)
+    parts.extend(f"{name} {value:.2f}" for name, value in shown)
     parts.append(f"degenerate {record.get('degenerate_fraction', 0.0):.2f}")
     kl = record.get("kl", record.get("approx_kl"))
     if kl is not None:
