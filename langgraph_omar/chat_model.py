@@ -38,6 +38,7 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field
 
+from langgraph_omar.messages import to_chat_dicts
 from langgraph_omar.serving.constraints import Constraint
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.models import DEFAULT_MODEL
@@ -50,9 +51,9 @@ from langgraph_omar.tool_calls import (
     json_template,
     normalize_tool_choice,
     parse_tool_calls,
-    to_chat_dicts,
 )
 from langgraph_omar.trajectory import ADAPTER_BY_ROLE, role_of
+from langgraph_omar.trajectory.metadata import SAMPLING_SEED
 
 __all__ = ["ChatPolicy", "to_chat_dicts"]
 _CALL_OPTIONS = {
@@ -227,7 +228,7 @@ class ChatPolicy(BaseChatModel):
         prompt_ids, dropped = engine.render(
             chat, params.max_new_tokens, tools.template_tools() if tools else None
         )
-        episode_seed = run_metadata.get("sampling_seed")
+        episode_seed = run_metadata.get(SAMPLING_SEED)
         if params.seed is None and episode_seed is not None:
             params = replace(params, seed=derive_seed(episode_seed, *prompt_ids))
         adapter = engine.ensure_adapter(options["adapter"]) if options["adapter"] else None

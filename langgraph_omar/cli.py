@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, first_line
 from langgraph_omar.run_folder import RunFolder
 
 ENV_COMMANDS = ("rollout", "train", "eval")
@@ -155,39 +155,32 @@ def _rollout(args: argparse.Namespace) -> None:
     from langgraph_omar.chat_model import ChatPolicy
     from langgraph_omar.rollout import check_output, parse_input, run_episodes, stable_episode_id
     from langgraph_omar.serving.models import refuse_custom_code
+    from langgraph_omar.serving.settings import ServingSettings
+    from langgraph_omar.trajectory.metadata import episode_metadata
 
     # every check before the first episode: a bad value must not cost a whole run
-    if not 0 <= args.temperature < float("inf"):  # NaN fails every comparison: refused too
-        raise OmarError(f"--temperature must be a finite number >= 0, got {args.temperature}")
-    if args.max_tokens < 1 or args.episodes < 1 or args.max_concurrency < 1:
-        raise OmarError("--max-tokens, --episodes and --max-concurrency must be >= 1")
+    sampling = ServingSettings(**_given(args, CONFIG_KEY))
+    if args.episodes < 1 or args.max_concurrency < 1:
+        raise OmarError("--episodes and --max-concurrency must be >= 1")
     check_output(args.out)
-    refuse_custom_code(args.model)  # a model folder needing its own code: refused now, not in every episode
+    # a model folder needing its own code: refused now, not in every episode
+    refuse_custom_code(sampling.model)
     env = _load_environment(args)
     fixed = parse_input(args.input)
-    model = ChatPolicy(
-        model=args.model,
-        adapter=args.adapter,
-        temperature=args.temperature,
-        max_tokens=args.max_tokens,
-        device=args.device,
-    )
-    graph = env.build_graph(model, judge=ChatPolicy(model=args.model, device=args.device, temperature=0.0))
+    model = ChatPolicy(adapter=args.adapter, **dataclasses.asdict(sampling))
+    judge = ChatPolicy(model=sampling.model, device=sampling.device, temperature=0.0)
+    graph = env.build_graph(model, judge=judge)
     seeds = [args.seed + i for i in range(args.episodes)]
     inputs = [fixed if fixed is not None else env.sample_input(seed) for seed in seeds]
     settings = {
         "options": env.options(),
         "input": fixed,
-        **{k: getattr(args, k) for k in ("model", "adapter", "temperature", "max_tokens")},
+        "adapter": args.adapter,
+        **{k: getattr(sampling, k) for k in ("model", "temperature", "max_tokens")},
+        **({"top_p": sampling.top_p} if sampling.top_p != 1.0 else {}),  # ids of earlier files stay stable
     }
     metadata = [
-        {
-            "episode_id": stable_episode_id(env.name, s, settings),
-            "seed": s,
-            "sampling_seed": s,
-            "scenario_id": f"{env.name}-{s}",
-        }
-        for s in seeds
+        episode_metadata(s, env=env.name, episode_id=stable_episode_id(env.name, s, settings)) for s in seeds
     ]
     episodes, summary = run_episodes(
         graph,
@@ -341,24 +334,11 @@ ENV_HELP = (
 )
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from langgraph_omar.serving.models import DEFAULT_MODEL
-
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, model directory or hub id")
-    parser.add_argument(
-        "--adapter", default=None, help="LoRA adapter directory for every role (default: base)"
-    )
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--max-tokens", type=int, default=64, help="the most new tokens per model call")
-    parser.add_argument(
-        "--device", default=None, help="torch device (default: cuda when available, else cpu)"
-    )
-
-
 def build_parser(env_spec: str | None = None) -> argparse.ArgumentParser:
     """The `omar` parser; `env_spec` (the ENV of rollout/train/eval) adds that environment's option flags."""
     from langgraph_omar.eval.arena import EvalConfig
     from langgraph_omar.rl.config import ADVANTAGE_MODES
+    from langgraph_omar.serving.settings import ServingSettings
 
     parser = argparse.ArgumentParser(
         prog="omar", description="One Model, All Roles: self-play RL for LangGraph"
@@ -376,7 +356,10 @@ def build_parser(env_spec: str | None = None) -> argparse.ArgumentParser:
     rollout.add_argument("--seed", type=int, default=0, help="scenario seed of the first episode")
     rollout.add_argument("--input", default=None, help="JSON input state for every episode (user graphs)")
     rollout.add_argument("--max-concurrency", type=int, default=64)
-    _add_model_arguments(rollout)
+    rollout.add_argument(
+        "--adapter", default=None, help="LoRA adapter directory for every role (default: base)"
+    )
+    add_field_flags(rollout, ServingSettings, CONFIG_KEY, lambda name: [f"--{kebab(name)}"])
     add_env_option_flags(rollout, env_spec)
     rollout.set_defaults(run=_rollout)
 
@@ -513,8 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OmarError, ValueError, FileNotFoundError) as exc:
         if os.environ.get("OMAR_DEBUG"):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"omar {command}: error: {message}", file=sys.stderr)
+        print(f"omar {command}: error: {first_line(exc)}", file=sys.stderr)
         if detail := getattr(exc, "detail", None):  # the user's own exception (UserCodeError), in full
             print(detail, file=sys.stderr)
         return 2

@@ -23,7 +23,8 @@ from langgraph_omar.rollout import run_episodes
 from langgraph_omar.run_folder import RunFolder
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.models import DEFAULT_MODEL
-from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode, write_episodes
+from langgraph_omar.trajectory import Episode, write_episodes
+from langgraph_omar.trajectory.metadata import episode_metadata
 
 ENV = DEFAULT_ENVIRONMENT
 ENV_OPTIONS = {"max_turns": 4}  # two moves each: an offer can be answered and countered
@@ -107,11 +108,8 @@ def run_demo(
     graph = env.build_graph(ChatPolicy(model=model, temperature=TEMPERATURE, max_tokens=MAX_TOKENS))
 
     def play(seeds: range, adapter: str | None) -> list[Episode]:
-        metadata = [
-            {"seed": s, "sampling_seed": s, "scenario_id": f"{ENV}-{s}"}
-            | ({ADAPTER_BY_ROLE: dict.fromkeys(env.roles or (), adapter)} if adapter else {})
-            for s in seeds
-        ]
+        seats = dict.fromkeys(env.roles or (), adapter) if adapter else None
+        metadata = [episode_metadata(s, env=ENV, adapter_by_role=seats) for s in seeds]
         played, summary = run_episodes(graph, [env.sample_input(s) for s in seeds], metadata)
         print(summary.line())
         return played

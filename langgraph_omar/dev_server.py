@@ -32,7 +32,7 @@ from langgraph_omar.chat_model import ChatPolicy
 from langgraph_omar.envs.registry import load_environment
 from langgraph_omar.errors import OmarError
 from langgraph_omar.serving.engine import SharedPolicy
-from langgraph_omar.serving.models import DEFAULT_MODEL
+from langgraph_omar.serving.settings import DEFAULT_MODEL, MAX_TOKENS, TEMPERATURE
 
 TINY_MODEL = "tiny"
 _tiny_lock = threading.Lock()
@@ -41,10 +41,13 @@ _tiny_ready = False
 
 @dataclass(frozen=True)
 class ServingSettings:
+    """One dev-server run's settings, read from its configurable keys and OMAR_* variables; the defaults are
+    serving/settings.py's."""
+
     model: str = DEFAULT_MODEL
     adapter: str | None = None
-    temperature: float = 0.7
-    max_tokens: int = 64
+    temperature: float = TEMPERATURE
+    max_tokens: int = MAX_TOKENS
 
 
 def _number(name: str, text: Any, kind: type) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from tqdm.auto import tqdm
 
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, first_line
 from langgraph_omar.tracing import TraceRecorder, source_counts
 from langgraph_omar.trajectory import JSONL_SUFFIXES, PARQUET_SUFFIX, Episode, write_episodes
 
@@ -124,7 +124,7 @@ class EpisodeAppender:
 async def arun_episodes(
     graph: Any,
     inputs: Sequence[dict[str, Any]],
-    metadata: Sequence[dict[str, Any]] | None = None,
+    metadata: Sequence[Mapping[str, Any]] | None = None,
     *,
     max_concurrency: int = 64,
     progress: bool = True,
@@ -234,7 +234,7 @@ def _finished_episode(recorder: TraceRecorder, meta: dict[str, Any], output: Any
     episode = recorded.get(meta["episode_id"]) or Episode(episode_id=meta["episode_id"], metadata=dict(meta))
     if isinstance(output, BaseException) and episode.status == "ok":
         episode.status = "failed"
-        episode.error = f"{type(output).__name__}: {output}".splitlines()[0]
+        episode.error = first_line(output, with_type=True)
     return episode
 
 
@@ -304,7 +304,7 @@ def bound_recursion_limit(graph: Any) -> int:
 def run_episodes(
     graph: Any,
     inputs: Sequence[dict[str, Any]],
-    metadata: Sequence[dict[str, Any]] | None = None,
+    metadata: Sequence[Mapping[str, Any]] | None = None,
     **kwargs: Any,
 ) -> tuple[list[Episode], RolloutSummary]:
     """Synchronous `arun_episodes` (for scripts and the command line)."""

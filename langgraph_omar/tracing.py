@@ -39,14 +39,15 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
-from langgraph_omar.chat_model import to_chat_dicts
+from langgraph_omar.errors import first_line
+from langgraph_omar.messages import to_chat_dicts
 from langgraph_omar.serving.records import token_records
 from langgraph_omar.trajectory import SOURCES, Episode, Turn, agent_of, role_of
+from langgraph_omar.trajectory.metadata import episode_fields
 
 _active_recorder: ContextVar[TraceRecorder | None] = ContextVar("omar_trace_recorder", default=None)
 register_configure_hook(_active_recorder, inheritable=True)
 
-EPISODE_METADATA_KEYS = ("scenario_id", "group_id", "seed")
 TURN_METADATA = "turn_metadata"  # run metadata: {name: JSON value} copied into the call's Turn.metadata
 CALL_ID = "call_id"  # in a final-state record: the model call (its run id) the record is about
 TURN_REWARDS = "turn_rewards"  # final-state key: [{call_id, reward, ...}], per-turn rewards
@@ -132,7 +133,7 @@ class TraceRecorder(BaseCallbackHandler):
             self._root_episode[root] = str(key)
         episode_id = self._root_episode[root]
         if episode_id not in self._episodes:
-            meta = {k: metadata[k] for k in EPISODE_METADATA_KEYS if k in metadata}
+            meta = episode_fields(metadata)
             self._episodes[episode_id] = _EpisodeBuilder(Episode(episode_id=episode_id, metadata=meta))
         return episode_id
 
@@ -182,7 +183,7 @@ class TraceRecorder(BaseCallbackHandler):
             builder = self._episodes.get(self._root_episode.get(run_id, ""))
             if builder is not None:
                 builder.episode.status = "failed"
-                builder.episode.error = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+                builder.episode.error = first_line(error, 500, with_type=True)
 
     # ---- model calls --------------------------------------------------------------------------------
     def _call(self, run_id: UUID, parent_run_id: UUID | None, metadata: dict[str, Any] | None) -> _Call:

@@ -89,12 +89,13 @@ def test_every_episode_failing_exits_non_zero_with_the_first_error(policy, tmp_p
 @pytest.mark.parametrize(
     ("flags", "problem"),
     [
-        (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
-        (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
-        (["--temperature", "inf"], "--temperature must be a finite number >= 0"),
-        (["--max-tokens", "0"], "--max-tokens, --episodes and --max-concurrency must be >= 1"),
-        (["--episodes", "0"], "--max-tokens, --episodes and --max-concurrency must be >= 1"),
-        (["--max-concurrency", "0"], "--max-tokens, --episodes and --max-concurrency must be >= 1"),
+        (["--temperature", "-1"], "temperature must be a finite number >= 0"),
+        (["--temperature", "nan"], "temperature must be a finite number >= 0"),
+        (["--temperature", "inf"], "temperature must be a finite number >= 0"),
+        (["--top-p", "0"], "top_p must be in (0, 1]"),
+        (["--max-tokens", "0"], "max_tokens must be >= 1"),
+        (["--episodes", "0"], "--episodes and --max-concurrency must be >= 1"),
+        (["--max-concurrency", "0"], "--episodes and --max-concurrency must be >= 1"),
         (["--out", "episodes.csv"], "expected a .jsonl, .ndjson or .parquet file"),
     ],
 )

@@ -53,6 +53,7 @@ def _process_tree(pid: int) -> list[int]:
     return [pid, *(p for child in children for p in _process_tree(int(child)))]
 
 
+@pytest.mark.subprocess
 def test_two_processes_share_the_groups_average_the_gradients_and_resume_after_kill_9(tmp_path):
     """torchrun, 2 CPU processes, 3 iterations of 4 groups: killed with SIGKILL once checkpoint 1 exists,
     then the same command again. Every episode of both processes is in trajectories.jsonl, each metrics line

@@ -148,3 +148,12 @@ def test_the_verdict_says_no_or_not_shown(interval: Interval, start: str) -> Non
     result = _result()
     result.comparisons = [Comparison("reward", OUTCOME, ALL_SEATS, interval, interval, interval, 8)]
     assert result.verdict().startswith(start)
+
+
+def test_a_transcript_marks_turns_of_a_role_no_side_plays_by_the_seats_not_by_the_role_name() -> None:
+    """A judge or narrator is recognised by having no seat, whatever its role is called (issue 27)."""
+    result = _result()
+    result.episodes[0].turns.append(_turn("moderator", "The deal is fair.", None))
+    page = render_html(result, {})
+    assert '<div class="turn unseated"><b>moderator (no seat)</b>' in page
+    assert "moderator (opponent: base)" not in page  # not shown as the opponent's turn

@@ -68,6 +68,7 @@ def _readable_episodes(out: Path) -> list[Any]:
         return []
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("suffix", "stop"),
     [(".jsonl", signal.SIGKILL), (".parquet", signal.SIGKILL), (".parquet", signal.SIGINT)],

@@ -116,6 +116,7 @@ def _toy_run(run: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.subprocess
 def test_kill_9_during_training_then_resume_gives_the_same_adapter(tmp_path):
     """Uninterrupted 3 iterations vs. killed (SIGKILL) once checkpoint 1 exists, then the same command again:
     the adapters are bit-identical (CPU, fixed seed, one episode at a time)."""

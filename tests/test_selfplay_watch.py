@@ -84,7 +84,9 @@ def test_the_summary_line_names_rewards_per_role_rates_degenerate_share_kl_and_t
         "reward_buyer": 0.52,
         "reward_seller": -0.1,
         "env_agreement": 0.5625,
-        "env_win_rate/village": 0.25,
+        "env_win_rate_village": 0.25,
+        "env_draw": 0.0,
+        "env_windows_open": 3.0,  # not a declared rate, though its name holds "win"
         "env_turns": 6.0,
         "degenerate_fraction": 0.25,
         "approx_kl": 0.0012,
@@ -92,8 +94,8 @@ def test_the_summary_line_names_rewards_per_role_rates_degenerate_share_kl_and_t
         "update_seconds": 41.6,
         "num_processes": 2,
     }
-    assert summary_line(record, 10) == (
-        "iteration 5/10 | reward buyer +0.520 seller -0.100 | agreement 0.56 | win_rate/village 0.25 | "
+    assert summary_line(record, 10, rates={"agreement", "win", "draw"}) == (
+        "iteration 5/10 | reward buyer +0.520 seller -0.100 | agreement 0.56 | draw 0.00 | win_rate_village 0.25 | "
         "degenerate 0.25 | kl 0.0012 | rollout 52 s, update 42 s (2 process(es))"
     )
     assert "kl 0.0300" in summary_line(record | {"kl": 0.03}, 10)  # the KL to the base, when trained with it

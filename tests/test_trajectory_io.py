@@ -330,6 +330,7 @@ for i in range(total):
 """
 
 
+@pytest.mark.subprocess
 def test_kill_9_mid_export_leaves_whole_episodes_and_rerun_completes(tmp_path: Path) -> None:
     path = tmp_path / "killed.jsonl"
     total = 200
@@ -380,6 +381,7 @@ write_episodes(sys.argv[1], [big])
 """
 
 
+@pytest.mark.subprocess
 def test_kill_9_inside_one_large_write(tmp_path: Path) -> None:
     # Killed while the kernel copies a 40 MB line, the writer usually leaves a torn line: a real one, not a
     # simulated truncation. Whether the kill lands inside the write is up to the scheduler, so both outcomes

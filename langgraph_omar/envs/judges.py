@@ -15,7 +15,7 @@ from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
 
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, first_line
 
 
 def is_import_target(spec: str) -> bool:
@@ -39,9 +39,8 @@ def judge_chat_model(spec: str, served: BaseChatModel | None = None) -> BaseChat
             try:
                 found = found()
             except Exception as error:  # a factory that needs arguments, keys, a server: its error, one line
-                message = str(error).splitlines()[0] if str(error) else ""
                 raise OmarError(
-                    f"--judge-model {spec}: calling it raised {type(error).__name__}: {message}"
+                    f"--judge-model {spec}: calling it raised {first_line(error, with_type=True)}"
                 ) from None
         if not isinstance(found, BaseChatModel):
             raise OmarError(

@@ -29,7 +29,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from langgraph_omar.envs.environment import Environment
-from langgraph_omar.errors import OmarError, UserCodeError
+from langgraph_omar.errors import OmarError, UserCodeError, first_line
 from langgraph_omar.trajectory import Episode
 
 ENTRY_POINT_GROUP = "langgraph_omar.environments"
@@ -114,7 +114,7 @@ def _instantiate(obj: Any, options: dict[str, Any], spec: str) -> Environment:
     try:
         environment: Environment = obj(**options)
     except (TypeError, ValueError) as exc:
-        raise OmarError(f"{spec}: {str(exc).splitlines()[0]}") from None
+        raise OmarError(f"{spec}: {first_line(exc)}") from None
     return environment
 
 

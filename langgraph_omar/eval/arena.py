@@ -28,8 +28,9 @@ from langgraph_omar.envs.registry import ContractWarning, load_environment
 from langgraph_omar.errors import OmarError
 from langgraph_omar.eval.stats import ALL_SEATS, Comparison, Game, GameMetric, compare_seats, summarize_games
 from langgraph_omar.rollout import arun_episodes
-from langgraph_omar.serving.models import DEFAULT_MODEL
-from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode
+from langgraph_omar.serving.settings import ServingSettings
+from langgraph_omar.trajectory import Episode
+from langgraph_omar.trajectory.metadata import episode_metadata
 
 TESTED, OPPONENT = "tested", "opponent"
 CI_METHOD = (
@@ -39,8 +40,9 @@ CI_METHOD = (
 
 
 @dataclass
-class EvalConfig:
-    """What to evaluate and how. Every field carries its meaning in `metadata['help']`."""
+class EvalConfig(ServingSettings):
+    """What to evaluate and how: the model, its sampling and device come from `ServingSettings` (the fields
+    `omar rollout` shares). Every field carries its meaning in `metadata['help']`."""
 
     env: str = field(metadata={"help": "a registered environment or module:attribute (see `omar envs`)"})
     adapter: str = field(
@@ -51,11 +53,7 @@ class EvalConfig:
     )
     episodes: int = field(default=8, metadata={"help": "scenario seeds; each is played once per seat"})
     seed: int = field(default=0, metadata={"help": "the first scenario seed (seeds seed .. seed+episodes-1)"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "the base model both adapters belong to"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of both sides"})
-    max_tokens: int = field(default=64, metadata={"help": "the most new tokens per player call"})
     judge_max_tokens: int = field(default=256, metadata={"help": "the most new tokens per judge call"})
-    device: str | None = field(default=None, metadata={"help": "torch device (default: cuda if available)"})
     max_concurrency: int = field(default=32, metadata={"help": "games run at once"})
     confidence: float = field(default=0.95, metadata={"help": "confidence level of the intervals"})
     env_options: dict[str, Any] = field(
@@ -66,10 +64,11 @@ class EvalConfig:
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.episodes < 1:
             raise OmarError(f"episodes must be >= 1, got {self.episodes}")
-        if not self.temperature >= 0 or self.max_tokens < 1 or self.judge_max_tokens < 1:
-            raise OmarError("temperature must be >= 0 and max_tokens, judge_max_tokens >= 1")
+        if self.judge_max_tokens < 1:
+            raise OmarError(f"judge_max_tokens must be >= 1, got {self.judge_max_tokens}")
         if self.max_concurrency < 1:
             raise OmarError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
         if not 0 < self.confidence < 1:
@@ -142,7 +141,11 @@ def _policies(config: EvalConfig) -> tuple[ChatPolicy, ChatPolicy, str, str | No
     tested = engine.ensure_adapter(config.adapter)  # a bad adapter fails here, before any game
     opponent = engine.ensure_adapter(config.opponent) if config.opponent else None
     players = ChatPolicy(
-        model=config.model, device=config.device, temperature=config.temperature, max_tokens=config.max_tokens
+        model=config.model,
+        device=config.device,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_tokens=config.max_tokens,
     )
     judge = ChatPolicy(
         model=config.model, device=config.device, temperature=0.0, max_tokens=config.judge_max_tokens
@@ -156,7 +159,7 @@ def learn_roles(env: Environment, graph: Any, seed: int) -> tuple[str, ...]:
         arun_episodes(
             graph,
             [env.sample_input(seed)],
-            [{"episode_id": f"roles-{seed}", "seed": seed, "sampling_seed": seed}],
+            [episode_metadata(seed, episode_id=f"roles-{seed}")],
             progress=False,
             recursion_limit=env.recursion_limit,
             configurable=[env.sample_config(seed)],
@@ -216,13 +219,12 @@ def run_arena(config: EvalConfig, progress: bool = True, env: Environment | None
     games = plan_games(config, env, roles)
     adapters = {TESTED: tested, OPPONENT: opponent}
     metadata = [
-        {
-            "episode_id": game.episode_id,
-            "seed": game.seed,
-            "sampling_seed": game.seed,  # both seatings of a seed draw the same numbers for the same prompt
-            "scenario_id": f"{env.name}-{game.seed}",
-            ADAPTER_BY_ROLE: {role: adapters[side] for role, side in game.sides.items()},
-        }
+        episode_metadata(  # both seatings of a seed draw the same numbers for the same prompt
+            game.seed,
+            env=env.name,
+            episode_id=game.episode_id,
+            adapter_by_role={role: adapters[side] for role, side in game.sides.items()},
+        )
         for game in games
     ]
     episodes, _ = asyncio.run(

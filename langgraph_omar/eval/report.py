@@ -30,6 +30,7 @@ from langgraph_omar.run_folder import RunFolder  # noqa: E402
 from langgraph_omar.trajectory import Episode  # noqa: E402
 
 REWARD_KEYS = ("reward_mean",)  # the overall reward line of a training run's metrics
+UNSEATED = "unseated"  # a transcript turn of a role no side plays (a judge, a narrator)
 
 
 # ---- plots --------------------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ table{border-collapse:collapse;margin:.6em 0 1.4em}th,td{border:1px solid #ccc;p
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}.note{color:#555;font-size:.92em}
 .turn{margin:.2em 0;padding:.3em .6em;border-left:4px solid #999;white-space:pre-wrap}
 .tested{border-color:#1f77b4;background:#eef5fb}.opponent{border-color:#ff7f0e;background:#fff4ea}
-.judge{border-color:#888;background:#f6f6f6}img{max-width:100%}details{margin:.5em 0}
+.unseated{border-color:#888;background:#f6f6f6}img{max-width:100%}details{margin:.5em 0}
 .answer{font-size:1.25em}.pair{display:grid;grid-template-columns:1fr 1fr;gap:1em}
 """
 
@@ -184,8 +185,9 @@ def _transcript(game: Game, episode: Episode, labels: Mapping[str, str]) -> str:
         summary += f" &mdash; <b>failed</b>: {_e(game.error)}"
     turns = []
     for turn in episode.turns:
-        side = "judge" if turn.role == "judge" else game.sides.get(turn.role, OPPONENT)
-        who = f"{turn.role} ({labels.get(side, side)})"
+        # a role no side plays (a judge, a narrator) has no seat, whatever it is called
+        side = game.sides.get(turn.role, UNSEATED)
+        who = f"{turn.role} ({labels.get(side, 'no seat')})"
         turns.append(f'<div class="turn {side}"><b>{_e(who)}</b>: {_e(turn.text.strip())}</div>')
     return f"<details><summary>{summary}</summary>{''.join(turns) or '<p>(no turns)</p>'}</details>"
 

@@ -54,6 +54,7 @@ from langgraph_omar.rl.advantages import (
 )
 from langgraph_omar.rl.config import AdvantageSettings, FilterSettings
 from langgraph_omar.trajectory import Episode
+from langgraph_omar.trajectory.metadata import GROUP_ID, SCENARIO_ID
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,9 @@ def collect_samples(
         if episode.status != "ok":
             failed += 1
             continue
-        group = str(episode.metadata.get("group_id", episode.episode_id))
+        group = str(episode.metadata.get(GROUP_ID, episode.episode_id))
         meta = episode.metadata
-        scenario = str(meta.get("baseline_key", meta.get("scenario_id", group)))
+        scenario = str(meta.get("baseline_key", meta.get(SCENARIO_ID, group)))
         for t, turn in enumerate(episode.turns):
             if turn.source != "policy":  # another model's or a person's: no recorded ids, never PPO data
                 other_source += 1

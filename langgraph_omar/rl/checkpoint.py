@@ -34,10 +34,11 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from langgraph_omar.atomic import write_atomic
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, first_line
 from langgraph_omar.rl.advantages import EmaBaseline
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.run_folder import RunFolder
+from langgraph_omar.serving.adapters import CONFIG_FILE, WEIGHTS_FILE, check_adapter_files
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.pt"
@@ -186,7 +187,9 @@ def load_checkpoint(path: str | Path, trainer: PPOTrainer, ema: EmaBaseline) -> 
         set_rng_state(state["rng"])
         step = int(state["step"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path / STATE_FILE} does not fit the trainer: {_first_line(exc)}") from None
+        raise CheckpointError(
+            f"{path / STATE_FILE} does not fit the trainer: {first_line(exc, 200)}"
+        ) from None
     trainer.policy.bump_adapter_version(trainer.adapter_name)
     return step
 
@@ -199,7 +202,7 @@ def load_state(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_LEGACY_NUMPY_GLOBALS):
             state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = _first_line(exc)
+        detail = first_line(exc, 200)
         found = re.search(r"(?:got|GLOBAL) (.+?)(?: was not an allowed global|$)", str(exc))
         if found:
             detail = found.group(1)
@@ -207,15 +210,12 @@ def load_state(path: str | Path) -> dict[str, Any]:
             f"{file} holds an object that is not a tensor or plain data ({detail}); refused to load it"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{file} cannot be read (truncated or corrupt?): {_first_line(exc)}") from None
+        raise CheckpointError(
+            f"{file} cannot be read (truncated or corrupt?): {first_line(exc, 200)}"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{file}: expected a dict of trainer state, got {type(state).__name__}")
     return state
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def _load_adapter_weights(trainer: PPOTrainer, weights: Path, what: str) -> None:
@@ -224,9 +224,7 @@ def _load_adapter_weights(trainer: PPOTrainer, weights: Path, what: str) -> None
             trainer.module.peft_model, load_file(str(weights)), adapter_name=trainer.adapter_name
         )
     except RuntimeError as e:  # a shape mismatch: another rank or model
-        raise CheckpointError(
-            f"{what}: adapter weights do not fit the model: {str(e).splitlines()[0]}"
-        ) from e
+        raise CheckpointError(f"{what}: adapter weights do not fit the model: {first_line(e)}") from e
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
         raise CheckpointError(f"{what}: adapter weights do not fit the model: {unexpected[:3]}")
@@ -237,10 +235,11 @@ def load_adapter_weights(trainer: PPOTrainer, directory: str | Path) -> None:
     adapter_model.safetensors), e.g. a behaviour-cloning run's RUN/adapter; its LoRA rank, alpha and target
     modules must be the run's."""
     directory = Path(directory).expanduser()
-    weights = directory / "adapter_model.safetensors"
-    if not (directory / "adapter_config.json").is_file() or not weights.is_file():
-        raise CheckpointError(f"init adapter {directory}: expected adapter_config.json and {weights.name}")
-    saved = json.loads((directory / "adapter_config.json").read_text())
+    try:
+        check_adapter_files(directory)
+    except OmarError as e:
+        raise CheckpointError(f"init adapter {directory}: {e}") from None
+    saved = json.loads((directory / CONFIG_FILE).read_text())
     lora = trainer.config.lora
     targets = lora.target_modules if lora.target_modules != ["all-linear"] else "all-linear"
     wanted = {"r": lora.rank, "lora_alpha": lora.alpha}
@@ -249,7 +248,7 @@ def load_adapter_weights(trainer: PPOTrainer, directory: str | Path) -> None:
         differ.append(f"target_modules {saved.get('target_modules')!r} (the run's {targets!r})")
     if differ:
         raise CheckpointError(f"init adapter {directory}: LoRA settings differ: {', '.join(differ)}")
-    _load_adapter_weights(trainer, weights, f"init adapter {directory}")
+    _load_adapter_weights(trainer, directory / WEIGHTS_FILE, f"init adapter {directory}")
     trainer.policy.bump_adapter_version(trainer.adapter_name)
 
 

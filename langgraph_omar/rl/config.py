@@ -20,7 +20,10 @@ from typing import Any
 
 import yaml
 
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import ConfigError, first_line
+from langgraph_omar.serving.settings import SamplingSettings
+
+__all__ = ["ConfigError", "RunConfig"]  # ConfigError lives in errors.py; imported from here too
 
 ADVANTAGE_MODES = ("hierarchical", "hierarchical-critic", "grpo", "rloo", "rae")
 ALGORITHMS = ("ppo", "filtered-bc", "sft")
@@ -37,10 +40,6 @@ DEFAULT_EPOCHS = 1
 DEFAULT_LEARNING_RATE = 1e-4
 FILES_BC_EPOCHS = 3
 FILES_BC_LEARNING_RATE = 5e-4
-
-
-class ConfigError(OmarError, ValueError):
-    """A configuration value or key that is not accepted; the message names the key and what was expected."""
 
 
 def _help(text: str) -> dict[str, str]:
@@ -353,16 +352,27 @@ class EnvSettings:
     )
 
 
-@dataclass
-class SelfPlaySettings:
+@dataclass(kw_only=True)
+class SelfPlaySettings(SamplingSettings):
+    """The self-play rounds, and the sampling of every role (`model`, `top_p` and the checks come from
+    `SamplingSettings`, the fields `omar rollout` and `omar eval` share)."""
+
+    key_prefix = "selfplay."
+
+    temperature: float = field(
+        default=1.0,
+        metadata=_help(
+            "sampling temperature of every role; 1.0, not rollout's and eval's 0.7: at 1.0 the policy samples "
+            "from its own distribution, the one PPO's ratio and the KL are taken against"
+        ),
+    )
+    max_tokens: int = field(
+        default=48, metadata=_help("most new tokens per turn (the recipes were tuned with 48)")
+    )
     iterations: int = field(default=10, metadata=_help("rollout + update rounds"))
     episodes_per_iteration: int = field(default=16, metadata=_help("episodes per iteration (M)"))
     group_size: int = field(default=4, metadata=_help("episodes per sampled scenario seed, one group (G)"))
     max_concurrency: int = field(default=16, metadata=_help("episodes run at once (batched by the engine)"))
-    temperature: float = field(default=1.0, metadata=_help("sampling temperature of every role"))
-    top_p: float = field(default=1.0, metadata=_help("nucleus sampling of every role"))
-    max_tokens: int = field(default=48, metadata=_help("most new tokens per turn"))
-    model: str = field(default="smollm2-135m-instruct", metadata=_help("the served model"))
     seed: int = field(default=0, metadata=_help("first scenario seed; iteration i uses later seeds"))
     max_minutes: float | None = field(
         default=None,
@@ -393,6 +403,7 @@ class SelfPlaySettings:
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _require(
             0.0 <= self.base_opponent_fraction <= 1.0,
             "selfplay.base_opponent_fraction",
@@ -405,7 +416,7 @@ class SelfPlaySettings:
             "a non-empty list of role names when base_opponent_fraction > 0",
             self.base_opponent_roles,
         )
-        for name in ("iterations", "episodes_per_iteration", "group_size", "max_concurrency", "max_tokens"):
+        for name in ("iterations", "episodes_per_iteration", "group_size", "max_concurrency"):
             _require(getattr(self, name) >= 1, f"selfplay.{name}", ">= 1", getattr(self, name))
         _require(
             self.episodes_per_iteration % self.group_size == 0,
@@ -413,8 +424,6 @@ class SelfPlaySettings:
             f"a multiple of group_size ({self.group_size})",
             self.episodes_per_iteration,
         )
-        _require(self.temperature >= 0, "selfplay.temperature", ">= 0", self.temperature)
-        _require(0 < self.top_p <= 1, "selfplay.top_p", "in (0, 1]", self.top_p)
         _require(
             self.max_minutes is None or self.max_minutes > 0, "selfplay.max_minutes", "> 0", self.max_minutes
         )
@@ -550,7 +559,7 @@ class RunConfig:
         except UnicodeDecodeError as error:
             raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not valid YAML ({first_line(error)})") from None
         return cls.from_dict(data, source=str(path))
 
     def resolved(self, files_bc: bool = False) -> RunConfig:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,7 @@ class FilesSource:
         policy: SharedPolicy,
     ) -> None:
         self.config, self.roles, self.sources, self.policy = config, list(roles), sources, policy
+        self.rates: Collection[str] = ()  # no environment declares any
         chunks = iteration_chunks(episodes, config.selfplay.episodes_per_iteration)
         # cloning: `update.epochs` passes over the file, one pass an iteration (more epochs extend the run)
         epochs = config.update.resolved_epochs if config.update.algo in BEHAVIOUR_CLONING else 1

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, first_line
 from langgraph_omar.rl.logprobs import LogitTransform
 
 
@@ -90,9 +90,8 @@ def model_logit_transform(causal_lm: Any, body: Any, name: str) -> LogitTransfor
         logits = causal_lm(input_ids=ids, attention_mask=mask, use_cache=False).logits
         hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     except Exception as error:  # an architecture whose forward needs more than token ids
-        message = str(error).splitlines()[0] if str(error) else ""
         raise OmarError(
-            f"model {name!r}: its forward on a probe of token ids failed ({type(error).__name__}: {message}); "
+            f"model {name!r}: its forward on a probe of token ids failed ({first_line(error, with_type=True)}); "
             "omar cannot train it"
         ) from None
     head_out = hidden.double() @ weight.double().T + (0 if bias is None else bias.double())

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,7 +48,8 @@ from langgraph_omar.rollout import run_episodes
 from langgraph_omar.run_folder import RunFolder
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.sampling import derive_seed
-from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode
+from langgraph_omar.trajectory import Episode
+from langgraph_omar.trajectory.metadata import episode_metadata
 
 __all__ = [  # the loop's names tests and callers have imported from here
     "ADAPTER",
@@ -88,22 +89,25 @@ def episode_plan(
         seed = s.seed + iteration * groups + g
         scenario_input = sample_input(seed)
         scenario_id = str((scenario_input.get("scenario") or {}).get("id", seed))
-        seats: dict[str, Any] = {}
+        seats: dict[str, str | None] | None = None
         if g < base_groups:  # the base role rotates over the groups and the iterations
             roles = s.base_opponent_roles
-            seats = {ADAPTER_BY_ROLE: {roles[(iteration * base_groups + g) % len(roles)]: None}}
+            seats = {roles[(iteration * base_groups + g) % len(roles)]: None}
         for j in range(s.group_size):
             inputs.append(scenario_input)
             metadata.append(
-                seats
-                | {
-                    "episode_id": f"it{iteration:05d}-g{g:04d}-e{j:03d}",
-                    "group_id": f"it{iteration:05d}-g{g:04d}",
-                    "scenario_id": scenario_id,
-                    "seed": seed,
-                    "sampling_seed": derive_seed(s.seed, iteration, g, j),
-                    "baseline_key": config.env.name,  # SPIRAL's EMA baseline: per game and role
-                }
+                dict(  # a plain dict, as the loop passes metadata on
+                    episode_metadata(
+                        seed,
+                        episode_id=f"it{iteration:05d}-g{g:04d}-e{j:03d}",
+                        group_id=f"it{iteration:05d}-g{g:04d}",
+                        scenario_id=scenario_id,
+                        sampling_seed=derive_seed(s.seed, iteration, g, j),
+                        baseline_key=config.env.name,  # SPIRAL's EMA baseline: per game and role
+                        iteration=iteration,
+                        adapter_by_role=seats,
+                    )
+                )
             )
     return inputs, metadata
 
@@ -246,6 +250,10 @@ class SelfPlaySource:
         self.config, self.environment, self.policy = config, environment, policy
         self.iterations = config.selfplay.iterations
         self.max_tokens: int | None = config.selfplay.max_tokens
+        declared = getattr(
+            environment, "rate_metrics", None
+        )  # Environment declares them; a bare protocol may not
+        self.rates: Collection[str] = declared() if callable(declared) else ()
         self.graph: Any = None
         self.process: PartialState | None = None
         self.progress = False
@@ -295,9 +303,6 @@ class SelfPlaySource:
                 self.progress,
                 configurable,
             )
-        for episode, meta in zip(episodes, metadata, strict=True):
-            episode.metadata.update(meta)
-            episode.metadata["iteration"] = iteration
         episodes, rollout_seconds = _gathered(episodes, rollout_seconds, plan[1], process)
         check_rollout(environment, iteration, episodes, first=first)
         return Collected(episodes, {"rollout_seconds": rollout_seconds} | rollout_metrics(episodes))

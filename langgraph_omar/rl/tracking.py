@@ -7,6 +7,7 @@ of every metrics.jsonl line; the console gets one line per iteration (`summary_l
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from langgraph_omar.errors import OmarError
@@ -59,21 +60,22 @@ def log_to_trackers(accelerator: Any, record: dict[str, Any]) -> None:
         accelerator.log(numbers, step=record["iteration"])
 
 
-def summary_line(record: dict[str, Any], iterations: int) -> str:
-    """One console line per iteration: the policy's reward per role, agreement/win rates the environment
-    reports, the degenerate share, the KL (to the base with kl_coef, else PPO's old-to-new) and the time
-    (of the rollout, for self-play, and of the update)."""
+def summary_line(record: dict[str, Any], iterations: int, rates: Collection[str] = ()) -> str:
+    """One console line per iteration: the policy's reward per role, the rates the environment declares
+    (`rates`: its `rate_metrics()`, e.g. agreement, win; a rate's flattened parts `env_NAME_KEY` too), the
+    degenerate share, the KL (to the base with kl_coef, else PPO's old-to-new) and the time (of the rollout,
+    for self-play, and of the update)."""
     parts = [f"iteration {record['iteration'] + 1}/{iterations}"]
     rewards = sorted(
         (k[len("reward_") :], v) for k, v in record.items() if k.startswith("reward_") and k != "reward_mean"
     )
     parts.append("reward " + " ".join(f"{role} {value:+.3f}" for role, value in rewards))
-    rates = sorted(
+    shown = sorted(
         (k[len("env_") :], v)
         for k, v in record.items()
-        if k.startswith("env_") and ("agreement" in k or "win" in k)
+        if k.startswith("env_") and any(k == f"env_{r}" or k.startswith(f"env_{r}_") for r in rates)
     )
-    parts.extend(f"{name} {value:.2f}" for name, value in rates)
+    parts.extend(f"{name} {value:.2f}" for name, value in shown)
     parts.append(f"degenerate {record.get('degenerate_fraction', 0.0):.2f}")
     kl = record.get("kl", record.get("approx_kl"))
     if kl is not None:

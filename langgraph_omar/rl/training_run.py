@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +69,7 @@ class EpisodeSource(Protocol):
 
     iterations: int  # the run's last iteration + 1
     max_tokens: int | None  # the replies' token cap when this run sets it (None: the recording's)
+    rates: Collection[str]  # the environment's declared rate metrics, shown on the console line
 
     def trained_roles(self, episode: Episode) -> set[str]:
         """The roles of `episode` the policy played (their rewards are the run's reward means)."""
@@ -223,7 +224,7 @@ class TrainingRun:
             if self.main:  # every process holds the same numbers: all processes' episodes
                 folder.append_metrics(record)
                 log_to_trackers(trainer.accelerator, record)
-                tqdm.write(summary_line(record, total))
+                tqdm.write(summary_line(record, total, source.rates))
             history.append(record)
             done = iteration + 1
             now = time.monotonic()

@@ -12,7 +12,7 @@ from typing import Any
 from peft import get_peft_model_state_dict
 from safetensors import safe_open
 
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, first_line
 
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
@@ -51,5 +51,4 @@ def check_adapter_fits(model: Any, adapter: Path, base_name: str, adapter_name: 
 
 def load_error(adapter: Path, base_name: str, error: BaseException) -> OmarError:
     """peft's own refusal (shapes that differ, say) as one line."""
-    detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-    return OmarError(f"adapter {adapter} does not fit model {base_name!r}: {detail}")
+    return OmarError(f"adapter {adapter} does not fit model {base_name!r}: {first_line(error, 200)}")

@@ -37,7 +37,7 @@ import torch
 import xgrammar as xgr
 from transformers import PreTrainedTokenizerBase
 
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, first_line
 
 ConstraintKind = Literal["json_schema", "json_object", "regex"]
 
@@ -176,7 +176,7 @@ class GrammarCompiler:
             try:
                 compiled = self._compiler.compile_grammar(_grammar(constraint))
             except (RuntimeError, ValueError) as exc:  # xgrammar's errors for a schema or pattern it rejects
-                detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                detail = first_line(exc, 300)
                 raise OmarError(f"cannot constrain decoding to this {constraint.kind}: {detail}") from None
             with self._lock:
                 self._compiled[constraint] = compiled

