@@ -32,7 +32,7 @@ MAX_TOKENS = 24
 TEMPERATURE = 0.7
 EVAL_SEEDS = 40  # scenario seeds of the evaluation, each played once per seat
 EVAL_FIRST_SEED = 1_000_000  # far from the training seeds (iteration i, group g plays seed + i * groups + g)
-# The recipe and what it measured: training/README.md, "The demo" (the 30-minute recipe, shortened).
+# The recipe: training/README.md, "The demo" (the 30-minute recipe, shortened); what it measured: docs/experiments.md.
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "env": {"name": ENV, "options": ENV_OPTIONS},
     "selfplay": {

@@ -95,7 +95,7 @@ def default_turn_prompt(scenario: NegotiationScenario, role: str, standing: Offe
     `standing`: the other side's legal offer on the table, which the message then names, with an accept
     example. With the offer example alone, the default model almost never accepted a standing offer, so
     episodes nearly never ended in a deal and the outcome reward gave self-play nothing to learn from
-    (training/README has the figures).
+    (docs/experiments.md has the figures).
     """
     price_kind = isinstance(scenario, PriceScenario)
     reply = (
