@@ -57,6 +57,7 @@ from langgraph_omar.rl.degenerate import mark_degenerate
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.rollout import run_episodes
 from langgraph_omar.serving.engine import SharedPolicy
+from langgraph_omar.serving.precision import resolve_dtype
 from langgraph_omar.serving.sampling import derive_seed
 from langgraph_omar.trajectory import ADAPTER_BY_ROLE, Episode, write_episodes
 
@@ -413,7 +414,8 @@ def run_selfplay(
     progress = progress and main
     # accelerate names a CPU process's device cpu:0, the engine registry (and ChatPolicy) plain cpu
     device = "cpu" if process.device.type == "cpu" else process.device
-    policy = policy or SharedPolicy.get(s.model, device=device)
+    policy = policy or SharedPolicy.get(s.model, device=device, dtype=s.decode_dtype)
+    policy.prefill_dtype = resolve_dtype(s.prefill_dtype, "prefill", policy.device)
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
         _check_resumable(checkpoint, config)

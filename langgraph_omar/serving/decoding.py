@@ -21,7 +21,8 @@ from peft import PeftModel
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from langgraph_omar.serving.constraints import RowGrammar, allowed_tokens
-from langgraph_omar.serving.kv_cache import GrowingLayer, growing_cache
+from langgraph_omar.serving.kv_cache import GrowingLayer, cast_cache, growing_cache
+from langgraph_omar.serving.precision import autocast_forward
 from langgraph_omar.serving.prefix_cache import CachedSequence, PrefixCache
 from langgraph_omar.serving.sampling import SamplingParams, sample_next
 
@@ -134,9 +135,12 @@ def decode_batch(
     requests: list[DecodeRequest],
     eos_ids: set[int],
     prefix_cache: PrefixCache | None = None,
+    prefill_dtype: torch.dtype | None = None,
 ) -> list[DecodeResult]:
     """Generate every request's completion in one batch. With a `prefix_cache`, each prompt starts from its
-    longest stored prefix (per adapter), and each finished sequence is stored for later prompts."""
+    longest stored prefix (per adapter), and each finished sequence is stored for later prompts.
+    prefill_dtype: the prefill forward runs under this autocast type (see `precision`); decoding runs in the
+    weights' type, and the prefilled keys and values are cast to it."""
     device = next(model.parameters()).device
     # identical prompts (a self-play group's first turn) are prefilled once, then their rows are copied
     slot: dict[tuple[str | None, tuple[int, ...]], int] = {}
@@ -155,7 +159,9 @@ def decode_batch(
     ids, mask, cache = _prefill_inputs(distinct, prefixes, tokenizer.pad_token_id)
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - ids.shape[1] :]
-    logits = _next_logits(model, ids, mask, positions, cache, [r.adapter for r in distinct])
+    with autocast_forward(model, prefill_dtype):
+        logits = _next_logits(model, ids, mask, positions, cache, [r.adapter for r in distinct])
+    cast_cache(cache, model.get_input_embeddings().weight.dtype)
     if len(distinct) < len(requests):
         copies = torch.tensor(copy_of, device=device)
         cache.batch_select_indices(copies)

@@ -63,3 +63,15 @@ def growing_cache(prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None)
     for layer, (keys, values) in enumerate(prefix or []):
         cache.update(keys, values, layer)
     return cache
+
+
+def cast_cache(cache: DynamicCache, dtype: torch.dtype) -> None:
+    """Keys and values of every layer in `dtype` (a bf16 prefill's cache before a float32 decode); a layer
+    already in `dtype` is left as it is."""
+    for layer in cache.layers:
+        if layer.keys is None or layer.values is None or layer.keys.dtype == dtype:
+            continue
+        layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
+        layer.dtype = dtype  # type: ignore[attr-defined]
+        if isinstance(layer, GrowingLayer):
+            layer._buffers = None  # the next step allocates buffers of the new type

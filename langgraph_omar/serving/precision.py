@@ -1,0 +1,112 @@
+"""Which floating-point type each phase computes in: serving prefill, serving decode, the update.
+
+`auto` reads what the device's matrix units have, not a guess. On a GPU every phase runs in bf16. On a CPU
+bf16 pays only where the cores have bf16 dot products (`avx512_bf16`, or AMX's `amx_bf16` tiles): there the
+many-token phases, prefill and the update's forward and backward, run under bf16 autocast (measured on a
+Zen 4 core with avx512_bf16: prefill x1.85-2.4, forward + backward x2.2), while the one-token decode step
+stays in float32 (slower in bf16 there: its small matrix products are bound by reading the weights, and
+autocast would cast every weight at every step). Elsewhere everything stays float32.
+
+Autocast keeps one set of float32 weights: the served tensors and the trained LoRA tensors stay the same
+tensors (no bf16 copy to keep in sync); each autocast forward casts the weights it uses, which costs little
+next to a many-token forward. The keys and values a bf16 prefill leaves in the KV cache are cast back to the
+decode type before decoding, so the prefix cache holds one type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from langgraph_omar.errors import OmarError
+
+DTYPES = ("auto", "float32", "bfloat16")
+PHASES = ("prefill", "decode", "update")
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def cpu_flags_from(cpuinfo: str) -> frozenset[str]:
+    """The feature flags of the first processor in a /proc/cpuinfo text (empty when there is none)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This machine's CPU feature flags (Linux; empty elsewhere, which means float32)."""
+    try:
+        return cpu_flags_from(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return frozenset()
+
+
+def has_fast_bf16(device: torch.device, flags: frozenset[str] | None = None) -> bool:
+    """Whether `device` multiplies bf16 matrices natively: a GPU that supports bf16, or a CPU with `flags`
+    (default: this machine's) naming bf16 dot products."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    return bool(BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags))
+
+
+def resolve_dtype(
+    setting: str | torch.dtype | None, phase: str, device: torch.device, flags: frozenset[str] | None = None
+) -> torch.dtype:
+    """The dtype `phase` (one of PHASES) computes in on `device` for `setting` ("auto", "float32",
+    "bfloat16", a torch dtype; None means auto). `flags`: the CPU's feature flags (default: this machine's)."""
+    if phase not in PHASES:
+        raise OmarError(f"unknown phase {phase!r}: expected one of {', '.join(PHASES)}")
+    if isinstance(setting, torch.dtype):
+        return setting
+    if setting is None or setting == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16
+        if phase != "decode" and has_fast_bf16(device, flags):
+            return torch.bfloat16
+        return torch.float32
+    if setting not in _NAMES:
+        raise OmarError(f"{phase} dtype {setting!r}: expected one of {', '.join(DTYPES)}")
+    return _NAMES[setting]
+
+
+def mixed_precision(setting: str, device: torch.device, flags: frozenset[str] | None = None) -> str:
+    """accelerate's `mixed_precision` for the update: `setting` unless "auto", which is "bf16" where
+    `resolve_dtype("auto", "update", ...)` is bf16 and "no" elsewhere."""
+    if setting != "auto":
+        return setting
+    return "bf16" if resolve_dtype("auto", "update", device, flags) == torch.bfloat16 else "no"
+
+
+@contextlib.contextmanager
+def autocast_forward(model: torch.nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
+    """Run `model`'s forwards inside under `dtype` autocast when it differs from the weights' type (else
+    unchanged), with the output head in float32: sampled and recorded log-probabilities then come from
+    float32 logits of the (autocast) last hidden state."""
+    weights = model.get_input_embeddings().weight.dtype  # type: ignore[operator, union-attr]
+    if dtype is None or dtype == weights:
+        yield
+        return
+    head = model.get_output_embeddings()  # type: ignore[operator]
+    device_type = head.weight.device.type
+
+    def float32_head(hidden: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, enabled=False):
+            return torch.nn.functional.linear(
+                hidden.to(head.weight.dtype), head.weight, getattr(head, "bias", None)
+            )
+
+    head.forward = float32_head
+    try:
+        with torch.autocast(device_type, dtype=dtype):
+            yield
+    finally:
+        del head.forward  # the class's forward again
