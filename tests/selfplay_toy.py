@@ -59,7 +59,8 @@ def toy_policy(name: str = "tiny", seed: int = 0, sharpness: float = 12.0) -> An
     with torch.no_grad():
         model.model.norm.weight.fill_(sharpness)
     model = model.to(os.environ.get("OMAR_TEST_DEVICE", "cpu"))  # cuda: the same tests on a GPU
-    policy = SharedPolicy(name, model, tiny_tokenizer(), max_wait_ms=5)
+    # float32 prefill: the toy tests check recorded and recomputed log-probabilities agree exactly
+    policy = SharedPolicy(name, model, tiny_tokenizer(), max_wait_ms=5, prefill_dtype="float32")
     SharedPolicy.register(policy)
     return policy
 
