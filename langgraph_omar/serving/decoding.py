@@ -22,7 +22,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from langgraph_omar.serving.constraints import RowGrammar, allowed_tokens
 from langgraph_omar.serving.kv_cache import GrowingLayer, cast_cache, growing_cache
-from langgraph_omar.serving.precision import autocast_forward
+from langgraph_omar.serving.precision import autocast_forward, weights_dtype
 from langgraph_omar.serving.prefix_cache import CachedSequence, PrefixCache
 from langgraph_omar.serving.sampling import SamplingParams, sample_next
 
@@ -161,7 +161,7 @@ def decode_batch(
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - ids.shape[1] :]
     with autocast_forward(model, prefill_dtype):
         logits = _next_logits(model, ids, mask, positions, cache, [r.adapter for r in distinct])
-    cast_cache(cache, model.get_input_embeddings().weight.dtype)
+    cast_cache(cache, weights_dtype(model))
     if len(distinct) < len(requests):
         copies = torch.tensor(copy_of, device=device)
         cache.batch_select_indices(copies)

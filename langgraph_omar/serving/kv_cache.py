@@ -69,9 +69,9 @@ def cast_cache(cache: DynamicCache, dtype: torch.dtype) -> None:
     """Keys and values of every layer in `dtype` (a bf16 prefill's cache before a float32 decode); a layer
     already in `dtype` is left as it is."""
     for layer in cache.layers:
-        if layer.keys is None or layer.values is None or layer.keys.dtype == dtype:
+        if not isinstance(layer, DynamicLayer) or layer.keys is None or layer.values is None:
             continue
-        layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
-        layer.dtype = dtype  # type: ignore[attr-defined]
-        if isinstance(layer, GrowingLayer):
-            layer._buffers = None  # the next step allocates buffers of the new type
+        if layer.keys.dtype != dtype:
+            layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
+            if isinstance(layer, GrowingLayer):
+                layer._buffers = None  # the next step allocates buffers of the new type

@@ -19,6 +19,7 @@ import contextlib
 import functools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -86,13 +87,18 @@ def mixed_precision(setting: str, device: torch.device, flags: frozenset[str] | 
     return "bf16" if resolve_dtype("auto", "update", device, flags) == torch.bfloat16 else "no"
 
 
+def weights_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The type of a causal LM's weights (its input embeddings'): the type it decodes in."""
+    embeddings = model.get_input_embeddings()  # type: ignore[operator]
+    return cast(torch.dtype, embeddings.weight.dtype)
+
+
 @contextlib.contextmanager
 def autocast_forward(model: torch.nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
     """Run `model`'s forwards inside under `dtype` autocast when it differs from the weights' type (else
     unchanged), with the output head in float32: sampled and recorded log-probabilities then come from
     float32 logits of the (autocast) last hidden state."""
-    weights = model.get_input_embeddings().weight.dtype  # type: ignore[operator, union-attr]
-    if dtype is None or dtype == weights:
+    if dtype is None or dtype == weights_dtype(model):
         yield
         return
     head = model.get_output_embeddings()  # type: ignore[operator]
