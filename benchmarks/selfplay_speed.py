@@ -5,7 +5,9 @@ on the new defaults, side by side in one run.
 
 Each path runs in its own process (a fresh engine, accelerate state and allocator), today's first, then the
 new one, `--repeats` times alternating; the iteration is `run_selfplay` with `iterations: 1` and the warm start
-off, so the update is the recipe's PPO update (the demo's first four iterations clone turns instead).
+off, so the update is the recipe's PPO update (the demo's first four iterations clone turns instead), over
+every turn (`skip_zero_advantage: false`: a first iteration's rewards are mostly equal, which would leave
+nearly nothing to train).
 - today: `prefill_dtype: float32`, `decode_dtype: float32`, `update.mixed_precision: no`,
   `update.old_logprobs: rollout`: what the engine and trainer did before precision per phase.
 - new: every setting left at `auto` (see `langgraph_omar/serving/precision.py`), so the path picks up
@@ -140,6 +142,9 @@ def run_path(path: str, model: str, profile: bool) -> dict[str, Any]:
     timers = install_timers() if profile else None
     settings = demo_config(model, seed=0, iterations=1).to_dict()
     settings["update"]["warm_start_iterations"] = 0  # the recipe's PPO update, not the warm start's cloning
+    # every turn trains: the base model's first rewards are mostly equal (no deal), so PPO would skip nearly
+    # every turn and the update would measure nothing; later iterations train most turns
+    settings["update"]["skip_zero_advantage"] = False
     settings["selfplay"]["log_with"] = []
     for section, values in PATHS[path].items():
         settings[section].update(values)

@@ -34,10 +34,11 @@ def test_cpu_flags_are_read_from_the_first_processor_of_cpuinfo():
 
 
 @pytest.mark.parametrize("flags", [ZEN4, SAPPHIRE_RAPIDS])
-def test_auto_uses_bf16_for_prefill_and_update_but_float32_for_decode_on_bf16_cores(flags):
+def test_auto_uses_bf16_for_prefill_and_update_on_bf16_cores_and_for_decode_only_with_amx(flags):
     assert resolve_dtype("auto", "prefill", CPU, flags) == torch.bfloat16
     assert resolve_dtype("auto", "update", CPU, flags) == torch.bfloat16
-    assert resolve_dtype("auto", "decode", CPU, flags) == torch.float32
+    decode = torch.bfloat16 if flags == SAPPHIRE_RAPIDS else torch.float32  # one-token steps need AMX tiles
+    assert resolve_dtype("auto", "decode", CPU, flags) == decode
     assert mixed_precision("auto", CPU, flags) == "bf16"
 
 
@@ -106,8 +107,10 @@ def _episodes(policy, count: int = 4) -> list[Episode]:
     return out
 
 
-@pytest.mark.parametrize("precision", ["no", "bf16"])
-def test_recomputed_old_logprobs_start_the_ratio_at_one_and_report_the_rollout_gap(precision):
+@pytest.mark.parametrize(
+    ("precision", "weights"), [("no", torch.float32), ("bf16", torch.float32), ("bf16", torch.bfloat16)]
+)
+def test_recomputed_old_logprobs_start_the_ratio_at_one_and_report_the_rollout_gap(precision, weights):
     """8 turns in one optimizer step: every micro-batch sees the step-0 policy, so with old log-probabilities
     recomputed by the update's own numerics the ratio is exactly 1 and nothing is clipped, even though the
     recorded ones were shifted by 0.3 nats (a stand-in for a sampler with other numerics)."""
@@ -125,8 +128,11 @@ def test_recomputed_old_logprobs_start_the_ratio_at_one_and_report_the_rollout_g
         }
     )
     torch.manual_seed(1234)
-    trainer = PPOTrainer(toy_policy(f"tiny-ratio-{precision}"), cfg)
+    policy = toy_policy(f"tiny-ratio-{precision}-{weights}")
+    policy.model.to(weights)  # bf16: the weights a CPU with AMX serves and decodes in
+    trainer = PPOTrainer(policy, cfg)
     assert trainer.recompute_old
+    assert {p.dtype for p in trainer.trainable} == {torch.float32}  # the LoRA adapter stays float32
     episodes = _episodes(trainer.policy)
     batch = build_batch(episodes, cfg.advantage, EmaBaseline(), 0)
     assert batch is not None
@@ -135,7 +141,8 @@ def test_recomputed_old_logprobs_start_the_ratio_at_one_and_report_the_rollout_g
     metrics = trainer.update(batch, episodes)
     assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["clip_fraction"] == 0.0
-    assert metrics["logprob_mismatch"] == pytest.approx(0.3, abs=0.05 if precision == "bf16" else 1e-4)
+    bf16 = precision == "bf16" or weights == torch.bfloat16
+    assert metrics["logprob_mismatch"] == pytest.approx(0.3, abs=0.05 if bf16 else 1e-4)
     assert metrics["tis_weight_mean"] == pytest.approx(math.exp(0.3), rel=0.06)  # under the cap of 2
     assert metrics["tis_truncated_fraction"] == 0.0
     assert metrics["logprob_mismatch_tokens"] == float(batch.completion_mask[:, 1:].sum())
