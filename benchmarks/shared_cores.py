@@ -1,12 +1,14 @@
-"""Two `omar rollout` processes started together on one machine, against one alone, per OpenMP wait policy.
+"""Two `omar rollout` processes started together on one machine, against one alone, before and now.
 
-    python benchmarks/shared_cores.py [--episodes 4] [--policies passive,active]
+    python benchmarks/shared_cores.py [--episodes 4] [--variants now,before]
 
-For each wait policy: one `omar rollout negotiation --episodes N` alone, then two started together (other
+For each variant: one `omar rollout negotiation --episodes N` alone, then two started together (other
 scenario seeds); printed: the seconds of each and the ratio of the slower of the pair to the one alone. The
-target is a ratio within 3 (each process keeps a fair share: 2 on two processes sharing the cores, plus
-some loss to switching). `passive` is what `omar` sets by default (see docs/threads.md); `active` is libgomp's
-spinning wait, what a process got before. Last line: `worst pair / alone (passive): X.XX`.
+target is a ratio within 3 (a fair share is 2: two processes on the same cores, plus some loss to switching).
+- now: the defaults (OMP_WAIT_POLICY=PASSIVE and the fair-share thread count of
+  `langgraph_omar/serving/threads.py`);
+- before: libgomp's own wait policy (spin, then sleep) and one thread per core, fixed, as before.
+Last line: `slower of two / alone (now): X.XX`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def rollout(out: Path, seed: int, episodes: int, policy: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_WAIT_POLICY": policy.upper(), "PYTHONPATH": str(ROOT)}
+VARIANTS = {
+    "now": {},
+    "before": {"OMP_WAIT_POLICY": "", "OMP_NUM_THREADS": str(os.cpu_count() or 1)},  # "": libgomp's default
+}
+
+
+def rollout(out: Path, seed: int, episodes: int, variant: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    env.update(VARIANTS[variant], PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "langgraph_omar.cli", "rollout", "negotiation"]
     command += ["--episodes", str(episodes), "--seed", str(seed), "--out", str(out)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -49,7 +58,7 @@ def main() -> None:
     worst: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        for policy in args.policies.split(","):
+        for policy in args.variants.split(","):
             (alone,) = timed([rollout(out / f"{policy}-alone.jsonl", 0, args.episodes, policy)])
             pair = timed(
                 [
@@ -59,11 +68,11 @@ def main() -> None:
             )
             worst[policy] = max(pair) / alone
             print(
-                f"OMP_WAIT_POLICY={policy}: alone {alone:.1f} s; two together {pair[0]:.1f} s and {pair[1]:.1f} s; "
+                f"{policy}: alone {alone:.1f} s; two together {pair[0]:.1f} s and {pair[1]:.1f} s; "
                 f"slower / alone {worst[policy]:.2f}"
             )
-    if "passive" in worst:
-        print(f"worst pair / alone (passive): {worst['passive']:.2f}")
+    if "now" in worst:
+        print(f"slower of two / alone (now): {worst['now']:.2f}")
 
 
 if __name__ == "__main__":

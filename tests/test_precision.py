@@ -153,3 +153,13 @@ def test_auto_old_logprobs_follow_the_update_precision():
     for precision, expected in (("no", False), ("bf16", True)):
         cfg = RunConfig.from_dict({"update": {"mixed_precision": precision}})
         assert PPOTrainer(policy, cfg, adapter_name=f"p-{precision}").recompute_old is expected
+
+
+def test_fair_threads_take_the_cores_others_leave_and_at_least_one():
+    from langgraph_omar.serving.threads import fair_threads
+
+    assert fair_threads(2, load=2.0, own_busy=2.0) == 2  # alone: the load is this process's own
+    assert fair_threads(2, load=0.1, own_busy=0.0) == 2
+    assert fair_threads(2, load=3.0, own_busy=2.0) == 1  # another process keeps a core busy
+    assert fair_threads(2, load=8.0, own_busy=0.3) == 1  # a loaded machine: never 0
+    assert fair_threads(16, load=6.0, own_busy=2.0) == 12

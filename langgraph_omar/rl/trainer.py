@@ -38,6 +38,7 @@ from langgraph_omar.rl.logprobs import token_logprobs_and_entropy_from_hidden
 from langgraph_omar.rl.losses import kl_penalty, masked_mean, masked_sum, ppo_clip_loss, value_loss
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.precision import mixed_precision
+from langgraph_omar.serving.threads import adjust_threads
 from langgraph_omar.trajectory import Episode
 
 
@@ -282,6 +283,7 @@ class PPOTrainer:
     def update(self, batch: TrainingBatch, episodes: Sequence[Episode] = ()) -> dict[str, float]:
         """One PPO (or filtered-BC) update on `batch`; returns metrics. Holds the engine exclusively."""
         update, started = self.config.update, time.perf_counter()
+        adjust_threads(self.policy.device)
         metrics: dict[str, float] = dict(batch.metrics)
         with self.policy.exclusive():
             self.model.train()

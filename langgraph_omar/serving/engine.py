@@ -32,6 +32,7 @@ from langgraph_omar.serving.precision import resolve_dtype
 from langgraph_omar.serving.prefix_cache import PrefixCache
 from langgraph_omar.serving.records import TokenRecord
 from langgraph_omar.serving.sampling import SamplingParams
+from langgraph_omar.serving.threads import adjust_threads
 
 
 @dataclass
@@ -356,6 +357,7 @@ class SharedPolicy:
             self._run(batch)
 
     def _run(self, batch: list[_Pending]) -> None:
+        adjust_threads(self.device)
         try:
             with self._lock:
                 results = decode_batch(
