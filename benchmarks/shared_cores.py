@@ -51,25 +51,23 @@ def timed(processes: list[subprocess.Popen[bytes]]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=4)
-    parser.add_argument(
-        "--policies", default="passive,active", help="OMP_WAIT_POLICY values, comma separated"
-    )
+    parser.add_argument("--variants", default="now,before", help=f"comma separated, of {sorted(VARIANTS)}")
     args = parser.parse_args()
     worst: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        for policy in args.variants.split(","):
-            (alone,) = timed([rollout(out / f"{policy}-alone.jsonl", 0, args.episodes, policy)])
+        for variant in args.variants.split(","):
+            (alone,) = timed([rollout(out / f"{variant}-alone.jsonl", 0, args.episodes, variant)])
             pair = timed(
                 [
-                    rollout(out / f"{policy}-pair{k}.jsonl", 100 * (k + 1), args.episodes, policy)
+                    rollout(out / f"{variant}-pair{k}.jsonl", 100 * (k + 1), args.episodes, variant)
                     for k in range(2)
                 ]
             )
-            worst[policy] = max(pair) / alone
+            worst[variant] = max(pair) / alone
             print(
-                f"{policy}: alone {alone:.1f} s; two together {pair[0]:.1f} s and {pair[1]:.1f} s; "
-                f"slower / alone {worst[policy]:.2f}"
+                f"{variant}: alone {alone:.1f} s; two together {pair[0]:.1f} s and {pair[1]:.1f} s; "
+                f"slower / alone {worst[variant]:.2f}"
             )
     if "now" in worst:
         print(f"slower of two / alone (now): {worst['now']:.2f}")
