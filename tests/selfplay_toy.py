@@ -87,6 +87,9 @@ def toy_config(seed: int, iterations: int, **sections: dict[str, Any]) -> Any:
         "lora": {"target_modules": ["all-linear"]},
         "degenerate": {"over_length": False, "repeated": False},  # 8-token replies; loops are fine here
     }
+    if os.environ.get("OMAR_TEST_DEVICE", "cpu") == "cpu":  # float32 as before: the tests compare exactly
+        data["selfplay"]["prefill_dtype"] = "float32"
+        data["update"]["mixed_precision"] = "no"
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return RunConfig.from_dict(data)

@@ -163,3 +163,25 @@ def test_fair_threads_take_the_cores_others_leave_and_at_least_one():
     assert fair_threads(2, load=3.0, own_busy=2.0) == 1  # another process keeps a core busy
     assert fair_threads(2, load=8.0, own_busy=0.3) == 1  # a loaded machine: never 0
     assert fair_threads(16, load=6.0, own_busy=2.0) == 12
+
+
+def test_the_self_play_loop_still_learns_on_the_bf16_path(tmp_path):
+    """The toy task of test_selfplay_learns (seed 0) with bf16 prefill and a bf16 update: the reward rises and
+    the recomputed old log-probabilities stay close to the recorded ones."""
+    from selfplay_toy import toy_config, toy_env
+
+    from langgraph_omar.rl.selfplay import run_selfplay
+
+    cfg = toy_config(0, iterations=16, optimizer={"learning_rate": 1.5e-2})
+    cfg = cfg.with_overrides(
+        {
+            "selfplay.prefill_dtype": "bfloat16",
+            "update.mixed_precision": "bf16",
+            "update.old_logprobs": "auto",
+        }
+    )
+    history = run_selfplay(cfg, tmp_path / "run", toy_env(), policy=toy_policy(seed=0), progress=False)
+    rewards = [h["reward_mean"] for h in history]
+    assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.1, rewards
+    assert all(0 < h["logprob_mismatch"] < 5e-2 for h in history)
+    assert all(h["tis_weight_mean"] == pytest.approx(1.0, abs=0.05) for h in history)
