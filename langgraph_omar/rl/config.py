@@ -373,7 +373,7 @@ class SelfPlaySettings:
         default="auto",
         metadata=_help(
             f"{SERVING_DTYPES}: the served weights' type, in which every decoding step runs (used when this "
-            "run loads the model); auto: bf16 on a GPU, float32 on a CPU"
+            "run loads the model); auto: bf16 on a GPU and on a CPU with AMX tiles (amx_bf16), float32 elsewhere"
         ),
     )
     checkpoint_every: int = field(default=1, metadata=_help("save a checkpoint every N iterations"))

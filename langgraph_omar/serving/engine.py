@@ -108,7 +108,7 @@ class SharedPolicy:
         **kwargs: Any,
     ) -> SharedPolicy:
         """Load `model` (an embedded name, a local directory or a hub id). dtype: the weights' type, which is
-        the decode type ("auto"/None: bf16 on a GPU, float32 on a CPU; see `precision`)."""
+        the decode type ("auto"/None: bf16 on a GPU or on a CPU with AMX tiles, else float32; see `precision`)."""
         target = torch.device(device) if device is not None else default_device()
         loaded, tokenizer = load_model(model, target, resolve_dtype(dtype, "decode", target))
         return cls(model, loaded, tokenizer, **kwargs)
