@@ -4,9 +4,9 @@
 bf16 pays only where the cores have bf16 dot products (`avx512_bf16`, or AMX's `amx_bf16` tiles): there the
 many-token phases, prefill and the update's forward and backward, run in bf16 (measured on a Zen 4 core with
 avx512_bf16: prefill x1.85-2.4, forward + backward x2.2). The one-token decode step, whose small matrix
-products are bound by reading the weights, is slower in bf16 on avx512_bf16 alone (Zen 4: 170 -> 125 tokens/s
-at batch 32) but faster with AMX tiles (an Intel Xeon core with amx_bf16: 224 -> 118 ms a step at batch 16, x1.9), so
-decode is bf16 only with `amx_bf16`. Elsewhere everything stays float32.
+products are bound by reading the weights, is slower in bf16 on avx512_bf16 alone (Zen 4: 170 -> 125
+tokens/s at batch 32) but faster with AMX tiles (an Intel Xeon core with amx_bf16: 224 -> 118 ms a step at
+batch 16, x1.9), so decode is bf16 only with `amx_bf16`. Elsewhere everything stays float32.
 
 The decode type is the served weights' type (one set of weights serves and trains: no copy to keep in sync).
 With float32 weights a bf16 prefill runs under autocast, which casts the weights it uses at each forward (little
