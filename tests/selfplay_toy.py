@@ -59,7 +59,8 @@ def toy_policy(name: str = "tiny", seed: int = 0, sharpness: float = 12.0) -> An
     with torch.no_grad():
         model.model.norm.weight.fill_(sharpness)
     model = model.to(os.environ.get("OMAR_TEST_DEVICE", "cpu"))  # cuda: the same tests on a GPU
-    policy = SharedPolicy(name, model, tiny_tokenizer(), max_wait_ms=5)
+    # float32 prefill: the toy tests check recorded and recomputed log-probabilities agree exactly
+    policy = SharedPolicy(name, model, tiny_tokenizer(), max_wait_ms=5, prefill_dtype="float32")
     SharedPolicy.register(policy)
     return policy
 
@@ -86,6 +87,9 @@ def toy_config(seed: int, iterations: int, **sections: dict[str, Any]) -> Any:
         "lora": {"target_modules": ["all-linear"]},
         "degenerate": {"over_length": False, "repeated": False},  # 8-token replies; loops are fine here
     }
+    if os.environ.get("OMAR_TEST_DEVICE", "cpu") == "cpu":  # float32 as before: the tests compare exactly
+        data["selfplay"]["prefill_dtype"] = "float32"
+        data["update"]["mixed_precision"] = "no"
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return RunConfig.from_dict(data)

@@ -3,6 +3,8 @@ critic mode, filtered BC and checkpoints, on a tiny model."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from selfplay_toy import toy_policy
@@ -46,7 +48,10 @@ def rollout(policy, temperature: float = 0.7, episodes: int = 4) -> list[Episode
 
 
 def config(**sections) -> RunConfig:
-    data: dict[str, dict] = {"lora": {"target_modules": ["all-linear"]}, "update": {"micro_batch_size": 4}}
+    # float32 on a CPU, as the toy engine serves: the exactness these tests check (bf16: test_precision.py)
+    on_cpu = os.environ.get("OMAR_TEST_DEVICE", "cpu") == "cpu"
+    update = {"micro_batch_size": 4, "mixed_precision": "no" if on_cpu else "auto"}
+    data: dict[str, dict] = {"lora": {"target_modules": ["all-linear"]}, "update": update}
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return RunConfig.from_dict(data)

@@ -32,6 +32,8 @@ WHITEN_MODES = ("auto", "role", "role-scale", "batch", "none")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 BEHAVIOUR_CLONING = ("sft", "filtered-bc")
+OLD_LOGPROBS = ("auto", "rollout", "recompute")
+SERVING_DTYPES = ("auto", "float32", "bfloat16")
 
 # The defaults of the keys a run leaves unset (None): a PPO iteration's, and behaviour cloning's from files, which
 # are TRL SFTTrainer's 3 epochs over the whole data at the LoRA rate of the recipes (5e-4); measured with
@@ -156,7 +158,27 @@ class UpdateSettings:
         default=256, metadata=_help("positions per chunk of the chunked log-softmax (memory vs kernel size)")
     )
     mixed_precision: str = field(
-        default="auto", metadata=_help(f"{MIXED_PRECISION}; auto: bf16 on a GPU, no on a CPU")
+        default="auto",
+        metadata=_help(
+            f"{MIXED_PRECISION} (accelerate's autocast of the update); auto: bf16 on a GPU and on a CPU with "
+            "bf16 dot products (avx512_bf16 or amx_bf16), no elsewhere"
+        ),
+    )
+    old_logprobs: str = field(
+        default="auto",
+        metadata=_help(
+            f"{OLD_LOGPROBS}: the PPO ratio's old log-probabilities; recompute: one no-grad pass with the "
+            "update's numerics before the first step, so the ratio starts at 1; rollout: the recorded sampling "
+            "ones; auto: recompute when the update runs under mixed precision"
+        ),
+    )
+    tis_cap: float | None = field(
+        default=2.0,
+        metadata=_help(
+            "truncated importance sampling (as TRL and verl correct a sampler/trainer gap): with recomputed old "
+            "log-probabilities each token's loss is weighted by min(pi_train_old / pi_rollout, tis_cap); "
+            "None: no correction"
+        ),
     )
     gradient_checkpointing: bool = field(default=False, metadata=_help("recompute activations in backward"))
     skip_zero_advantage: bool = field(
@@ -221,6 +243,13 @@ class UpdateSettings:
             f"one of {MIXED_PRECISION}",
             self.mixed_precision,
         )
+        _require(
+            self.old_logprobs in OLD_LOGPROBS,
+            "update.old_logprobs",
+            f"one of {OLD_LOGPROBS}",
+            self.old_logprobs,
+        )
+        _require(self.tis_cap is None or self.tis_cap >= 1.0, "update.tis_cap", ">= 1 or None", self.tis_cap)
 
     @property
     def resolved_epochs(self) -> int:
@@ -392,6 +421,20 @@ class SelfPlaySettings(SamplingSettings):
     base_opponent_roles: list[str] = field(
         default_factory=list, metadata=_help("the roles the base model takes in turn (e.g. [buyer, seller])")
     )
+    prefill_dtype: str = field(
+        default="auto",
+        metadata=_help(
+            f"{SERVING_DTYPES}: the engine's prompt prefill (autocast); auto: bf16 on a GPU and on a CPU with "
+            "bf16 dot products, float32 elsewhere"
+        ),
+    )
+    decode_dtype: str = field(
+        default="auto",
+        metadata=_help(
+            f"{SERVING_DTYPES}: the served weights' type, in which every decoding step runs (used when this "
+            "run loads the model); auto: bf16 on a GPU and on a CPU with AMX tiles (amx_bf16), float32 elsewhere"
+        ),
+    )
     checkpoint_every: int = field(default=1, metadata=_help("save a checkpoint every N iterations"))
     keep_checkpoints: int = field(default=2, metadata=_help("checkpoints kept on disk (newest)"))
     log_with: list[str] | None = field(
@@ -427,6 +470,9 @@ class SelfPlaySettings(SamplingSettings):
         _require(
             self.max_minutes is None or self.max_minutes > 0, "selfplay.max_minutes", "> 0", self.max_minutes
         )
+        for name in ("prefill_dtype", "decode_dtype"):
+            value = getattr(self, name)
+            _require(value in SERVING_DTYPES, f"selfplay.{name}", f"one of {SERVING_DTYPES}", value)
         _require(self.checkpoint_every >= 1, "selfplay.checkpoint_every", ">= 1", self.checkpoint_every)
         _require(self.keep_checkpoints >= 1, "selfplay.keep_checkpoints", ">= 1", self.keep_checkpoints)
 

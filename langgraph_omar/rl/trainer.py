@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object
 from peft import LoraConfig, PeftModel
 from torch import Tensor, nn
@@ -40,6 +41,8 @@ from langgraph_omar.rl.losses import kl_penalty, masked_mean, masked_sum, ppo_cl
 from langgraph_omar.rl.output_head import model_logit_transform
 from langgraph_omar.rl.value_fit import explained_variance, fit_value_head
 from langgraph_omar.serving.engine import SharedPolicy
+from langgraph_omar.serving.precision import mixed_precision
+from langgraph_omar.serving.threads import adjust_threads
 from langgraph_omar.trajectory import Episode
 
 
@@ -88,6 +91,16 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
         return torch.cuda.current_device() if d.type == "cuda" and d.index is None else d.index
 
     return a.type == b.type and (a.type != "cuda" or index(a) == index(b))
+
+
+def _allow_mixed_precision(precision: str) -> None:
+    """accelerate keeps one mixed precision per process (a shared state that refuses a change): a trainer
+    with another precision than an earlier one in the same process (a benchmark comparing both, a test suite)
+    starts that state afresh; the process group (`PartialState`) is kept. Earlier accelerators share the
+    state, so they follow the new precision: one trainer at a time."""
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and current != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def lr_lambda(config: RunConfig) -> Any:
@@ -141,9 +154,12 @@ class PPOTrainer:
             nn.init.zeros_(value_head.weight)
             nn.init.zeros_(value_head.bias)
         on_cuda = policy.device.type == "cuda"
-        precision = (
-            update.mixed_precision if update.mixed_precision != "auto" else ("bf16" if on_cuda else "no")
+        precision = mixed_precision(update.mixed_precision, policy.device)
+        # the served rollout decodes in the weights' type; an update under autocast computes other numbers
+        self.recompute_old = update.old_logprobs == "recompute" or (
+            update.old_logprobs == "auto" and precision != "no"
         )
+        _allow_mixed_precision(precision)
         self.accelerator = Accelerator(
             mixed_precision=precision,
             gradient_accumulation_steps=update.gradient_accumulation_steps,
@@ -234,10 +250,52 @@ class PPOTrainer:
             out.append(padded)
         return torch.cat(out)
 
+    @torch.no_grad()
+    def _recompute_old(self, batch: TrainingBatch, rows: list[int]) -> Tensor:
+        """Log-probabilities (N, T-1) of the tokens at positions 1..T-1 of `rows` (0 elsewhere) under the
+        current adapter with the update's numerics (autocast), dropout off: the PPO ratio's old values."""
+        out = torch.zeros(len(batch), batch.input_ids.shape[1] - 1)
+        size = self.config.update.micro_batch_size
+        self.module.eval()
+        try:
+            for start in range(0, len(rows), size):
+                chosen = rows[start : start + size]
+                part = batch.select(chosen)
+                with self.accelerator.autocast():
+                    logprobs, _, _ = self._forward(part, self.module)
+                out[chosen, : logprobs.shape[1]] = logprobs.float().cpu()
+        finally:
+            self.module.train()
+        return out
+
+    def _old_logprobs(
+        self, batch: TrainingBatch, rows: list[int], metrics: dict[str, float]
+    ) -> tuple[Tensor, Tensor] | None:
+        """With `recompute_old` on a PPO batch: the recomputed old log-probabilities (N, T-1) and the truncated
+        importance weights (N, T-1) min(exp(recomputed - rollout), tis_cap) (1 without a cap); the gap to the
+        rollout's recorded ones goes into `logprob_mismatch`. None: the ratio uses the recorded ones."""
+        if not self.recompute_old or batch.behaviour_cloning or not rows:
+            return None
+        recomputed = self._recompute_old(batch, rows)
+        mask = torch.zeros_like(recomputed)
+        mask[rows] = batch.completion_mask[rows, 1:].to(mask.dtype)
+        gap = recomputed - batch.old_logprobs[:, 1:]
+        tokens = float(mask.sum())
+        metrics["logprob_mismatch"] = float(masked_sum(gap.abs(), mask)) / max(tokens, 1.0)
+        metrics["logprob_mismatch_tokens"] = tokens
+        cap = self.config.update.tis_cap
+        weights = torch.ones_like(recomputed)
+        if cap is not None:
+            weights = gap.exp().clamp(max=cap)
+            metrics["tis_weight_mean"] = float(masked_mean(weights, mask))
+            metrics["tis_truncated_fraction"] = float(masked_mean((gap.exp() > cap).float(), mask))
+        return recomputed, weights
+
     # ---- the update -------------------------------------------------------------------------------------
     def update(self, batch: TrainingBatch, episodes: Sequence[Episode] = ()) -> dict[str, float]:
         """One PPO (or filtered-BC) update on `batch`; returns metrics. Holds the engine exclusively."""
         update, started = self.config.update, time.perf_counter()
+        adjust_threads(self.policy.device)
         metrics: dict[str, float] = dict(batch.metrics)
         with self.policy.exclusive():
             self.model.train()
@@ -255,15 +313,18 @@ class PPOTrainer:
                     finish_advantages(batch, episodes, self.config.advantage)
                 reference = self._pre_pass(batch, True) if update.kl_coef > 0 else None
                 rows = self._trained_rows(batch, metrics)
-                sums = self._run_epochs(batch, rows, reference)
+                old = self._old_logprobs(batch, rows, metrics)
+                sums = self._run_epochs(batch, rows, reference, old)
             finally:
                 self.model.eval()
         self.updates_done += 1
         version = self.policy.bump_adapter_version(self.adapter_name)
         tokens = sums.pop("tokens", 0.0)
         mismatch_tokens = sums.pop("mismatch_tokens", 0.0)
-        metrics["logprob_mismatch"] = sums.pop("mismatch", 0.0) / max(mismatch_tokens, 1.0)
-        metrics["logprob_mismatch_tokens"] = mismatch_tokens
+        if "logprob_mismatch" not in metrics:  # measured on the first step's rows (recorded old values)
+            metrics["logprob_mismatch"] = sums.pop("mismatch", 0.0) / max(mismatch_tokens, 1.0)
+            metrics["logprob_mismatch_tokens"] = mismatch_tokens
+        sums.pop("mismatch", None)
         norms = sums.pop("grad_norm_sum", 0.0), sums.pop("grad_norm_steps", 0.0)
         metrics["grad_norm"] = norms[0] / max(norms[1], 1.0)
         for name, total in sums.items():
@@ -347,8 +408,13 @@ class PPOTrainer:
                 )
 
     def _run_epochs(
-        self, batch: TrainingBatch, rows: list[int], reference: Tensor | None
+        self,
+        batch: TrainingBatch,
+        rows: list[int],
+        reference: Tensor | None,
+        old: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, float]:
+        """`old`: recomputed old log-probabilities and importance weights, both (N, T-1) (`_old_logprobs`)."""
         sums: dict[str, float] = {}
         first_step_pending = True
         steps = list(self._micro_batches(batch, rows))
@@ -370,7 +436,13 @@ class PPOTrainer:
                             if reference is None
                             else reference[micro_rows, : part.input_ids.shape[1] - 1]
                         )
-                        self._micro_step(part, ref, step_tokens, sums, first_step_pending)
+                        width = part.input_ids.shape[1] - 1
+                        part_old = (
+                            None if old is None else (old[0][micro_rows, :width], old[1][micro_rows, :width])
+                        )
+                        self._micro_step(
+                            part, ref, step_tokens, sums, first_step_pending and old is None, part_old
+                        )
                     elif self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
                         self._idle_micro_step(batch.select(step_rows[:1]))
                     if self.accelerator.sync_gradients:
@@ -398,6 +470,7 @@ class PPOTrainer:
         step_tokens: float,
         sums: dict[str, float],
         measure_mismatch: bool,
+        old_and_weights: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         update, device = self.config.update, self.policy.device
         with self.accelerator.autocast():
@@ -406,6 +479,8 @@ class PPOTrainer:
         old = part.old_logprobs[:, 1:].to(device)
         advantages = part.advantages[:, 1:].to(device)
         weights = part.weights[:, 1:].to(device)
+        if old_and_weights is not None:  # the recomputed old values, and the rollout's importance weights
+            old, weights = old_and_weights[0].to(device), weights * old_and_weights[1].to(device)
         tokens = float(mask.sum())
         terms: dict[str, Tensor] = {}
         if part.behaviour_cloning:

@@ -45,6 +45,7 @@ from langgraph_omar.rl.tracking import experiment_trackers, log_to_trackers, sta
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.run_folder import RunFolder
 from langgraph_omar.serving.engine import SharedPolicy
+from langgraph_omar.serving.precision import resolve_dtype
 from langgraph_omar.trajectory import Episode
 
 ADAPTER = "policy"
@@ -177,7 +178,9 @@ class TrainingRun:
         self.progress = progress and self.main
         # accelerate names a CPU process's device cpu:0, the engine registry (and ChatPolicy) plain cpu
         device = "cpu" if self.process.device.type == "cpu" else self.process.device
-        self.policy = policy or SharedPolicy.get(config.selfplay.model, device=device)
+        s = config.selfplay
+        self.policy = policy or SharedPolicy.get(s.model, device=device, dtype=s.decode_dtype)
+        self.policy.prefill_dtype = resolve_dtype(s.prefill_dtype, "prefill", self.policy.device)
 
     def warn(self, message: str) -> None:
         if self.main:

@@ -29,7 +29,8 @@ from peft import PeftModel
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from langgraph_omar.serving.constraints import RowGrammar, allowed_tokens
-from langgraph_omar.serving.kv_cache import GrowingLayer, growing_cache, is_growing, pack_rows
+from langgraph_omar.serving.kv_cache import GrowingLayer, cast_cache, growing_cache, is_growing, pack_rows
+from langgraph_omar.serving.precision import autocast_forward, weights_dtype
 from langgraph_omar.serving.prefix_cache import CachedSequence, PrefixCache
 from langgraph_omar.serving.sampling import SamplingParams, sample_next
 from langgraph_omar.serving.stops import StopWatch
@@ -190,8 +191,12 @@ class RunningBatch:
         tokenizer: PreTrainedTokenizerBase,
         eos_ids: set[int],
         prefix_cache: PrefixCache | None = None,
+        prefill_dtype: torch.dtype | None = None,
     ) -> None:
+        """prefill_dtype: the prefill forward runs under this autocast type (see `precision`); decoding runs in
+        the weights' type, and the prefilled keys and values are cast to it."""
         self.model, self.tokenizer, self.eos_ids, self.prefix_cache = model, tokenizer, eos_ids, prefix_cache
+        self.prefill_dtype = prefill_dtype
         self.device = next(model.parameters()).device
         self.rows: list[_Row] = []
         self.cache: DynamicCache | None = None
@@ -227,7 +232,9 @@ class RunningBatch:
         ids, mask, cache = _prefill_inputs(distinct, prefixes, self.tokenizer.pad_token_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - ids.shape[1] :]
-        logits = next_logits(self.model, ids, mask, positions, cache, [r.adapter for r in distinct])
+        with autocast_forward(self.model, self.prefill_dtype):
+            logits = next_logits(self.model, ids, mask, positions, cache, [r.adapter for r in distinct])
+        cast_cache(cache, weights_dtype(self.model))
         positions = positions[:, -1:]
         copies = torch.tensor(copy_of, device=self.device) if len(distinct) < len(requests) else None
         if copies is not None:
@@ -346,10 +353,12 @@ def decode_batch(
     requests: list[DecodeRequest],
     eos_ids: set[int],
     prefix_cache: PrefixCache | None = None,
+    prefill_dtype: torch.dtype | None = None,
 ) -> list[DecodeResult]:
     """Generate every request's completion in one batch. With a `prefix_cache`, each prompt starts from its
-    longest stored prefix (per adapter), and each finished sequence is stored for later prompts."""
-    batch = RunningBatch(model, tokenizer, eos_ids, prefix_cache)
+    longest stored prefix (per adapter), and each finished sequence is stored for later prompts.
+    prefill_dtype: see `RunningBatch`."""
+    batch = RunningBatch(model, tokenizer, eos_ids, prefix_cache, prefill_dtype)
     batch.add(requests, list(range(len(requests))))
     results: list[DecodeResult | None] = [None] * len(requests)
     while batch:

@@ -34,9 +34,11 @@ from langgraph_omar.serving.adapters import check_adapter_files, check_adapter_f
 from langgraph_omar.serving.constraints import Constraint, GrammarCompiler
 from langgraph_omar.serving.decoding import DecodeRequest, DecodeResult, RunningBatch
 from langgraph_omar.serving.models import DEFAULT_MODEL, load_model
+from langgraph_omar.serving.precision import resolve_dtype
 from langgraph_omar.serving.prefix_cache import PrefixCache
 from langgraph_omar.serving.records import TokenRecord
 from langgraph_omar.serving.sampling import SamplingParams
+from langgraph_omar.serving.threads import adjust_threads
 
 
 @dataclass
@@ -73,17 +75,21 @@ class SharedPolicy:
         max_batch_size: int = 64,
         max_wait_ms: float = 30.0,
         prefix_cache_mb: int = 1024,
+        prefill_dtype: str | torch.dtype | None = "auto",
     ) -> None:
         """An engine over a loaded model and tokenizer; `SharedPolicy.get` loads by name and shares.
 
         prefix_cache_mb: memory for the keys and values of finished sequences that later prompts reuse
         (see `prefix_cache`); 0 turns the reuse off.
+        prefill_dtype: the autocast type of prompt prefills ("auto", "float32", "bfloat16"; see `precision`);
+        decoding runs in the weights' type.
         """
         self.model_name = name
         self.model, self.tokenizer = model.eval(), tokenizer
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.device = next(model.parameters()).device
+        self.prefill_dtype = resolve_dtype(prefill_dtype, "prefill", self.device)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.adapter_versions: dict[str, int] = {}
@@ -108,13 +114,13 @@ class SharedPolicy:
         cls,
         model: str = DEFAULT_MODEL,
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: str | torch.dtype | None = None,
         **kwargs: Any,
     ) -> SharedPolicy:
-        """Load `model` (an embedded name, a local directory or a hub id); bf16 on a GPU, float32 on a CPU."""
+        """Load `model` (an embedded name, a local directory or a hub id). dtype: the weights' type, which is
+        the decode type ("auto"/None: bf16 on a GPU or on a CPU with AMX tiles, else float32; see `precision`)."""
         target = torch.device(device) if device is not None else default_device()
-        dtype = dtype or (torch.bfloat16 if target.type == "cuda" else torch.float32)
-        loaded, tokenizer = load_model(model, target, dtype)
+        loaded, tokenizer = load_model(model, target, resolve_dtype(dtype, "decode", target))
         return cls(model, loaded, tokenizer, **kwargs)
 
     # ---- registry -------------------------------------------------------------------------------
@@ -366,6 +372,7 @@ class SharedPolicy:
             group = self._collect(first)
             with self._writers_done:  # a waiting weight change goes first (the lock alone is not fair)
                 self._writers_done.wait_for(lambda: not self._writers)
+            adjust_threads(self.device)
             with self._lock:
                 self._decode(group)
             if not self._retry:
@@ -400,7 +407,9 @@ class SharedPolicy:
     @torch.inference_mode()
     def _decode(self, group: list[_Pending]) -> None:
         """Decode `group` and every request that joins it, delivering each result as its row finishes."""
-        batch = RunningBatch(self.model, self.tokenizer, self.eos_ids, prefix_cache=self.prefix_cache)
+        batch = RunningBatch(
+            self.model, self.tokenizer, self.eos_ids, self.prefix_cache, prefill_dtype=self.prefill_dtype
+        )
         rows: dict[int, _Pending] = {}  # the requests in the batch, by key
         joining = group
         try:

@@ -113,3 +113,15 @@ def pack_rows(caches: list[tuple[DynamicCache, torch.Tensor | None, int]], width
     packed.layer_class_to_replicate = GrowingLayer
     packed.layers = layers  # type: ignore[assignment]
     return packed
+
+
+def cast_cache(cache: DynamicCache, dtype: torch.dtype) -> None:
+    """Keys and values of every layer in `dtype` (a bf16 prefill's cache before a float32 decode); a layer
+    already in `dtype` is left as it is."""
+    for layer in cache.layers:
+        if not isinstance(layer, DynamicLayer) or layer.keys is None or layer.values is None:
+            continue
+        if layer.keys.dtype != dtype:
+            layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
+            if isinstance(layer, GrowingLayer):
+                layer._buffers = None  # the next step allocates buffers of the new type
