@@ -169,7 +169,8 @@ def parse_tool_calls(text: str, names: Sequence[str]) -> ParsedCalls:
     for match in _TAGGED.finditer(text):
         spans.append(match.span())
         _read_call(match.group(1).strip(), names, calls, invalid)
-    decoder = json.JSONDecoder()
+    # strict=False: a raw control character (a tab, a newline) inside a string is a model's text, not an error
+    decoder = json.JSONDecoder(strict=False)
     position = 0
     while (start := text.find("{", position)) >= 0:
         if any(a <= start < b for a, b in spans):
@@ -200,7 +201,7 @@ def _read_call(
 ) -> None:
     text = raw if isinstance(raw, str) else json.dumps(raw)
     try:
-        value = json.loads(raw) if isinstance(raw, str) else raw
+        value = json.loads(raw, strict=False) if isinstance(raw, str) else raw
     except json.JSONDecodeError as exc:
         invalid.append(_invalid(None, text, f"the call is not JSON: {exc.msg}"))
         return
@@ -208,7 +209,7 @@ def _read_call(
     arguments = value.get("arguments", value.get("parameters", {})) if isinstance(value, dict) else None
     if isinstance(arguments, str):  # some templates write the arguments as a JSON string
         with contextlib.suppress(json.JSONDecodeError):
-            arguments = json.loads(arguments)
+            arguments = json.loads(arguments, strict=False)
     if not isinstance(name, str) or name not in names:
         invalid.append(_invalid(str(name), text, f"unknown tool {name!r}; bound: {list(names)}"))
     elif not isinstance(arguments, dict):

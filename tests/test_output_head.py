@@ -68,7 +68,11 @@ def tiny_architecture(name: str) -> Any:
 
 def run_config() -> RunConfig:
     return RunConfig.from_dict(
-        {"lora": {"target_modules": ["all-linear"]}, "update": {"micro_batch_size": 4}}
+        # float32 training numerics: the test compares them with the float32 sampling ones
+        {
+            "lora": {"target_modules": ["all-linear"]},
+            "update": {"micro_batch_size": 4, "mixed_precision": "no"},
+        }
     )
 
 
@@ -95,7 +99,11 @@ def sampled_episodes(policy: SharedPolicy, temperature: float) -> list[Episode]:
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
 def test_training_logprobs_are_the_sampled_ones_for_soft_capped_and_scaled_models(architecture: str) -> None:
     policy = SharedPolicy(
-        f"tiny-{architecture}", tiny_architecture(architecture), tiny_tokenizer(), max_wait_ms=5
+        f"tiny-{architecture}",
+        tiny_architecture(architecture),
+        tiny_tokenizer(),
+        max_wait_ms=5,
+        prefill_dtype="float32",
     )
     SharedPolicy.register(policy)
     trainer = PPOTrainer(policy, run_config())

@@ -75,6 +75,19 @@ def test_calls_are_read_from_bare_and_tagged_json_and_the_rest_is_content():
     assert parse_tool_calls("Just {prose} here.", ["add"]).content == "Just {prose} here."
 
 
+def test_a_raw_control_character_inside_a_string_argument_is_read_not_called_incomplete():
+    # a model writes a tab or a newline inside a JSON string as the raw character; JSON's strict mode refuses it
+    for text in (
+        '{"name": "get_weather", "arguments": {"city": "Os\tlo\nnorth", "days": 2}}',
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Os\x0blo", "days": 2}}</tool_call>',
+    ):
+        parsed = parse_tool_calls(text, ["get_weather"])
+        assert not parsed.invalid_tool_calls, parsed.invalid_tool_calls
+        assert parsed.tool_calls[0]["args"]["days"] == 2 and parsed.tool_calls[0]["args"]["city"].startswith(
+            "Os"
+        )
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [
@@ -170,7 +183,12 @@ def test_a_forced_call_is_a_schema_valid_call_of_that_tool_and_recorded(policy):
         record = token_records.pop(handler.ids[-1])
         assert record is not None and record.extra["constraint"] == "json_schema"
         assert json.loads(record.text) == {"name": "add", "arguments": call["args"]}
-    any_tool = llm.bind_tools([get_weather, add], tool_choice="any").invoke("weather?", seed=5)
+    # room for a get_weather call's string argument: a call cut at max_tokens does not parse (closing it early
+    # when the budget runs short is issue 25's item 3)
+    roomy = ChatPolicy(model="tiny", max_tokens=240, temperature=1.0).bind_tools(
+        [get_weather, add], tool_choice="any"
+    )
+    any_tool = roomy.invoke("weather?", seed=5)
     assert any_tool.tool_calls[0]["name"] in ("add", "get_weather")
 
 
