@@ -92,12 +92,12 @@ def install_timers() -> Timers:
     timers = Timers()
     timers.wrap(
         decoding,
-        "_next_logits",
+        "next_logits",
         lambda model, ids, *a, **k: "prefill forward" if ids.shape[1] > 1 else "decode-step forward",
     )
     timers.wrap(decoding, "sample_next", "sampling")
     timers.wrap(decoding, "allowed_tokens", "grammar masks")
-    timers.wrap(engine, "decode_batch", "decode_batch total")
+    timers.wrap(engine.SharedPolicy, "_decode", "decode_batch total")  # a running batch, start to last row
     timers.wrap(trainer.PolicyWithValueHead, "forward", "transformer forward")
     timers.wrap(trainer, "token_logprobs_and_entropy_from_hidden", "log-prob chunks")
     timers.wrap(Accelerator, "backward", "backward")
