@@ -181,6 +181,14 @@ class UpdateSettings:
         ),
     )
     gradient_checkpointing: bool = field(default=False, metadata=_help("recompute activations in backward"))
+    shared_prefix: bool = field(
+        default=True,
+        metadata=_help(
+            "order each update's rows by shared prompt prefix (clusters in random order) and run a micro-batch's "
+            "common prefix once, its keys and values repeated for the rows (exact; off under "
+            "gradient_checkpointing); off: rows in random order, every row run whole"
+        ),
+    )
     skip_zero_advantage: bool = field(
         default=True,
         metadata=_help(

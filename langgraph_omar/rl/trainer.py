@@ -39,6 +39,7 @@ from langgraph_omar.rl.config import RunConfig
 from langgraph_omar.rl.logprobs import token_logprobs_and_entropy_from_hidden
 from langgraph_omar.rl.losses import kl_penalty, masked_mean, masked_sum, ppo_clip_loss, value_loss
 from langgraph_omar.rl.output_head import model_logit_transform
+from langgraph_omar.rl.shared_prefix import cluster_order, shared_prefix_length
 from langgraph_omar.rl.value_fit import explained_variance, fit_value_head
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.precision import mixed_precision
@@ -62,11 +63,35 @@ class PolicyWithValueHead(nn.Module):
         causal_lm = self.causal_lm()
         return getattr(causal_lm, str(causal_lm.base_model_prefix))
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor | None]:
-        hidden = self.body()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        states = hidden.last_hidden_state
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, shared_prefix: int = 0
+    ) -> tuple[Tensor, Tensor | None]:
+        """shared_prefix: P > 0 when every row's first P tokens are the same (rl/shared_prefix.py): they run once
+        and their keys and values are repeated for the rows."""
+        body = self.body()
+        if shared_prefix:
+            states = self._forward_shared(body, input_ids, attention_mask, shared_prefix)
+        else:
+            out = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            states = out.last_hidden_state
         values = None if self.value_head is None else self.value_head(states.to(self.value_head.weight.dtype))
         return states, None if values is None else values.squeeze(-1)
+
+    @staticmethod
+    def _forward_shared(body: Any, input_ids: Tensor, attention_mask: Tensor, shared: int) -> Tensor:
+        rows, width = input_ids.shape
+        prefix = body(input_ids=input_ids[:1, :shared], use_cache=True)
+        cache = prefix.past_key_values
+        cache.batch_repeat_interleave(rows)  # differentiable: the rows' gradients reach the one prefix
+        positions = torch.arange(shared, width, device=input_ids.device).expand(rows, -1)
+        rest = body(
+            input_ids=input_ids[:, shared:],
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=positions,
+            use_cache=True,
+        )
+        return torch.cat([prefix.last_hidden_state.expand(rows, -1, -1), rest.last_hidden_state], dim=1)
 
 
 def lora_config(config: RunConfig) -> LoraConfig:
@@ -190,6 +215,7 @@ class PPOTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.value_head = value_head
         self.model.eval()  # new LoRA layers start in training mode; the engine generates in eval mode
+        self.share_prefixes = update.shared_prefix and not update.gradient_checkpointing
         self.updates_done = 0  # update() calls so far: seeds each update's shuffling
         self.optimizer_steps = 0
 
@@ -200,25 +226,27 @@ class PPOTrainer:
 
     def _token_logprobs(self, hidden: Tensor, batch: TrainingBatch) -> tuple[Tensor, Tensor]:
         """(b, T-1) log-probabilities and entropies of the tokens at positions 1..T-1, each row tempered by its
-        recorded temperature (rows grouped by temperature; usually one group)."""
+        recorded temperature; computed at the completion tokens only (every loss and metric is masked to them;
+        a prompt is ~90% of a row), 0 elsewhere."""
         weight, bias = self._lm_head()
         targets = batch.input_ids[:, 1:].to(hidden.device)
-        states = hidden[:, :-1]
+        chosen = batch.completion_mask[:, 1:].to(hidden.device)
         logprobs = torch.zeros(targets.shape, device=hidden.device)
         entropies = torch.zeros(targets.shape, device=hidden.device)
         for temperature in batch.temperatures.unique().tolist():
-            rows = (batch.temperatures == temperature).nonzero().squeeze(-1).to(hidden.device)
+            rows = (batch.temperatures == temperature).to(hidden.device)[:, None]
+            where = (chosen & rows).nonzero(as_tuple=True)  # token p is chosen in the hidden state at p - 1
             lp, ent = token_logprobs_and_entropy_from_hidden(
-                states[rows],
+                hidden[:, :-1][where],
                 weight,
-                targets[rows],
+                targets[where],
                 temperature,
                 self.config.update.chunk_size,
                 bias,
                 logit_transform=self.logit_transform,
             )
-            logprobs = logprobs.index_copy(0, rows, lp.float())
-            entropies = entropies.index_copy(0, rows, ent.float().detach())
+            logprobs = logprobs.index_put(where, lp.float())
+            entropies = entropies.index_put(where, ent.float().detach())
         return logprobs, entropies
 
     def _forward(self, batch: TrainingBatch, model: nn.Module) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -227,7 +255,8 @@ class PPOTrainer:
         The value of token p is the value head on the hidden state at p - 1: the state in which token p was
         chosen, whose logits give its log-probability (docs/design.md §4)."""
         device = self.policy.device
-        hidden, values = model(batch.input_ids.to(device), batch.attention_mask.to(device))
+        shared = shared_prefix_length(batch.input_ids, batch.lengths) if self.share_prefixes else 0
+        hidden, values = model(batch.input_ids.to(device), batch.attention_mask.to(device), shared)
         logprobs, entropies = self._token_logprobs(hidden, batch)
         return logprobs, entropies, None if values is None else values[:, :-1]
 
@@ -253,13 +282,13 @@ class PPOTrainer:
     @torch.no_grad()
     def _recompute_old(self, batch: TrainingBatch, rows: list[int]) -> Tensor:
         """Log-probabilities (N, T-1) of the tokens at positions 1..T-1 of `rows` (0 elsewhere) under the
-        current adapter with the update's numerics (autocast), dropout off: the PPO ratio's old values."""
+        current adapter with the update's numerics (autocast), dropout off: the PPO ratio's old values. Run on
+        the first epoch's micro-batches (every process's), so the first step's forwards are the same
+        computations and its ratio is exactly 1."""
         out = torch.zeros(len(batch), batch.input_ids.shape[1] - 1)
-        size = self.config.update.micro_batch_size
         self.module.eval()
         try:
-            for start in range(0, len(rows), size):
-                chosen = rows[start : start + size]
+            for chosen in self._first_epoch_micro_batches(batch, rows):
                 part = batch.select(chosen)
                 with self.accelerator.autocast():
                     logprobs, _, _ = self._forward(part, self.module)
@@ -389,23 +418,54 @@ class PPOTrainer:
     ) -> Iterator[tuple[list[int], list[list[int]]]]:
         """Per optimizer step: its rows on every process, and this process's share of them as exactly
         `gradient_accumulation_steps` lists of rows (some may be empty). Every process draws the same order."""
+        for chunk in self._step_chunks(batch, rows):
+            yield chunk, self._split(chunk)[self.accelerator.process_index]
+
+    def _step_chunks(self, batch: TrainingBatch, rows: list[int]) -> Iterator[list[int]]:
+        """Every epoch's optimizer steps' rows, in order: rows shuffled (or, sharing prefixes, clusters of rows
+        with a common prompt prefix shuffled), each step's rows sorted so that micro-batches pad little or
+        share a prefix. Seeded by (seed, update index): a resumed run draws the same."""
         update = self.config.update
-        processes, index = self.accelerator.num_processes, self.accelerator.process_index
         generator = torch.Generator().manual_seed(update.seed * 1_000_003 + self.updates_done)
-        per_step = update.micro_batch_size * update.gradient_accumulation_steps * processes
-        lengths = batch.lengths
+        per_step = self._rows_per_step
+        prompts = [s.prompt_ids for s in batch.samples]
+        lengths = batch.lengths.tolist()
         for _ in range(update.resolved_epochs):
-            order = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
+            if self.share_prefixes:
+                order = cluster_order(prompts, rows, generator)
+            else:
+                order = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
             for start in range(0, len(order), per_step):
-                chunk = sorted(order[start : start + per_step], key=lambda r: int(lengths[r]))  # less padding
-                mine = chunk[index::processes]  # dealt in length order: the processes' shares are alike
-                yield (
-                    chunk,
-                    [
-                        mine[i * update.micro_batch_size : (i + 1) * update.micro_batch_size]
-                        for i in range(update.gradient_accumulation_steps)
-                    ],
-                )
+                chunk = order[start : start + per_step]
+                if self.share_prefixes:
+                    yield sorted(chunk, key=lambda r: tuple(prompts[r]))
+                else:
+                    yield sorted(chunk, key=lambda r: lengths[r])  # less padding
+
+    def _split(self, chunk: list[int]) -> list[list[list[int]]]:
+        """Per process, its `gradient_accumulation_steps` micro-batches of a step's rows (dealt in the chunk's
+        order, so the processes' shares are alike)."""
+        update, processes = self.config.update, self.accelerator.num_processes
+        size = update.micro_batch_size
+        return [
+            [
+                chunk[p::processes][i * size : (i + 1) * size]
+                for i in range(update.gradient_accumulation_steps)
+            ]
+            for p in range(processes)
+        ]
+
+    def _first_epoch_micro_batches(self, batch: TrainingBatch, rows: list[int]) -> Iterator[list[int]]:
+        """The first epoch's non-empty micro-batches of every process, as `_run_epochs` will run them."""
+        steps = math.ceil(len(rows) / self._rows_per_step)
+        for _, chunk in zip(range(steps), self._step_chunks(batch, rows), strict=False):
+            for process in self._split(chunk):
+                yield from (micro for micro in process if micro)
+
+    @property
+    def _rows_per_step(self) -> int:
+        update = self.config.update
+        return update.micro_batch_size * update.gradient_accumulation_steps * self.accelerator.num_processes
 
     def _run_epochs(
         self,
