@@ -13,7 +13,9 @@ from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.serving.sampling import SamplingParams
 from langgraph_omar.trajectory import Episode, Turn
 
-SYSTEM = " ".join(["You negotiate the price of a bike; stay polite, make offers, and say DEAL to accept."] * 4)
+SYSTEM = " ".join(
+    ["You negotiate the price of a bike; stay polite, make offers, and say DEAL to accept."] * 4
+)
 
 
 def test_shared_prefix_length_stops_at_the_first_difference_and_one_short_of_the_shortest_row():
@@ -38,7 +40,10 @@ def shared_prompt_episodes(policy, episodes: int = 2) -> list[Episode]:
     for e in range(episodes):
         turns = []
         for r, role in enumerate(("a", "b")):
-            messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"{role} offer {e}"}]
+            messages = [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"{role} offer {e}"},
+            ]
             ids, _ = policy.render(messages, 8)
             rec = policy.generate(ids, SamplingParams(temperature=1.0, max_new_tokens=8, seed=10 * e + r))
             turns.append(Turn(role, role, rec.text, rec.prompt_ids, rec.completion_ids, rec.logprobs))
@@ -71,7 +76,9 @@ def test_a_shared_prefix_forward_gives_the_whole_rows_hidden_states_and_gradient
 def test_an_update_with_shared_prefixes_equals_the_update_on_whole_rows():
     states = []
     for shared in (False, True):
-        cfg = config(update={"shared_prefix": shared, "skip_zero_advantage": False, "old_logprobs": "recompute"})
+        cfg = config(
+            update={"shared_prefix": shared, "skip_zero_advantage": False, "old_logprobs": "recompute"}
+        )
         trainer = trainer_for(cfg)
         episodes = shared_prompt_episodes(trainer.policy)  # 4 turns: one micro-batch, one optimizer step
         batch = build_batch(episodes, cfg.advantage, EmaBaseline(), 0)
