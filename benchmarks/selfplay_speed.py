@@ -9,7 +9,9 @@ off, so the update is the recipe's PPO update (the demo's first four iterations 
 every turn (`skip_zero_advantage: false`: a first iteration's rewards are mostly equal, which would leave
 nearly nothing to train).
 - today: `prefill_dtype: float32`, `decode_dtype: float32`, `update.mixed_precision: no`,
-  `update.old_logprobs: rollout`: what the engine and trainer did before precision per phase.
+  `update.old_logprobs: rollout`, `update.shared_prefix: false`: what the engine and trainer did before
+  precision per phase and shared prefixes (engine improvements without a setting, such as continuous batching
+  and log-probabilities at completion tokens only, are in both paths: the ratio understates them).
 - new: every setting left at `auto` (see `langgraph_omar/serving/precision.py`), so the path picks up
   whatever the engine and trainer do by default.
 Printed per path: episodes per minute (rollout), update tokens per second (trained tokens over the update's
@@ -42,7 +44,7 @@ from typing import Any
 PATHS = {
     "today": {
         "selfplay": {"prefill_dtype": "float32", "decode_dtype": "float32"},
-        "update": {"mixed_precision": "no", "old_logprobs": "rollout"},
+        "update": {"mixed_precision": "no", "old_logprobs": "rollout", "shared_prefix": False},
     },
     "new": {"selfplay": {}, "update": {}},
 }
