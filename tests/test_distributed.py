@@ -12,14 +12,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from langgraph_omar.rl.config import UpdateSettings
-from langgraph_omar.rl.trainer import PPOTrainer
+from langgraph_omar.rl.micro_batches import plan_steps
 from langgraph_omar.trajectory import read_episodes
 
 TESTS = Path(__file__).resolve().parent
@@ -89,26 +87,21 @@ def test_two_processes_share_the_groups_average_the_gradients_and_resume_after_k
     )
 
 
-def test_each_optimizer_step_is_dealt_out_to_the_processes():
-    """Two processes draw the same order; each optimizer step takes micro_batch_size * accumulation rows per
-    process and deals them out by length, so the shares partition the step's rows."""
-    update = UpdateSettings(micro_batch_size=2, gradient_accumulation_steps=2, epochs=1, seed=0)
-    batch = SimpleNamespace(lengths=torch.tensor([5, 1, 4, 2, 3, 9, 7, 8, 6, 10]))
-    shares = []
-    for index in (0, 1):
-        trainer = SimpleNamespace(
-            config=SimpleNamespace(update=update),
-            accelerator=SimpleNamespace(num_processes=2, process_index=index),
-            updates_done=0,
-        )
-        shares.append(list(PPOTrainer._micro_batches(trainer, batch, list(range(10)))))  # type: ignore[arg-type]
-    (first, second) = shares
-    assert [step for step, _ in first] == [step for step, _ in second]  # the same steps on both
-    assert [len(step) for step, _ in first] == [8, 2]
-    for (step, mine), (_, theirs) in zip(first, second, strict=True):
+@pytest.mark.parametrize("share_prefixes", [False, True])
+def test_each_optimizer_step_is_dealt_out_to_the_processes(share_prefixes):
+    """Each optimizer step takes micro_batch_size * accumulation rows per process and deals them out, so the
+    processes' shares partition the step's rows (every process plans the same steps from the same seed)."""
+    lengths = [5, 1, 4, 2, 3, 9, 7, 8, 6, 10]
+    prompts = [[r % 3] * 40 + [r] for r in range(10)]
+    settings = dict(micro_batch_size=2, accumulation=2, processes=2, epochs=1, seed=0)
+    steps = plan_steps(range(10), prompts, lengths, share_prefixes=share_prefixes, **settings)  # type: ignore[arg-type]
+    assert [len(step.rows) for step in steps] == [8, 2]
+    for step in steps:
+        mine, theirs = step.micro_batches
         assert all(len(micro) <= 2 for micro in mine + theirs) and len(mine) == len(theirs) == 2
-        assert sorted(sum(mine + theirs, [])) == sorted(step)
-    assert first[1][1] == [[step_row] for step_row in first[1][0][:1]] + [[]]  # the last step: one row each
+        assert sorted(sum(mine + theirs, [])) == sorted(step.rows)
+    assert steps[1].micro_batches[0] == [steps[1].rows[:1], []]  # the last step: one row each
+    assert sorted(r for step in steps for r in step.rows) == list(range(10))
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-from selfplay_toy import toy_policy
 from test_trainer import config, lora_state, trainer_for
 
 from langgraph_omar.rl.advantages import EmaBaseline
 from langgraph_omar.rl.batch import build_batch
+from langgraph_omar.rl.micro_batches import first_epoch_micro_batches, plan_steps
 from langgraph_omar.rl.shared_prefix import cluster_order, prefix_clusters, shared_prefix_length
-from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.serving.sampling import SamplingParams
 from langgraph_omar.trajectory import Episode, Turn
 
@@ -93,16 +92,14 @@ def test_an_update_with_shared_prefixes_equals_the_update_on_whole_rows():
         assert torch.allclose(states[0][key], states[1][key], atol=1e-6), key
 
 
-def test_the_recompute_runs_the_first_epochs_micro_batches():
-    trainer = PPOTrainer(
-        toy_policy("tiny-order"),
-        config(update={"micro_batch_size": 2, "gradient_accumulation_steps": 2, "epochs": 2}),
-    )
-    episodes = shared_prompt_episodes(trainer.policy, episodes=5)
-    batch = build_batch(episodes, trainer.config.advantage, EmaBaseline(), 0)
-    assert batch is not None
-    rows = list(range(len(batch)))
-    run = [micro for _, mine in trainer._micro_batches(batch, rows) for micro in mine if micro]
-    recomputed = list(trainer._first_epoch_micro_batches(batch, rows))
-    assert recomputed == run[: len(recomputed)]
-    assert sorted(r for micro in recomputed for r in micro) == rows
+def test_the_recompute_runs_the_first_epochs_micro_batches_of_every_process():
+    prompts = [[r % 3] * 40 + [r] for r in range(11)]
+    settings = dict(micro_batch_size=2, accumulation=2, processes=2, epochs=2, seed=3, share_prefixes=True)
+    steps = plan_steps(range(11), prompts, [41] * 11, **settings)  # type: ignore[arg-type]
+    first = first_epoch_micro_batches(steps, 11, rows_per_step=8)
+    assert first == [micro for step in steps[:2] for share in step.micro_batches for micro in share if micro]
+    assert sorted(r for micro in first for r in micro) == list(range(11))
+    # one process, steps of 4 rows, clusters of 4, 4 and 3 rows: every micro-batch lies within one cluster
+    single = dict(settings, accumulation=2, processes=1)
+    micro = first_epoch_micro_batches(plan_steps(range(11), prompts, [41] * 11, **single), 11, 4)  # type: ignore[arg-type]
+    assert all(len({r % 3 for r in rows}) == 1 for rows in micro)

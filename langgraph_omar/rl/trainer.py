@@ -38,8 +38,9 @@ from langgraph_omar.rl.batch import TrainingBatch, assign_critic_advantages, fin
 from langgraph_omar.rl.config import RunConfig
 from langgraph_omar.rl.logprobs import token_logprobs_and_entropy_from_hidden
 from langgraph_omar.rl.losses import kl_penalty, masked_mean, masked_sum, ppo_clip_loss, value_loss
+from langgraph_omar.rl.micro_batches import Step, first_epoch_micro_batches, plan_steps
 from langgraph_omar.rl.output_head import model_logit_transform
-from langgraph_omar.rl.shared_prefix import cluster_order, shared_prefix_length
+from langgraph_omar.rl.shared_prefix import shared_prefix_length
 from langgraph_omar.rl.value_fit import explained_variance, fit_value_head
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.precision import mixed_precision
@@ -288,7 +289,9 @@ class PPOTrainer:
         out = torch.zeros(len(batch), batch.input_ids.shape[1] - 1)
         self.module.eval()
         try:
-            for chosen in self._first_epoch_micro_batches(batch, rows):
+            update, processes = self.config.update, self.accelerator.num_processes
+            per_step = update.micro_batch_size * update.gradient_accumulation_steps * processes
+            for chosen in first_epoch_micro_batches(self._plan(batch, rows), len(rows), per_step):
                 part = batch.select(chosen)
                 with self.accelerator.autocast():
                     logprobs, _, _ = self._forward(part, self.module)
@@ -413,59 +416,21 @@ class PPOTrainer:
         metrics["skipped_zero_advantage_turns"] = float(len(batch) - len(rows))
         return rows
 
-    def _micro_batches(
-        self, batch: TrainingBatch, rows: list[int]
-    ) -> Iterator[tuple[list[int], list[list[int]]]]:
-        """Per optimizer step: its rows on every process, and this process's share of them as exactly
-        `gradient_accumulation_steps` lists of rows (some may be empty). Every process draws the same order."""
-        for chunk in self._step_chunks(batch, rows):
-            yield chunk, self._split(chunk)[self.accelerator.process_index]
-
-    def _step_chunks(self, batch: TrainingBatch, rows: list[int]) -> Iterator[list[int]]:
-        """Every epoch's optimizer steps' rows, in order: rows shuffled (or, sharing prefixes, clusters of rows
-        with a common prompt prefix shuffled), each step's rows sorted so that micro-batches pad little or
-        share a prefix. Seeded by (seed, update index): a resumed run draws the same."""
+    def _plan(self, batch: TrainingBatch, rows: list[int]) -> list[Step]:
+        """This update's optimizer steps (`micro_batches.plan_steps`), seeded by (seed, update index): a resumed
+        run draws the same."""
         update = self.config.update
-        generator = torch.Generator().manual_seed(update.seed * 1_000_003 + self.updates_done)
-        per_step = self._rows_per_step
-        prompts = [s.prompt_ids for s in batch.samples]
-        lengths = batch.lengths.tolist()
-        for _ in range(update.resolved_epochs):
-            if self.share_prefixes:
-                order = cluster_order(prompts, rows, generator)
-            else:
-                order = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
-            for start in range(0, len(order), per_step):
-                chunk = order[start : start + per_step]
-                if self.share_prefixes:
-                    yield sorted(chunk, key=lambda r: tuple(prompts[r]))
-                else:
-                    yield sorted(chunk, key=lambda r: lengths[r])  # less padding
-
-    def _split(self, chunk: list[int]) -> list[list[list[int]]]:
-        """Per process, its `gradient_accumulation_steps` micro-batches of a step's rows (dealt in the chunk's
-        order, so the processes' shares are alike)."""
-        update, processes = self.config.update, self.accelerator.num_processes
-        size = update.micro_batch_size
-        return [
-            [
-                chunk[p::processes][i * size : (i + 1) * size]
-                for i in range(update.gradient_accumulation_steps)
-            ]
-            for p in range(processes)
-        ]
-
-    def _first_epoch_micro_batches(self, batch: TrainingBatch, rows: list[int]) -> Iterator[list[int]]:
-        """The first epoch's non-empty micro-batches of every process, as `_run_epochs` will run them."""
-        steps = math.ceil(len(rows) / self._rows_per_step)
-        for _, chunk in zip(range(steps), self._step_chunks(batch, rows), strict=False):
-            for process in self._split(chunk):
-                yield from (micro for micro in process if micro)
-
-    @property
-    def _rows_per_step(self) -> int:
-        update = self.config.update
-        return update.micro_batch_size * update.gradient_accumulation_steps * self.accelerator.num_processes
+        return plan_steps(
+            rows,
+            [s.prompt_ids for s in batch.samples],
+            batch.lengths.tolist(),
+            micro_batch_size=update.micro_batch_size,
+            accumulation=update.gradient_accumulation_steps,
+            processes=self.accelerator.num_processes,
+            epochs=update.resolved_epochs,
+            seed=update.seed * 1_000_003 + self.updates_done,
+            share_prefixes=self.share_prefixes,
+        )
 
     def _run_epochs(
         self,
@@ -477,7 +442,8 @@ class PPOTrainer:
         """`old`: recomputed old log-probabilities and importance weights, both (N, T-1) (`_old_logprobs`)."""
         sums: dict[str, float] = {}
         first_step_pending = True
-        steps = list(self._micro_batches(batch, rows))
+        index = self.accelerator.process_index
+        steps = [(step.rows, step.micro_batches[index]) for step in self._plan(batch, rows)]
         bar = tqdm(
             total=len(steps) * self.config.update.gradient_accumulation_steps,
             desc="update",
