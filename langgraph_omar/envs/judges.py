@@ -13,7 +13,7 @@ A name that does not load is a one-line error before any episode is played.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 
@@ -32,7 +32,7 @@ def served_judge(model: str, device: str | None = None, max_tokens: int | None =
     never taken for a player's turns nor seated with an evaluated adapter."""
     from langgraph_omar.chat_model import ChatPolicy
 
-    budget = {} if max_tokens is None else {"max_tokens": max_tokens}
+    budget: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
     return ChatPolicy(model=model, device=device, temperature=0.0, metadata={"role": JUDGE_ROLE}, **budget)
 
 

@@ -67,11 +67,12 @@ def sample_input(seed: int) -> dict[str, Any]:
 
 def score(state: State) -> dict[str, Any]:
     """The team's reward, shared by both agents: the share of the right figures in the conversation, plus one
-    for a final answer."""
+    for a final answer, plus a tenth of the share of digits in what they said (a shaping term: figures)."""
     country = next(c for c in GDP if c in state["messages"][0].text)
     said = " ".join(m.text for m in state["messages"][1:])
     found = sum(str(v) in re.findall(r"\d+\.\d+", said) for v in GDP[country]) / len(GDP[country])
-    reward = found + ("FINAL ANSWER" in said)
+    digits = sum(c.isdigit() for c in said) / max(len(said), 1)
+    reward = found + ("FINAL ANSWER" in said) + digits / 10
     return {"rewards": {"researcher": reward, "chart_generator": reward}}
 
 
