@@ -22,14 +22,14 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # create_react_agent's move to langchain.agents
     from langgraph.prebuilt import create_react_agent
 
-GDP = {"UK": [2.76, 3.13, 3.09, 3.38, 3.64], "France": [2.64, 2.96, 2.78, 3.03, 3.16]}
+GDP = {"the UK": [2.76, 3.13, 3.09, 3.38, 3.64], "France": [2.64, 2.96, 2.78, 3.03, 3.16]}
 MAX_MESSAGES = 8  # the turn cap the adaptation adds: a run must end in an outcome
 
 
 @tool
 def search(query: str) -> str:
     """Search the web for figures (an offline stand-in for the tutorial's TavilySearch)."""
-    country = next((c for c in GDP if c.lower() in query.lower()), "UK")
+    country = next((c for c in GDP if c.split()[-1].lower() in query.lower()), "the UK")
     return f"{country} GDP 2020-2024, trillion USD: {GDP[country]}"
 
 
@@ -61,7 +61,7 @@ class State(MessagesState, total=False):
 
 def sample_input(seed: int) -> dict[str, Any]:
     country = list(GDP)[seed % len(GDP)]
-    task = f"First, get the {country}'s GDP over the past 5 years, then make a line chart of it. Then finish."
+    task = f"First, get {country}'s GDP over the past 5 years, then make a line chart of it. Then finish."
     return {"messages": [("user", task)]}
 
 
