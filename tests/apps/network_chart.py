@@ -50,7 +50,7 @@ def make_system_prompt(suffix: str) -> str:
 
 
 def get_next_node(messages: list[BaseMessage], goto: str) -> str:
-    if "FINAL ANSWER" in messages[-1].text or len(messages) >= MAX_MESSAGES:
+    if "FINAL ANSWER" in messages[-1].content or len(messages) >= MAX_MESSAGES:
         return END
     return goto
 
