@@ -121,10 +121,10 @@ def _instantiate(obj: Any, options: dict[str, Any], spec: str) -> Environment:
 @dataclass
 class GraphEnvironment(Environment):
     """A graph of one's own under the minimal contract: `module:attribute` names a compiled graph or a
-    factory (called with `model=` when it takes it, and `judge=` when it takes that), the module may define `sample_input(seed)` (else every
-    episode starts from `{}`), `sample_config(seed)` (the scenario's `config["configurable"]` values) and
-    `ROLES` (else the roles are learnt from the first episodes), and the final state's `rewards` maps roles
-    to floats."""
+    factory (called with `model=` when it takes it, and `judge=` when it takes that), the module may define
+    `sample_input(seed)` (else every episode starts from `{}`), `sample_config(seed)` (the scenario's
+    `config["configurable"]` values) and `ROLES` (else the roles are learnt from the first episodes), and the
+    final state's `rewards` maps roles to floats."""
 
     target: str = ""
     graph_or_factory: Any = field(default=None, repr=False)
