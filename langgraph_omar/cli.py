@@ -153,6 +153,7 @@ def _envs(args: argparse.Namespace) -> None:
 
 def _rollout(args: argparse.Namespace) -> None:
     from langgraph_omar.chat_model import ChatPolicy
+    from langgraph_omar.envs.judges import served_judge
     from langgraph_omar.rollout import check_output, parse_input, run_episodes, stable_episode_id
     from langgraph_omar.serving.models import refuse_custom_code
     from langgraph_omar.serving.settings import ServingSettings
@@ -168,7 +169,7 @@ def _rollout(args: argparse.Namespace) -> None:
     env = _load_environment(args)
     fixed = parse_input(args.input)
     model = ChatPolicy(adapter=args.adapter, **dataclasses.asdict(sampling))
-    judge = ChatPolicy(model=sampling.model, device=sampling.device, temperature=0.0)
+    judge = served_judge(sampling.model, sampling.device)
     graph = env.build_graph(model, judge=judge)
     seeds = [args.seed + i for i in range(args.episodes)]
     inputs = [fixed if fixed is not None else env.sample_input(seed) for seed in seeds]

@@ -13,8 +13,8 @@ carries them under `env.options`, and `load_environment` validates them. It know
 - its roles, and how they form the seats of an evaluation (`seating`: each role alone, or teams);
 - its outcome metrics (`seat_metrics` compared between the two sides, `game_metrics` reported per game).
 
-The minimal contract of a graph of one's own needs none of this: a factory taking `model=` (or a compiled
-graph), a module-level `sample_input(seed)` (and optionally `sample_config(seed)`), and `rewards: {role: float}`
+The minimal contract of a graph of one's own needs none of this: a factory taking `model=` (and `judge=` if
+its rewards need an LLM judge; or a compiled graph), a module-level `sample_input(seed)` (and optionally `sample_config(seed)`), and `rewards: {role: float}`
 in the final state (plus `agent_rewards: {agent: float}` where agents of one role earn their own).
 `GraphEnvironment` (in `registry`) wraps such a module; docs/environments.md documents both.
 """

@@ -121,10 +121,10 @@ def _instantiate(obj: Any, options: dict[str, Any], spec: str) -> Environment:
 @dataclass
 class GraphEnvironment(Environment):
     """A graph of one's own under the minimal contract: `module:attribute` names a compiled graph or a
-    factory (called with `model=` when it takes it), the module may define `sample_input(seed)` (else every
-    episode starts from `{}`), `sample_config(seed)` (the scenario's `config["configurable"]` values) and
-    `ROLES` (else the roles are learnt from the first episodes), and the final state's `rewards` maps roles
-    to floats."""
+    factory (called with `model=` when it takes it, and `judge=` when it takes that), the module may define
+    `sample_input(seed)` (else every episode starts from `{}`), `sample_config(seed)` (the scenario's
+    `config["configurable"]` values) and `ROLES` (else the roles are learnt from the first episodes), and the
+    final state's `rewards` maps roles to floats."""
 
     target: str = ""
     graph_or_factory: Any = field(default=None, repr=False)
@@ -150,21 +150,29 @@ class GraphEnvironment(Environment):
     def is_factory(self) -> bool:
         return not hasattr(self.graph_or_factory, "abatch_as_completed")
 
-    @property
-    def takes_model(self) -> bool:
-        """Whether the graph can be built on a given chat model (training needs that)."""
+    def _takes(self, name: str) -> bool:
         if not self.is_factory:
             return False
         try:
-            return "model" in inspect.signature(self.graph_or_factory).parameters
+            return name in inspect.signature(self.graph_or_factory).parameters
         except (TypeError, ValueError):
             return False
 
+    @property
+    def takes_model(self) -> bool:
+        """Whether the graph can be built on a given chat model (training needs that)."""
+        return self._takes("model")
+
     def build_graph(self, model: BaseChatModel, *, judge: BaseChatModel | None = None) -> Any:
+        """The factory's graph on `model`; a factory that also takes `judge` gets the commands' judge (the
+        served base model, adapter disabled), so an LLM-computed reward never runs on the policy it scores."""
         if not self.is_factory:
             return self.graph_or_factory
+        kwargs = {"model": model} if self.takes_model else {}
+        if judge is not None and self._takes("judge"):
+            kwargs["judge"] = judge
         try:
-            graph = self.graph_or_factory(model=model) if self.takes_model else self.graph_or_factory()
+            graph = self.graph_or_factory(**kwargs)
         except Exception as exc:
             raise UserCodeError(
                 f"{self.target}: the factory raised {type(exc).__name__} (below)", exc

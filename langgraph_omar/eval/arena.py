@@ -24,6 +24,7 @@ from typing import Any
 
 from langgraph_omar.chat_model import ChatPolicy
 from langgraph_omar.envs.environment import OUTCOME, Environment
+from langgraph_omar.envs.judges import JUDGE_ROLE, served_judge
 from langgraph_omar.envs.registry import ContractWarning, load_environment
 from langgraph_omar.errors import OmarError
 from langgraph_omar.eval.stats import ALL_SEATS, Comparison, Game, GameMetric, compare_seats, summarize_games
@@ -147,9 +148,7 @@ def _policies(config: EvalConfig) -> tuple[ChatPolicy, ChatPolicy, str, str | No
         top_p=config.top_p,
         max_tokens=config.max_tokens,
     )
-    judge = ChatPolicy(
-        model=config.model, device=config.device, temperature=0.0, max_tokens=config.judge_max_tokens
-    )
+    judge = served_judge(config.model, config.device, config.judge_max_tokens)
     return players, judge, tested, opponent
 
 
@@ -170,7 +169,7 @@ def learn_roles(env: Environment, graph: Any, seed: int) -> tuple[str, ...]:
         raise OmarError(f"{env.name}: the first episode (seed {seed}) failed: {episode.error}")
     if not episode.rewards:
         raise OmarError(f"{env.name}: the final state has no `rewards` ({{role: float}}): nothing to compare")
-    unrewarded = sorted({t.role for t in episode.turns} - set(episode.rewards))
+    unrewarded = sorted({t.role for t in episode.turns} - set(episode.rewards) - {JUDGE_ROLE})
     if unrewarded:
         warnings.warn(
             f"{env.name}: roles {unrewarded} acted but got no reward", ContractWarning, stacklevel=2

@@ -271,6 +271,7 @@ class SelfPlaySource:
         """Build the graph: every role on the trained adapter, a judge on the base model (adapter disabled)
         unless the environment names a judge model of its own, never on the policy it scores."""
         from langgraph_omar.chat_model import ChatPolicy
+        from langgraph_omar.envs.judges import served_judge
 
         s, policy = self.config.selfplay, self.policy
         chat = ChatPolicy(
@@ -281,9 +282,9 @@ class SelfPlaySource:
             top_p=s.top_p,
             max_tokens=s.max_tokens,
         )
-        judge = ChatPolicy(
-            model=policy.model_name, device=str(policy.device), temperature=0.0, max_tokens=s.max_tokens
-        )
+        # a judge's budget, as in `omar rollout` and `omar eval`: a verdict or a JSON object needs more room than
+        # the players' turn cap
+        judge = served_judge(policy.model_name, str(policy.device))
         self.graph = self.environment.build_graph(chat, judge=judge)
         self.process, self.progress = process, progress
 
