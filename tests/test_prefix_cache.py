@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from langgraph_omar.serving.decoding import DecodeRequest, decode_batch
+from langgraph_omar.serving.decoding import DecodeRequest, RunningBatch, decode_batch
 from langgraph_omar.serving.prefix_cache import CachedSequence, PrefixCache, common_prefix_length
 from langgraph_omar.serving.sampling import SamplingParams
 
@@ -102,3 +102,20 @@ def test_identical_prompts_prefilled_once_still_sample_their_own_tokens(policy):
     for got, want in zip(together, alone, strict=True):
         assert torch.allclose(torch.tensor(got.logprobs), torch.tensor(want.logprobs), atol=1e-5)
     assert len({tuple(r.completion_ids) for r in together}) > 1  # copies of one prompt, each its own sample
+
+
+def test_a_prompt_arriving_while_another_decodes_reuses_the_prefix_they_share(policy):
+    system = {"role": "system", "content": "You sell a bike. Be brief, make offers, and say DEAL to accept."}
+    first, later = (
+        DecodeRequest(policy.render([system, {"role": "user", "content": text}], 6)[0], GREEDY)
+        for text in ("hello there", "OFFER 120 for the bike")
+    )
+    shared = common_prefix_length(np.asarray(first.prompt_ids), np.asarray(later.prompt_ids))
+    cache = PrefixCache(max_bytes=10**8)
+    batch = RunningBatch(policy.model, policy.tokenizer, policy.eos_ids, cache)
+    batch.add([first], ["first"])  # prefilled, not one token decoded yet
+    entry, reused = cache.lookup(None, later.prompt_ids)
+    assert entry is not None and reused == shared > 10
+    while batch:
+        batch.step()
+    assert len(cache) == 1 and len(cache.lookup(None, first.prompt_ids)[0].ids) > len(first.prompt_ids)

