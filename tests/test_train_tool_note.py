@@ -57,4 +57,6 @@ def test_each_self_play_iteration_without_a_tool_call_says_so_once(tmp_path):
         run_selfplay(config, tmp_path / "run", load_environment(spec), policy=toy_policy(), progress=False)
     notes = [str(w.message) for w in caught if "tool calls" in str(w.message)]
     assert [n.split(":")[0] for n in notes] == ["iteration 0", "iteration 1"], notes
-    assert notes[0].startswith("iteration 0: 0 tool calls in 4 episodes, though 4 model calls were offered tools")
+    assert notes[0].startswith(
+        "iteration 0: 0 tool calls in 4 episodes, though 4 model calls were offered tools"
+    )

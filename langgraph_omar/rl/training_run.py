@@ -264,8 +264,8 @@ class TrainingRun:
         config = self.config
         collected = source.collect(iteration, trainer, first)
         episodes = collected.episodes
-        for note in collected.notes:
-            self.warn(f"iteration {iteration}: {note}")
+        for said in collected.notes:
+            self.warn(f"iteration {iteration}: {said}")
         record: dict[str, Any] = {"iteration": iteration, "num_processes": self.process.num_processes}
         record.update(collected.metrics)
         record.update(reward_means(episodes, source.trained_roles))

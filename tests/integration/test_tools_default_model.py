@@ -131,7 +131,8 @@ async def test_100_structured_calls_at_a_96_token_cap_all_return_a_valid_object(
     # and did not parse ({"name": "Shelter<n>D<n>L<n>M...). Seeded: every call samples the same tokens each run.
     llm = ChatPolicy(temperature=0.7, max_tokens=96, seed=0)
     prompts = [
-        f"Greet guest number {i} at the hotel, with their name and a warm welcome message." for i in range(100)
+        f"Greet guest number {i} at the hotel, with their name and a warm welcome message."
+        for i in range(100)
     ]
     handler = RunIds()
     outputs = await llm.with_structured_output(Greeting, include_raw=True).abatch(
@@ -145,14 +146,17 @@ async def test_100_structured_calls_at_a_96_token_cap_all_return_a_valid_object(
     # the recorded log-probabilities of the calls closed early are the unmasked ones, forced tokens included
     # (a bf16 engine's incremental decode and this whole-sequence recompute differ by up to ~0.2; a forced
     # token's masked log-probability is 0 where its unmasked one is far below)
-    records = [r for r in map(token_records.pop, handler.ids) if r is not None and r.extra.get("closed_early")]
+    records = [
+        r for r in map(token_records.pop, handler.ids) if r is not None and r.extra.get("closed_early")
+    ]
     assert len(records) == len(closed)
     engine = SharedPolicy.get()
     for record in records:
         ids = torch.tensor([record.prompt_ids + record.completion_ids], device=engine.device)
         with torch.no_grad():
             logits = engine.model(ids).logits[0, len(record.prompt_ids) - 1 : -1].float()
-        unmasked = torch.log_softmax(logits / 0.7, -1).gather(-1, ids[0, len(record.prompt_ids) :, None])[:, 0]
+        completion = ids[0, len(record.prompt_ids) :, None]
+        unmasked = torch.log_softmax(logits / 0.7, -1).gather(-1, completion)[:, 0]
         assert torch.allclose(torch.tensor(record.logprobs), unmasked.cpu(), atol=0.5)
         masked = torch.tensor(record.extra["masked_logprobs"])
         assert ((masked - unmasked.cpu()) > 2).any()
