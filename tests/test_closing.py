@@ -77,6 +77,11 @@ def test_the_plan_closes_the_string_then_the_containers_with_required_keys_fille
     (quote,) = policy.grammars.pieces.tokens(b'"')
     assert decode(grammar.closing(after=quote)) == ', "tags": [], "n": 0}'
     assert grammar.steps == steps and decode(grammar.closing()) == '", "tags": [], "n": 0}'  # state kept
+    split = policy.grammars.row(Constraint.json_schema(NOTE))  # a token that stops inside a UTF-8 character
+    for token in policy.grammars.pieces.tokens('{"name": "é'.encode()[:-1]):
+        split.advance(token)
+    plan = split.closing() or []
+    assert b"".join(policy.grammars.pieces.decoded[t] for t in plan) == b'\x80", "tags": [], "n": 0}'
     tagged = policy.grammars.row(
         Constraint.json_schema(NOTE, prefix="<tool_call>\n", suffix="\n</tool_call>")
     )
