@@ -169,6 +169,15 @@ def test_rows_far_from_their_cap_recompute_their_plan_only_every_window_tokens()
     assert not closer.closed_early
 
 
+def test_a_grammar_the_search_cannot_close_is_tried_again_only_every_window_tokens():
+    grammar = FakeGrammar({})  # no plan, from any state
+    closer = BudgetCloser(grammar, stop_ids=[0])
+    for step in range(2 * WINDOW):
+        assert closer.choose(5, remaining=2 * WINDOW - step) == 5
+        grammar.steps += 1
+    assert grammar.calls == 2 and not closer.closed_early
+
+
 def test_a_token_that_would_leave_no_room_to_close_is_replaced_by_the_plans_next_token():
     grammar = FakeGrammar({None: [1, 2, 3], 5: [4] * 5, 6: [3], 2: [3]})
     closer = BudgetCloser(grammar, stop_ids=[0])

@@ -30,7 +30,7 @@ from typing import NamedTuple, Protocol
 import xgrammar as xgr
 
 WINDOW = 16  # rows this many tokens (beyond their plan) from the cap are left alone
-MAX_CLOSING_CHARS = 4096  # a plan longer than this is given up (the grammar cannot be closed cheaply)
+MAX_CLOSING_CHARS = 1024  # a longer plan is given up (the greedy order loops, or the grammar is huge)
 
 _OUTSIDE = '}],0"tnf[{123456789-.'  # outside a string: close, separate, then the shortest values
 _INSIDE = '"' + _OUTSIDE  # inside a string: its closing quote first
@@ -128,7 +128,9 @@ class BudgetCloser:
     The plan is kept for the state after `_plan_at` accepted tokens. Within `WINDOW` tokens (beyond the plan's
     length) of the cap it is fresh at every step, and a sampled token whose own plan would not fit in the
     tokens left after it is replaced by the current plan's first token: the plan then fits again, one token
-    shorter, so the output completes by the cap whenever the first plan fitted.
+    shorter, so the output completes by the cap whenever the first plan fitted. A row whose grammar the search
+    cannot close (a regular expression the preference order loops in, say) is tried again every `WINDOW`
+    tokens and otherwise left alone.
     """
 
     def __init__(self, grammar: Closable, stop_ids: Sequence[int], window: int = WINDOW) -> None:
@@ -137,8 +139,8 @@ class BudgetCloser:
         self.reset()
 
     def reset(self) -> None:
-        self._plan: list[int] | None = None
-        self._plan_at = -1
+        self._plan: list[int] | None = None  # None: none found (at `_plan_at`), or none sought yet
+        self._plan_at = -self.window
         self.closed_early = False
 
     def _far(self, plan: list[int], remaining: int) -> bool:
@@ -152,9 +154,9 @@ class BudgetCloser:
         steps = self.grammar.steps
         plan = self._plan if self._plan_at == steps else None
         if plan is None:
-            old = self._plan
-            if old is not None and steps - self._plan_at < self.window and self._far(old, remaining):
-                return token  # far from the cap by a recent plan: no work
+            old, recent = self._plan, steps - self._plan_at < self.window
+            if recent and (old is None or self._far(old, remaining)):
+                return token  # far from the cap by a recent plan, or no plan found lately: no work
             plan = self._plan = self.grammar.closing()
             self._plan_at = steps
             if plan is None:  # nothing found to close with: the row decodes as it would have
