@@ -6,8 +6,9 @@ hold one `ChatPolicy` per role and still run one model in batches. Each call's t
 
 Tools and structured output (`bind_tools`, `with_structured_output`) are constrained where a guarantee is asked
 for: a forced tool call (`tool_choice` "any"/"required"/a tool's name) and the json_schema and json_mode
-methods decode under a grammar (`serving.constraints`), so even the 135M default model returns a result that
-parses on every call. Such a call's record holds the sampled ids and their log-probabilities under the
+methods decode under a grammar (`serving.constraints`) that closes what is open when `max_tokens` runs short
+(`serving.closing`), so even the 135M default model returns a result that parses on every call whose cap leaves
+room for the shortest one. Such a call's record holds the sampled ids and their log-probabilities under the
 unmasked distribution, the one the trainer recomputes (the masked ones are in `extra["masked_logprobs"]`; see
 `serving.sampling` for why and what it means for PPO): constrained and tool-call turns train like any other.
 """
@@ -268,6 +269,8 @@ class ChatPolicy(BaseChatModel):
             "adapter_version": record.adapter_version,
             "model_provider": "langgraph-omar",
         }
+        if record.extra.get("closed_early"):  # the grammar closed the output to end by max_tokens
+            metadata["closed_early"] = True
         if tools is None or not tools.active:
             return AIMessage(content=record.text, usage_metadata=usage, response_metadata=metadata)  # type: ignore[arg-type]
         parsed = parse_tool_calls(record.text, tools.names)
@@ -425,10 +428,12 @@ class ChatPolicy(BaseChatModel):
         """Output parsed as a pydantic model, TypedDict or JSON schema, generated under a grammar.
 
         method: "json_schema" (default; decoding constrained to the schema: a schema-valid object on every
-            call that ends before max_tokens), "json_mode" (constrained to some JSON object, then validated
-            against the schema), "function_calling" (a forced call of a tool made from the schema, parsed back).
-        Output that does not parse (a reply cut at max_tokens, say) raises `OutputParserException` naming the
-        schema, or with include_raw is returned as `parsing_error`.
+            call whose max_tokens leaves room for the shortest valid object, as near the cap the grammar closes
+            what is open; the raw message's `response_metadata["closed_early"]` then says so), "json_mode"
+            (constrained to some JSON object, then validated against the schema), "function_calling" (a forced
+            call of a tool made from the schema, parsed back).
+        Output that does not parse (a cap too small for any valid object, say) raises `OutputParserException`
+        naming the schema, or with include_raw is returned as `parsing_error`.
         strict: accepted for compatibility (the grammar is strict already).
         """
         if kwargs:

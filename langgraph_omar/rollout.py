@@ -40,6 +40,7 @@ class RolloutSummary:
     rewards: dict[str, float] = field(default_factory=dict)  # role -> mean reward over the finished episodes
     tool_offers: int = 0  # model calls that were offered tools (bind_tools)
     tool_calls: int = 0  # tool calls those calls made
+    closed_early: int = 0  # constrained calls whose grammar closed them to end by max_tokens
 
     @property
     def tokens_per_second(self) -> float:
@@ -56,6 +57,7 @@ class RolloutSummary:
                 if self.tool_offers
                 else ""
             )
+            + (f", closed early {self.closed_early}" if self.closed_early else "")
         )
 
     def reward_line(self) -> str:
@@ -68,13 +70,26 @@ class RolloutSummary:
 
     def tool_note(self) -> str | None:
         """Said when the model was offered tools and never called one."""
-        if not self.tool_offers or self.tool_calls:
-            return None
-        return (
-            f"0 tool calls in {self.episodes} episodes, though {self.tool_offers} model calls were offered "
-            "tools: the model chose to answer in text (tool_choice='required' or a tool's name forces a call; "
-            "a written call needs room: --max-tokens)"
-        )
+        return tool_note(self.episodes, self.tool_offers, self.tool_calls)
+
+
+def tool_counts(episodes: Sequence[Episode]) -> tuple[int, int]:
+    """(model calls offered tools, tool calls those calls made) over the episodes' turns."""
+    turns = [t for e in episodes for t in e.turns]
+    return sum("tools" in t.metadata for t in turns), sum(
+        len(t.metadata.get("tool_calls") or []) for t in turns
+    )
+
+
+def tool_note(episodes: int, offers: int, calls: int) -> str | None:
+    """Said when the model was offered tools and never called one (`omar rollout`, each `omar train` iteration)."""
+    if not offers or calls:
+        return None
+    return (
+        f"0 tool calls in {episodes} episodes, though {offers} model calls were offered "
+        "tools: the model chose to answer in text (tool_choice='required' or a tool's name forces a call; "
+        "a written call needs room: --max-tokens)"
+    )
 
 
 class EpisodeAppender:
@@ -182,6 +197,7 @@ async def arun_episodes(
         written = await appender.aclose() if appender is not None else None
     seconds = time.perf_counter() - start
     episodes = [finished[i] for i in range(len(metadata))]
+    tool_offers, tool_calls = tool_counts(episodes)
     summary = RolloutSummary(
         episodes=len(episodes),
         failed=sum(e.status != "ok" for e in episodes),
@@ -191,8 +207,9 @@ async def arun_episodes(
         written=written,
         sources=source_counts(episodes),
         rewards=mean_rewards(episodes),
-        tool_offers=sum("tools" in t.metadata for e in episodes for t in e.turns),
-        tool_calls=sum(len(t.metadata.get("tool_calls") or []) for e in episodes for t in e.turns),
+        tool_offers=tool_offers,
+        tool_calls=tool_calls,
+        closed_early=sum(bool(t.metadata.get("closed_early")) for e in episodes for t in e.turns),
     )
     return episodes, summary
 

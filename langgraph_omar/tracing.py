@@ -41,7 +41,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from langgraph_omar.errors import first_line
 from langgraph_omar.messages import to_chat_dicts
-from langgraph_omar.serving.records import token_records
+from langgraph_omar.serving.records import TokenRecord, token_records
 from langgraph_omar.trajectory import SOURCES, Episode, Turn, agent_of, role_of
 from langgraph_omar.trajectory.metadata import episode_fields
 
@@ -244,7 +244,7 @@ class TraceRecorder(BaseCallbackHandler):
                     adapter=record.adapter,
                     adapter_version=record.adapter_version,
                     run_id=str(run_id),
-                    metadata=_policy_turn_metadata(call.metadata, record.truncated_messages, response),
+                    metadata=_policy_turn_metadata(call.metadata, record, response),
                     source="policy",
                     model=record.model,
                     messages=call.messages,
@@ -356,12 +356,15 @@ def _response_tool_calls(response: LLMResult) -> list[dict[str, Any]]:
 
 
 def _policy_turn_metadata(
-    metadata: dict[str, Any], truncated_messages: int, response: LLMResult
+    metadata: dict[str, Any], record: TokenRecord, response: LLMResult
 ) -> dict[str, Any]:
-    """A policy turn's metadata: the call's, the prompt messages dropped to fit (if any), the tool calls made."""
+    """A policy turn's metadata: the call's, the prompt messages dropped to fit (if any), whether its grammar
+    closed it early (`serving.closing`), the tool calls made."""
     metadata = dict(metadata)
-    if truncated_messages:
-        metadata["truncated_messages"] = truncated_messages
+    if record.truncated_messages:
+        metadata["truncated_messages"] = record.truncated_messages
+    if record.extra.get("closed_early"):
+        metadata["closed_early"] = True
     if tool_calls := _response_tool_calls(response):
         metadata["tool_calls"] = tool_calls
     return metadata

@@ -183,13 +183,11 @@ def test_a_forced_call_is_a_schema_valid_call_of_that_tool_and_recorded(policy):
         record = token_records.pop(handler.ids[-1])
         assert record is not None and record.extra["constraint"] == "json_schema"
         assert json.loads(record.text) == {"name": "add", "arguments": call["args"]}
-    # room for a get_weather call's string argument: a call cut at max_tokens does not parse (closing it early
-    # when the budget runs short is issue 25's item 3)
-    roomy = ChatPolicy(model="tiny", max_tokens=240, temperature=1.0).bind_tools(
-        [get_weather, add], tool_choice="any"
-    )
-    any_tool = roomy.invoke("weather?", seed=5)
-    assert any_tool.tool_calls[0]["name"] in ("add", "get_weather")
+    # a get_weather call's string argument can run past 64 tokens: near the cap the grammar closes it
+    any_tool = llm.bind_tools([get_weather, add], tool_choice="any")
+    for seed in range(5, 9):
+        (call,) = any_tool.invoke("weather?", seed=seed).tool_calls
+        assert call["name"] in ("add", "get_weather")
 
 
 def test_streaming_gives_tool_call_chunks_that_add_up_to_the_invoked_call(policy):

@@ -335,7 +335,9 @@ class AdvantageSettings:
 @dataclass
 class DegenerateSettings:
     empty: bool = field(default=True, metadata=_help("a turn with no text is degenerate"))
-    over_length: bool = field(default=True, metadata=_help("a turn cut at max_tokens is degenerate"))
+    over_length: bool = field(
+        default=True, metadata=_help("a turn cut at max_tokens (or closed early to end by it) is degenerate")
+    )
     off_format: bool = field(
         default=True, metadata=_help("a turn the env replaced by a fallback is degenerate")
     )

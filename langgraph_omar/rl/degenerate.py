@@ -3,7 +3,8 @@ in docs/design.md, "Degenerate turns").
 
 A turn is degenerate when it is
 - `empty`: no completion token, or only whitespace;
-- `over_length`: cut at max_tokens (`finish_reason == "length"`);
+- `over_length`: cut at max_tokens (`finish_reason == "length"`), or closed by its grammar to end by then
+  (`closed_early` in its metadata, see `serving.closing`: a turn that would have been cut);
 - `off_format`: the environment replaced its action by a fallback: `Turn.fallback` is set (the trace recorder
   sets it from the final state's `fallbacks` records that name the turn's model call, see
   `langgraph_omar.conversation.calls`);
@@ -44,7 +45,7 @@ def degenerate_reason(turn: Turn, earlier_texts: Iterable[str], settings: Degene
     text = _normalized(turn.text)
     if settings.empty and ((turn.source == "policy" and not turn.completion_ids) or not text):
         return "empty"
-    if settings.over_length and turn.finish_reason == "length":
+    if settings.over_length and (turn.finish_reason == "length" or turn.metadata.get("closed_early")):
         return "over_length"
     if settings.off_format and turn.fallback is not None:
         return "off_format"

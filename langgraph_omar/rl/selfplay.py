@@ -44,7 +44,7 @@ from langgraph_omar.rl.signal_reasons import untrained_reason
 from langgraph_omar.rl.tracking import TRACKER_PROJECT, experiment_trackers, summary_line
 from langgraph_omar.rl.trainer import PPOTrainer
 from langgraph_omar.rl.training_run import ADAPTER, Collected, TrainingRun, TrainingWarning
-from langgraph_omar.rollout import run_episodes
+from langgraph_omar.rollout import run_episodes, tool_counts, tool_note
 from langgraph_omar.run_folder import RunFolder
 from langgraph_omar.serving.engine import SharedPolicy
 from langgraph_omar.serving.sampling import derive_seed
@@ -306,7 +306,9 @@ class SelfPlaySource:
             )
         episodes, rollout_seconds = _gathered(episodes, rollout_seconds, plan[1], process)
         check_rollout(environment, iteration, episodes, first=first)
-        return Collected(episodes, {"rollout_seconds": rollout_seconds} | rollout_metrics(episodes))
+        note = tool_note(len(episodes), *tool_counts(episodes))
+        metrics = {"rollout_seconds": rollout_seconds} | rollout_metrics(episodes)
+        return Collected(episodes, metrics, notes=[note] if note else [])
 
     def batch(
         self, iteration: int, episodes: list[Episode], ema: EmaBaseline, record: dict[str, Any]

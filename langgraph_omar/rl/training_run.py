@@ -57,12 +57,14 @@ class TrainingWarning(UserWarning):
 
 @dataclass
 class Collected:
-    """One iteration's episodes from a source, the source's own metrics of them, and whether they go to
-    RUN/trajectories.jsonl (a file's episodes are written once, in the first epoch)."""
+    """One iteration's episodes from a source, the source's own metrics of them, whether they go to
+    RUN/trajectories.jsonl (a file's episodes are written once, in the first epoch), and what to tell the user
+    about them."""
 
     episodes: list[Episode]
     metrics: dict[str, Any] = field(default_factory=dict)
     record: bool = True
+    notes: list[str] = field(default_factory=list)  # said once, as this iteration's warnings
 
 
 class EpisodeSource(Protocol):
@@ -262,6 +264,8 @@ class TrainingRun:
         config = self.config
         collected = source.collect(iteration, trainer, first)
         episodes = collected.episodes
+        for said in collected.notes:
+            self.warn(f"iteration {iteration}: {said}")
         record: dict[str, Any] = {"iteration": iteration, "num_processes": self.process.num_processes}
         record.update(collected.metrics)
         record.update(reward_means(episodes, source.trained_roles))

@@ -24,6 +24,9 @@ measures tokens/s with and without constraints in one run.
 
 Log-probabilities: see `sampling.sample_next`. The recorded log-probability of a constrained token is taken
 under the unmasked distribution, the one the trainer recomputes; the masked one is kept beside it.
+
+Token cap: near its `max_new_tokens`, a row closes what it has open (`closing`), so an output whose cap leaves
+room for the shortest valid one always completes; its record says `closed_early` when a token was forced.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import xgrammar as xgr
 from transformers import PreTrainedTokenizerBase
 
 from langgraph_omar.errors import OmarError, first_line
+from langgraph_omar.serving.closing import BudgetCloser, JsonLex, VocabPieces, closing_text, lex
 
 ConstraintKind = Literal["json_schema", "json_object", "regex"]
 
@@ -133,22 +137,55 @@ def _grammar(constraint: Constraint) -> xgr.Grammar:
 
 
 class RowGrammar:
-    """One row's matcher: the tokens it allows next, and its state after each sampled token."""
+    """One row's matcher: the tokens it allows next, its state after each token, and its plan to close what is
+    open before the row's token cap (`closing`)."""
 
-    def __init__(self, compiled: xgr.CompiledGrammar, stop_ids: list[int]) -> None:
+    def __init__(self, compiled: xgr.CompiledGrammar, stop_ids: list[int], pieces: VocabPieces) -> None:
         self._matcher = xgr.GrammarMatcher(compiled, override_stop_tokens=stop_ids)
+        self._pieces = pieces
+        self._lex = JsonLex()
+        self.steps = 0
+        self.closer = BudgetCloser(self, stop_ids)
 
     def fill(self, bitmask: torch.Tensor, row: int) -> None:
         self._matcher.fill_next_token_bitmask(bitmask, row)
 
+    def choose(self, token: int, remaining: int) -> int:
+        """The token to take after sampling `token` with `remaining` tokens left (see `closing.BudgetCloser`)."""
+        return self.closer.choose(token, remaining)
+
     def advance(self, token: int) -> None:
-        """Take the sampled token. The mask allowed only tokens the grammar accepts, so a refusal is a bug."""
+        """Take the token. The mask allowed only tokens the grammar accepts, so a refusal is a bug."""
         if not self._matcher.accept_token(token):
             raise RuntimeError(f"the grammar refused token {token}, which its own mask allowed")
+        self._lex = lex(self._lex, self._pieces.decoded[token])
+        self.steps += 1
+
+    def closing(self, after: int | None = None) -> list[int] | None:
+        """Token ids that complete the grammar from the current state, or from the state after token `after`
+        (the row's own matcher is left as it is); None when none is found."""
+        start, state = self._matcher.fork(), self._lex
+        if after is not None:
+            if not start.accept_token(after):
+                return None
+            state = lex(state, self._pieces.decoded[after])
+        text = closing_text(start.fork(), state)
+        tokens = self._pieces.tokens(text) if text is not None else None
+        if tokens is None or not all(start.accept_token(t) for t in tokens) or not start.is_completed():
+            return None
+        return tokens
+
+    @property
+    def closed_early(self) -> bool:
+        """Whether a token was forced to close the output before the cap."""
+        return self.closer.closed_early
 
     def reset(self) -> None:
         """Back to the start (a request decoded again from its prompt)."""
         self._matcher.reset()
+        self._lex = JsonLex()
+        self.steps = 0
+        self.closer.reset()
 
     @property
     def completed(self) -> bool:
@@ -166,6 +203,8 @@ class GrammarCompiler:
             tokenizer, vocab_size=vocab_size, stop_token_ids=self.stop_ids
         )
         self._compiler = xgr.GrammarCompiler(info)
+        excluded = {*tokenizer.all_special_ids, *info.special_token_ids, *self.stop_ids}
+        self.pieces = VocabPieces(info.decoded_vocab, excluded)
         self._compiled: dict[Constraint, xgr.CompiledGrammar] = {}
         self._lock = threading.Lock()
 
@@ -184,7 +223,7 @@ class GrammarCompiler:
 
     def row(self, constraint: Constraint) -> RowGrammar:
         """A fresh matcher for one request (matchers hold state: never share one between requests)."""
-        return RowGrammar(self.compile(constraint), self.stop_ids)
+        return RowGrammar(self.compile(constraint), self.stop_ids, self.pieces)
 
 
 _BITS = torch.arange(32, dtype=torch.int32)

@@ -5,8 +5,9 @@ stop strings, adapter (peft mixed-adapter batches) and token callback, and becau
 log-probabilities must be those of the untruncated tempered distribution (see `sampling`). A request may
 carry a grammar (`constraints.RowGrammar`): each step, the rows that have one get their allowed-token masks
 (filled one row at a time, on the CPU), sample under them, and advance their matchers with the sampled token;
-the recorded ids are the sampled ids and the recorded log-probabilities are unmasked (see `sampling`). When
-no row in the batch has a grammar, the loop does exactly what it did before grammars existed.
+the recorded ids are the ids taken and the recorded log-probabilities are unmasked (see `sampling`). Near a
+row's token cap its grammar may replace the sampled token by one that closes the output in time (`closing`).
+When no row in the batch has a grammar, the loop does exactly what it did before grammars existed.
 
 `RunningBatch` is the loop's state (continuous batching, as in vLLM, TGI and SGLang): `add` prefills new
 requests on their own and packs their keys and values beside the running rows', `step` samples one token for
@@ -32,7 +33,7 @@ from langgraph_omar.serving.constraints import RowGrammar, allowed_tokens
 from langgraph_omar.serving.kv_cache import GrowingLayer, cast_cache, growing_cache, is_growing, pack_rows
 from langgraph_omar.serving.precision import autocast_forward, weights_dtype
 from langgraph_omar.serving.prefix_cache import CachedSequence, PrefixCache
-from langgraph_omar.serving.sampling import SamplingParams, sample_next
+from langgraph_omar.serving.sampling import SamplingParams, sample_next, token_logprob
 from langgraph_omar.serving.stops import StopWatch
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
@@ -54,6 +55,7 @@ class DecodeResult:
     text: str
     finish_reason: str  # "stop", "stop_string" or "length"
     masked_logprobs: list[float] | None = None  # constrained rows: under the allowed tokens only
+    closed_early: bool = False  # a constrained row took closing tokens to complete before its cap
 
 
 def _decode(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
@@ -294,16 +296,23 @@ class RunningBatch:
         )
         masked_values = token_masked.tolist() if constrained else []
         finished: list[tuple[object, DecodeResult]] = []
-        keep = []
+        keep, forced = [], {}
         for i, (row, token, lp) in enumerate(
             zip(rows, tokens.tolist(), token_logprobs.tolist(), strict=True)
         ):
             request = row.request
-            row.completion.append(token)
-            row.logprobs.append(lp)
             if request.grammar is not None:
+                # near the cap, the grammar may take its closing token instead (`closing`): recorded with its
+                # unmasked log-probability like any other, and masked log-probability 0 (it was the only choice)
+                kept = request.grammar.choose(token, request.params.max_new_tokens - len(row.completion))
+                if kept != token:
+                    token, lp = kept, token_logprob(logits[i], request.params.temperature, kept)
+                    forced[i] = kept
+                    masked_values[i] = 0.0
                 request.grammar.advance(token)
                 row.masked.append(masked_values[i])
+            row.completion.append(token)
+            row.logprobs.append(lp)
             if request.on_token is not None:
                 request.on_token(token)
             stopped = row.stops is not None and row.stops.push(token)
@@ -311,6 +320,9 @@ class RunningBatch:
                 finished.append((row.key, self._finish(i, row, token)))
             else:
                 keep.append(i)
+        if forced:
+            tokens = tokens.clone()
+            tokens[list(forced)] = torch.tensor(list(forced.values()), device=tokens.device)
         if len(keep) < len(rows):
             self._retain(keep)
             tokens = tokens[torch.tensor(keep, device=self.device)] if keep else tokens[:0]
@@ -336,7 +348,8 @@ class RunningBatch:
             if (stored := _finished_sequence(self.cache, index, self.mask[index], fed)) is not None:
                 self.prefix_cache.store(request.adapter, stored)
         masked = row.masked if request.grammar is not None else None
-        return DecodeResult(row.completion, row.logprobs, text, reason, masked)
+        closed_early = request.grammar is not None and request.grammar.closed_early
+        return DecodeResult(row.completion, row.logprobs, text, reason, masked, closed_early)
 
     def _retain(self, keep: list[int]) -> None:
         """Keep only rows `keep`, dropping the columns no kept row uses."""

@@ -467,4 +467,7 @@ def _constraint_extra(constraint: Constraint | None, result: DecodeResult) -> di
     """What a constrained call's record says about its grammar (see `TokenRecord`); nothing for others."""
     if constraint is None:
         return {}
-    return {"constraint": constraint.kind, "masked_logprobs": result.masked_logprobs}
+    extra: dict[str, Any] = {"constraint": constraint.kind, "masked_logprobs": result.masked_logprobs}
+    if result.closed_early:
+        extra["closed_early"] = True
+    return extra

@@ -5,7 +5,8 @@ of each produced id under the sampling distribution (log-softmax of logits / tem
 top-k / top-p truncation, and before any grammar's mask). These are the "old" log-probabilities of the PPO
 ratio: the trainer recomputes the same unmasked quantity, so constrained turns train like any other (see
 `sampling` for the reasons and the PPO consequence). A constrained call's `extra` says so:
-`{"constraint": kind, "masked_logprobs": [...]}`, the latter under the grammar-restricted distribution.
+`{"constraint": kind, "masked_logprobs": [...]}`, the latter under the grammar-restricted distribution, and
+`"closed_early": True` when tokens were forced to close the output before `max_tokens` (`serving.closing`).
 """
 
 from __future__ import annotations

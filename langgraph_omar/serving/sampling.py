@@ -63,6 +63,12 @@ def tempered_logprobs(logits: torch.Tensor, temperatures: torch.Tensor) -> torch
     return torch.log_softmax(logits.float() / t[:, None], dim=-1)
 
 
+def token_logprob(logits: torch.Tensor, temperature: float, token: int) -> float:
+    """log_softmax(logits / T)[token] for one row's logits (V,): a forced token's recorded log-probability."""
+    temperatures = torch.tensor([temperature], device=logits.device, dtype=torch.float32)
+    return float(tempered_logprobs(logits[None], temperatures)[0, token])
+
+
 def truncate(logprobs: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
     """Mask (to -inf) tokens outside each row's top-k and nucleus top-p. logprobs (B, V); top_p, top_k (B,)."""
     sorted_lp, order = logprobs.sort(dim=-1, descending=True)

@@ -1,13 +1,18 @@
 """Tool calls and structured output on the real default model (SmolLM2-135M): a plain LangGraph tool loop with a
 forced tool over 8 concurrent episodes, every call recorded; structured output with ints, enums, floats,
-booleans and lists valid on every call; the SOTOPIA judge's JSON mode parsing on every call."""
+booleans and lists valid on every call; 100 structured calls at a 96-token cap all valid (the grammar closes
+the ones that run long), their log-probabilities the unmasked ones; the SOTOPIA judge's JSON mode parsing on
+every call."""
 
 from __future__ import annotations
 
 import enum
 import json
+from uuid import UUID
 
 import pytest
+import torch
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
@@ -16,6 +21,8 @@ from pydantic import BaseModel, Field
 
 from langgraph_omar import ChatPolicy
 from langgraph_omar.envs.sotopia.judge import SotopiaJudge
+from langgraph_omar.serving.engine import SharedPolicy
+from langgraph_omar.serving.records import token_records
 from langgraph_omar.tracing import TraceRecorder
 
 pytestmark = pytest.mark.integration
@@ -104,6 +111,55 @@ def test_structured_output_with_ints_enums_floats_booleans_and_lists_is_valid_on
     ]
     results = structured.batch(prompts)
     assert all(isinstance(r, Order) for r in results)
+
+
+class Greeting(BaseModel):
+    name: str
+    message: str
+
+
+class RunIds(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.ids: list[UUID] = []
+
+    def on_chat_model_start(self, serialized, messages, *, run_id, **kwargs):
+        self.ids.append(run_id)
+
+
+async def test_100_structured_calls_at_a_96_token_cap_all_return_a_valid_object():
+    # Measured before the grammar closed near the cap: 1 of these 100 calls ran its name string to max_tokens
+    # and did not parse ({"name": "Shelter<n>D<n>L<n>M...). Seeded: every call samples the same tokens each run.
+    llm = ChatPolicy(temperature=0.7, max_tokens=96, seed=0)
+    prompts = [
+        f"Greet guest number {i} at the hotel, with their name and a warm welcome message."
+        for i in range(100)
+    ]
+    handler = RunIds()
+    outputs = await llm.with_structured_output(Greeting, include_raw=True).abatch(
+        prompts, {"callbacks": [handler], "max_concurrency": 100}
+    )
+    assert all(o["parsing_error"] is None and isinstance(o["parsed"], Greeting) for o in outputs), [
+        o["raw"].content for o in outputs if o["parsing_error"] is not None
+    ]
+    closed = [o["raw"] for o in outputs if o["raw"].response_metadata.get("closed_early")]
+    assert closed and all(m.usage_metadata["output_tokens"] <= 96 for m in closed)
+    # the recorded log-probabilities of the calls closed early are the unmasked ones, forced tokens included
+    # (a bf16 engine's incremental decode and this whole-sequence recompute differ by up to ~0.2; a forced
+    # token's masked log-probability is 0 where its unmasked one is far below)
+    records = [
+        r for r in map(token_records.pop, handler.ids) if r is not None and r.extra.get("closed_early")
+    ]
+    assert len(records) == len(closed)
+    engine = SharedPolicy.get()
+    for record in records:
+        ids = torch.tensor([record.prompt_ids + record.completion_ids], device=engine.device)
+        with torch.no_grad():
+            logits = engine.model(ids).logits[0, len(record.prompt_ids) - 1 : -1].float()
+        completion = ids[0, len(record.prompt_ids) :, None]
+        unmasked = torch.log_softmax(logits / 0.7, -1).gather(-1, completion)[:, 0]
+        assert torch.allclose(torch.tensor(record.logprobs), unmasked.cpu(), atol=0.5)
+        masked = torch.tensor(record.extra["masked_logprobs"])
+        assert ((masked - unmasked.cpu()) > 2).any()
 
 
 def test_the_sotopia_judge_json_mode_parses_on_every_call():
