@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+SEED ?= 0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(VENV)/bin/omar demo
+	$(VENV)/bin/omar demo --seed $(SEED)
 
 test: setup
 	$(PY) -m pytest -q
