@@ -83,6 +83,8 @@ class PolicyWithValueHead(nn.Module):
         rows, width = input_ids.shape
         prefix = body(input_ids=input_ids[:1, :shared], use_cache=True)
         cache = prefix.past_key_values
+        if cache is None:  # a body that keeps no cache: run the rows whole
+            return body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         cache.batch_repeat_interleave(rows)  # differentiable: the rows' gradients reach the one prefix
         positions = torch.arange(shared, width, device=input_ids.device).expand(rows, -1)
         rest = body(
