@@ -514,3 +514,15 @@ class _TextStream:
             return ""
         delta, self.released = text[self.released : ready], ready
         return self.gate.push(delta) if self.gate is not None else delta
+
+
+JUDGE_ROLE = "judge"  # the role of every call of the commands' judge (the run metadata the judge model adds)
+
+
+def served_judge(model: str, device: str | None = None, max_tokens: int | None = None) -> ChatPolicy:
+    """The judge the commands give a graph: `model` served with no adapter, greedy, with a judge's budget
+    (ChatPolicy's default unless `max_tokens`), not the players' turn cap. Its calls are recorded as role
+    `judge`, in whatever node the graph makes them (a `score` node, a step after the graph), so they are
+    never taken for a player's turns nor seated with an evaluated adapter."""
+    budget: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
+    return ChatPolicy(model=model, device=device, temperature=0.0, metadata={"role": JUDGE_ROLE}, **budget)

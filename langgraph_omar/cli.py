@@ -152,8 +152,7 @@ def _envs(args: argparse.Namespace) -> None:
 
 
 def _rollout(args: argparse.Namespace) -> None:
-    from langgraph_omar.chat_model import ChatPolicy
-    from langgraph_omar.envs.judges import served_judge
+    from langgraph_omar.chat_model import ChatPolicy, served_judge
     from langgraph_omar.rollout import check_output, parse_input, run_episodes, stable_episode_id
     from langgraph_omar.serving.models import refuse_custom_code
     from langgraph_omar.serving.settings import ServingSettings

@@ -1,5 +1,5 @@
-"""The chat model an environment's judge runs on: the commands' own (`served_judge`), or one named by one
-string (`--judge-model`).
+"""The chat model an environment's judge runs on: the commands' own (`chat_model.served_judge`), or one named
+by one string (`--judge-model`).
 
 The commands give an environment's judge the served base model (adapter disabled), its calls recorded as the
 role `judge` wherever the graph makes them. A judge model of one's own is either
@@ -13,27 +13,10 @@ A name that does not load is a one-line error before any episode is played.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 
 from langgraph_omar.errors import OmarError, first_line
-
-if TYPE_CHECKING:
-    from langgraph_omar.chat_model import ChatPolicy
-
-JUDGE_ROLE = "judge"  # the role of every call of the commands' judge (the run metadata the judge model adds)
-
-
-def served_judge(model: str, device: str | None = None, max_tokens: int | None = None) -> ChatPolicy:
-    """The judge the commands give a graph: `model` served with no adapter, greedy, with a judge's budget
-    (ChatPolicy's default unless `max_tokens`), not the players' turn cap. Its calls are recorded as role
-    `judge`, in whatever node the graph makes them (a `score` node, a step after the graph), so they are
-    never taken for a player's turns nor seated with an evaluated adapter."""
-    from langgraph_omar.chat_model import ChatPolicy
-
-    budget: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
-    return ChatPolicy(model=model, device=device, temperature=0.0, metadata={"role": JUDGE_ROLE}, **budget)
 
 
 def is_import_target(spec: str) -> bool:

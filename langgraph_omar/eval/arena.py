@@ -22,9 +22,8 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from langgraph_omar.chat_model import ChatPolicy
+from langgraph_omar.chat_model import JUDGE_ROLE, ChatPolicy, served_judge
 from langgraph_omar.envs.environment import OUTCOME, Environment
-from langgraph_omar.envs.judges import JUDGE_ROLE, served_judge
 from langgraph_omar.envs.registry import ContractWarning, load_environment
 from langgraph_omar.errors import OmarError
 from langgraph_omar.eval.stats import ALL_SEATS, Comparison, Game, GameMetric, compare_seats, summarize_games

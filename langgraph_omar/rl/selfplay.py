@@ -270,8 +270,7 @@ class SelfPlaySource:
     def start(self, trainer: PPOTrainer, process: PartialState, progress: bool) -> None:
         """Build the graph: every role on the trained adapter, a judge on the base model (adapter disabled)
         unless the environment names a judge model of its own, never on the policy it scores."""
-        from langgraph_omar.chat_model import ChatPolicy
-        from langgraph_omar.envs.judges import served_judge
+        from langgraph_omar.chat_model import ChatPolicy, served_judge
 
         s, policy = self.config.selfplay, self.policy
         chat = ChatPolicy(

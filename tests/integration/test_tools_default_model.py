@@ -144,8 +144,9 @@ async def test_100_structured_calls_at_a_96_token_cap_all_return_a_valid_object(
     closed = [o["raw"] for o in outputs if o["raw"].response_metadata.get("closed_early")]
     assert closed and all(m.usage_metadata["output_tokens"] <= 96 for m in closed)
     # the recorded log-probabilities of the calls closed early are the unmasked ones, forced tokens included
-    # (a bf16 engine's incremental decode and this whole-sequence recompute differ by up to ~0.2; a forced
-    # token's masked log-probability is 0 where its unmasked one is far below)
+    # (a bf16 engine's incremental decode and this whole-sequence recompute differ by ~0.1-0.2, and by a few
+    # percent deep in the tail: a forced token at -26 nats came back 0.7 apart; a forced token's masked
+    # log-probability is 0 where its unmasked one is far below)
     records = [
         r for r in map(token_records.pop, handler.ids) if r is not None and r.extra.get("closed_early")
     ]
@@ -157,7 +158,7 @@ async def test_100_structured_calls_at_a_96_token_cap_all_return_a_valid_object(
             logits = engine.model(ids).logits[0, len(record.prompt_ids) - 1 : -1].float()
         completion = ids[0, len(record.prompt_ids) :, None]
         unmasked = torch.log_softmax(logits / 0.7, -1).gather(-1, completion)[:, 0]
-        assert torch.allclose(torch.tensor(record.logprobs), unmasked.cpu(), atol=0.5)
+        assert torch.allclose(torch.tensor(record.logprobs), unmasked.cpu(), atol=0.5, rtol=0.05)
         masked = torch.tensor(record.extra["masked_logprobs"])
         assert ((masked - unmasked.cpu()) > 2).any()
 
