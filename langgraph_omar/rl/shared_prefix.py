@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from langgraph_omar.serving.prefix_cache import common_prefix_length
 
 MIN_SHARED_TOKENS = 32  # below this a second forward call costs more than the tokens it saves
 
@@ -30,22 +33,14 @@ def shared_prefix_length(input_ids: Tensor, lengths: Tensor, minimum: int = MIN_
     return shared if shared >= minimum else 0
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def prefix_clusters(sequences: Sequence[Sequence[int]], minimum: int = MIN_SHARED_TOKENS) -> list[list[int]]:
     """Indices of `sequences` in lexicographic order, cut wherever two neighbours share fewer than `minimum`
     tokens: each cluster's members begin alike, and members of a cluster are adjacent."""
     order = sorted(range(len(sequences)), key=lambda i: tuple(sequences[i]))
+    arrays = [np.asarray(s, dtype=np.int64) for s in sequences]
     clusters: list[list[int]] = []
     for i in order:
-        if clusters and common_prefix(sequences[clusters[-1][-1]], sequences[i]) >= minimum:
+        if clusters and common_prefix_length(arrays[clusters[-1][-1]], arrays[i]) >= minimum:
             clusters[-1].append(i)
         else:
             clusters.append([i])
