@@ -210,3 +210,18 @@ def test_batched_draws_follow_each_rows_distribution_and_seed():
     alone = _draw(probs[2:] * 7, [torch.Generator().manual_seed(11)])  # unnormalised, and alone
     beside = _draw(probs, [None, None, torch.Generator().manual_seed(11)])
     assert alone[0] == beside[2]
+
+
+def test_a_prefill_hands_the_output_head_a_contiguous_last_position(policy):
+    """The (B, 1, H) last-position view of a multi-row prefill is copied before the head: as a strided view,
+    matmul would materialise the head weight once per row."""
+    seen = []
+    head = policy.model.get_output_embeddings()
+    hook = head.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous()))
+    try:
+        futures = [policy.submit(p, GREEDY) for p in prompts(policy, 3)]
+        together = [f.result().completion_ids for f in futures]
+    finally:
+        hook.remove()
+    assert seen and all(seen)
+    assert together == [policy.generate(p, GREEDY).completion_ids for p in prompts(policy, 3)]

@@ -32,7 +32,12 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from langgraph_omar.errors import OmarError
 from langgraph_omar.serving.adapters import check_adapter_files, check_adapter_fits, load_error
 from langgraph_omar.serving.constraints import Constraint, GrammarCompiler
-from langgraph_omar.serving.decoding import DecodeRequest, DecodeResult, RunningBatch
+from langgraph_omar.serving.decoding import (
+    DecodeRequest,
+    DecodeResult,
+    RunningBatch,
+    keep_head_input_contiguous,
+)
 from langgraph_omar.serving.models import DEFAULT_MODEL, load_model
 from langgraph_omar.serving.precision import resolve_dtype
 from langgraph_omar.serving.prefix_cache import PrefixCache
@@ -86,6 +91,7 @@ class SharedPolicy:
         """
         self.model_name = name
         self.model, self.tokenizer = model.eval(), tokenizer
+        keep_head_input_contiguous(model)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.device = next(model.parameters()).device
