@@ -8,16 +8,24 @@ import math
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 from selfplay_toy import toy_policy
+from torch.func import functional_call
 
 from langgraph_omar.errors import OmarError
 from langgraph_omar.rl.advantages import EmaBaseline
 from langgraph_omar.rl.batch import build_batch
 from langgraph_omar.rl.config import ConfigError, RunConfig
-from langgraph_omar.rl.trainer import PPOTrainer
-from langgraph_omar.serving.precision import cpu_flags_from, mixed_precision, resolve_dtype
+from langgraph_omar.rl.trainer import PolicyWithValueHead, PPOTrainer
+from langgraph_omar.serving.precision import (
+    autocast_forward,
+    cpu_flags_from,
+    frozen_weight_casts,
+    mixed_precision,
+    resolve_dtype,
+)
 from langgraph_omar.serving.sampling import SamplingParams
-from langgraph_omar.testing import tiny_policy
+from langgraph_omar.testing import tiny_model, tiny_policy
 from langgraph_omar.trajectory import Episode, Turn
 
 ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})
@@ -185,3 +193,63 @@ def test_the_self_play_loop_still_learns_on_the_bf16_path(tmp_path):
     assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.1, rewards
     assert all(0 < h["logprob_mismatch"] < 5e-2 for h in history)
     assert all(h["tis_weight_mean"] == pytest.approx(1.0, abs=0.05) for h in history)
+
+
+def _lora_model(seed: int = 0):
+    model = tiny_model(seed)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)  # a trained adapter: LoRA changes the output
+    return peft_model
+
+
+def test_frozen_weight_casts_are_the_frozen_base_linears_made_once():
+    model = _lora_model()
+    casts = frozen_weight_casts(model, torch.bfloat16)
+    params = dict(model.named_parameters())
+    assert casts and all(params[name].dtype == torch.float32 for name in casts)
+    assert all(".lora_" not in name and "lm_head" not in name and "embed" not in name for name in casts)
+    assert any(name.endswith("q_proj.base_layer.weight") for name in casts)  # under a LoRA layer
+    assert any(name.endswith("mlp.up_proj.weight") for name in casts)  # a plain Linear
+    assert all(torch.equal(c, params[n].to(torch.bfloat16)) for n, c in casts.items())
+    again = frozen_weight_casts(model, torch.bfloat16)
+    assert all(again[n] is c for n, c in casts.items())  # made once
+    body = model.get_base_model().model  # another root over the same weights shares the copies
+    assert {id(c) for c in frozen_weight_casts(body, torch.bfloat16).values()} == {
+        id(c) for c in casts.values()
+    }
+    assert frozen_weight_casts(model, torch.float32) == {}  # nothing to cast
+
+
+def test_a_prefill_on_the_cast_copies_gives_the_logits_autocast_gives():
+    model = _lora_model()
+    ids = torch.randint(3, 200, (2, 9))
+    with torch.no_grad(), autocast_forward(model, torch.bfloat16) as weights:
+        assert weights
+        expected = model(input_ids=ids).logits
+        got = functional_call(model, weights, (), {"input_ids": ids}).logits
+    assert expected.dtype == torch.float32  # the head stays float32
+    assert torch.equal(got, expected)
+
+
+def test_the_update_forward_on_cast_copies_gives_the_same_states_and_lora_gradients():
+    results = []
+    for cast in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        model = _lora_model()
+        module = PolicyWithValueHead(model, None, cast)
+        ids = torch.randint(3, 200, (3, 40))
+        ids[:, :34] = ids[0, :34]  # a shared prefix too
+        mask = torch.ones_like(ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            states, _ = module(ids, mask, shared_prefix=34)
+        states.float().pow(2).mean().backward()
+        grads = [p.grad.clone() for n, p in model.named_parameters() if p.requires_grad]
+        results.append((states.detach(), grads))
+    (states, grads), (cast_states, cast_grads) = results
+    assert torch.equal(states, cast_states)
+    assert all(torch.equal(a, b) for a, b in zip(grads, cast_grads, strict=True))

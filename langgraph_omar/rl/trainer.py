@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -32,6 +32,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object
 from peft import LoraConfig, PeftModel
 from torch import Tensor, nn
+from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from langgraph_omar.rl.batch import TrainingBatch, assign_critic_advantages, finish_advantages
@@ -43,19 +44,25 @@ from langgraph_omar.rl.output_head import model_logit_transform
 from langgraph_omar.rl.shared_prefix import shared_prefix_length
 from langgraph_omar.rl.value_fit import explained_variance, fit_value_head
 from langgraph_omar.serving.engine import SharedPolicy
-from langgraph_omar.serving.precision import mixed_precision
+from langgraph_omar.serving.precision import frozen_weight_casts, mixed_precision
 from langgraph_omar.serving.threads import adjust_threads
 from langgraph_omar.trajectory import Episode
 
 
 class PolicyWithValueHead(nn.Module):
     """The served peft model's transformer body (+ an optional Linear(H, 1) value head) as one module, so that
-    accelerate/DDP see every trainable parameter in one forward. forward -> (hidden (B, T, H), values (B, T))."""
+    accelerate/DDP see every trainable parameter in one forward. forward -> (hidden (B, T, H), values (B, T)).
 
-    def __init__(self, peft_model: PeftModel, value_head: nn.Linear | None) -> None:
+    cast_weights: the autocast type of the update on float32 weights; the body then runs on copies of its
+    frozen weights made once in that type (`precision.frozen_weight_casts`), not on casts made every forward."""
+
+    def __init__(
+        self, peft_model: PeftModel, value_head: nn.Linear | None, cast_weights: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         self.peft_model = peft_model
         self.value_head = value_head
+        self.cast_weights = cast_weights
 
     def causal_lm(self) -> Any:
         return self.peft_model.get_base_model()
@@ -70,16 +77,24 @@ class PolicyWithValueHead(nn.Module):
         """shared_prefix: P > 0 when every row's first P tokens are the same (rl/shared_prefix.py): they run once
         and their keys and values are repeated for the rows."""
         body = self.body()
+        casts = frozen_weight_casts(body, self.cast_weights) if self.cast_weights is not None else {}
+
+        def run(**inputs: Any) -> Any:
+            return functional_call(body, casts, (), inputs) if casts else body(**inputs)
+
         if shared_prefix:
-            states = self._forward_shared(body, input_ids, attention_mask, shared_prefix)
+            states = self._forward_shared(run, input_ids, attention_mask, shared_prefix)
         else:
-            out = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-            states = out.last_hidden_state
+            states = run(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+            ).last_hidden_state
         values = None if self.value_head is None else self.value_head(states.to(self.value_head.weight.dtype))
         return states, None if values is None else values.squeeze(-1)
 
     @staticmethod
-    def _forward_shared(body: Any, input_ids: Tensor, attention_mask: Tensor, shared: int) -> Tensor:
+    def _forward_shared(
+        body: Callable[..., Any], input_ids: Tensor, attention_mask: Tensor, shared: int
+    ) -> Tensor:
         rows, width = input_ids.shape
         prefix = body(input_ids=input_ids[:1, :shared], use_cache=True)
         cache = prefix.past_key_values
@@ -201,7 +216,10 @@ class PPOTrainer:
                 f"the served model is on {policy.device} but accelerate trains on {self.accelerator.device}; "
                 "load the policy on the device accelerate assigns to this process"
             )
-        module = PolicyWithValueHead(peft_model, value_head)
+        # float32 weights on a CPU under bf16 autocast: the frozen weights are cast once, not at every forward
+        # (on a GPU the weights are bf16 already; sharded weights cast their own way)
+        cast = torch.bfloat16 if precision == "bf16" and not on_cuda else None
+        module = PolicyWithValueHead(peft_model, value_head, cast)
         module.eval()  # the probe compares two forwards: no dropout
         self.logit_transform = model_logit_transform(module.causal_lm(), module.body(), policy.model_name)
         self.trainable = [p for p in module.parameters() if p.requires_grad]

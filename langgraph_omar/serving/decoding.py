@@ -27,6 +27,7 @@ from typing import cast
 import numpy as np
 import torch
 from peft import PeftModel
+from torch.func import functional_call
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from langgraph_omar.serving.constraints import RowGrammar, allowed_tokens
@@ -154,21 +155,21 @@ def next_logits(
     positions: torch.Tensor,
     cache: DynamicCache,
     adapters: list[str | None],
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Feed ids (B, S) after the cache; the logits (B, V) of each row's next token. Every forward pass of
-    generation (prefills and one-token steps) goes through here."""
+    generation (prefills and one-token steps) goes through here. weights: tensors to run the forward on in
+    place of `model`'s own, by name (`precision.autocast_forward`)."""
     extra: dict[str, object] = {}
     if isinstance(model, PeftModel):
         extra["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
     extra[_cache_argument(model.get_base_model() if isinstance(model, PeftModel) else model)] = cache
-    return model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1,
-        **extra,
-    ).logits[:, -1]
+    inputs = dict(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+    )
+    if weights:
+        return functional_call(model, weights, (), {**inputs, **extra}).logits[:, -1]
+    return model(**inputs, **extra).logits[:, -1]
 
 
 def _left_pad(mask: torch.Tensor, width: int) -> torch.Tensor:
@@ -250,8 +251,9 @@ class RunningBatch:
         ids, mask, cache = _prefill_inputs(distinct, prefixes, self.tokenizer.pad_token_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - ids.shape[1] :]
-        with autocast_forward(self.model, self.prefill_dtype):
-            logits = next_logits(self.model, ids, mask, positions, cache, [r.adapter for r in distinct])
+        with autocast_forward(self.model, self.prefill_dtype) as weights:
+            adapters = [r.adapter for r in distinct]
+            logits = next_logits(self.model, ids, mask, positions, cache, adapters, weights)
         cast_cache(cache, weights_dtype(self.model))
         self._store_prompts(distinct, cache, mask)
         positions = positions[:, -1:]

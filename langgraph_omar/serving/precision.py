@@ -8,9 +8,12 @@ products are bound by reading the weights, is slower in bf16 on avx512_bf16 alon
 tokens/s at batch 32) but faster with AMX tiles (an Intel Xeon core with amx_bf16: 224 -> 118 ms a step at
 batch 16, x1.9), so decode is bf16 only with `amx_bf16`. Elsewhere everything stays float32.
 
-The decode type is the served weights' type (one set of weights serves and trains: no copy to keep in sync).
-With float32 weights a bf16 prefill runs under autocast, which casts the weights it uses at each forward (little
-next to a many-token forward); with bf16 weights it is a plain forward. The keys and values a prefill leaves in
+The decode type is the served weights' type (one set of weights serves and trains). With float32 weights a bf16
+prefill or update runs under autocast, which would cast every weight it multiplies at every forward (~130 ms
+for SmolLM2's Linear weights on one Zen 4 core: as long as a 100-token prefill, a tenth of an update
+micro-batch); the frozen base weights never change (only LoRA trains), so `frozen_weight_casts` makes each cast
+once and the forward runs on the copies (`torch.func.functional_call`), with the same values autocast would
+make. With bf16 weights it is a plain forward. The keys and values a prefill leaves in
 the KV cache are cast to the decode type before decoding, so the prefix cache holds one type. A trained LoRA
 adapter stays float32 on bf16 weights (peft keeps adapters in float32), and the update's autocast decides its
 matrix products' type.
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import cast
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from langgraph_omar.errors import OmarError
 
@@ -98,13 +102,45 @@ def weights_dtype(model: torch.nn.Module) -> torch.dtype:
     return cast(torch.dtype, embeddings.weight.dtype)
 
 
+_CASTS: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight -> {dtype: its copy}, while the weight lives
+
+
+def frozen_weight_casts(module: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """{name: copy in `dtype`} (bf16 or fp16) of the weights autocast casts at every forward of `module`:
+    those of its frozen float32 `nn.Linear` layers, not the output head (kept float32 by `autocast_forward`),
+    not LoRA's own layers (peft runs them in their type). Each copy is made once per weight and shared by
+    every module holding it; names are relative to `module`, for `torch.func.functional_call`."""
+    if dtype not in (torch.bfloat16, torch.float16):  # autocast lowers float32 only to these
+        return {}
+    head_of = getattr(module, "get_output_embeddings", None)
+    head = head_of() if callable(head_of) else None
+    casts = {}
+    for name, layer in module.named_modules():
+        if not isinstance(layer, torch.nn.Linear) or layer is head:
+            continue
+        weight = layer.weight
+        if (
+            weight.requires_grad
+            or weight.dtype == dtype
+            or any(p.startswith("lora_") for p in name.split("."))
+        ):
+            continue
+        copies = _CASTS.setdefault(weight, {})
+        if dtype not in copies:
+            with torch.inference_mode(False):  # a copy made while serving can be saved for a backward later
+                copies[dtype] = weight.detach().to(dtype)
+        casts[f"{name}.weight" if name else "weight"] = copies[dtype]
+    return casts
+
+
 @contextlib.contextmanager
-def autocast_forward(model: torch.nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
+def autocast_forward(model: torch.nn.Module, dtype: torch.dtype | None) -> Iterator[dict[str, torch.Tensor]]:
     """Run `model`'s forwards inside under `dtype` autocast when it differs from the weights' type (else
     unchanged), with the output head in float32: sampled and recorded log-probabilities then come from
-    float32 logits of the (autocast) last hidden state."""
+    float32 logits of the (autocast) last hidden state. Yields the weights to run the forward on
+    (`frozen_weight_casts`; empty when nothing is cast)."""
     if dtype is None or dtype == weights_dtype(model):
-        yield
+        yield {}
         return
     head = model.get_output_embeddings()  # type: ignore[operator]
     device_type = head.weight.device.type
@@ -118,6 +154,6 @@ def autocast_forward(model: torch.nn.Module, dtype: torch.dtype | None) -> Itera
     head.forward = float32_head
     try:
         with torch.autocast(device_type, dtype=dtype):
-            yield
+            yield frozen_weight_casts(model, dtype)
     finally:
         del head.forward  # the class's forward again
