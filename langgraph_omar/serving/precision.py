@@ -10,7 +10,7 @@ batch 16, x1.9), so decode is bf16 only with `amx_bf16`. Elsewhere everything st
 
 The decode type is the served weights' type (one set of weights serves and trains). With float32 weights a bf16
 prefill or update runs under autocast, which would cast every weight it multiplies at every forward (~130 ms
-for SmolLM2's Linear weights on one Zen 4 core: as long as a 100-token prefill, a tenth of an update
+for SmolLM2's Linear weights on one Xeon core, measured: as long as a 100-token prefill, a tenth of an update
 micro-batch); the frozen base weights never change (only LoRA trains), so `frozen_weight_casts` makes each cast
 once and the forward runs on the copies (`torch.func.functional_call`), with the same values autocast would
 make. With bf16 weights it is a plain forward. The keys and values a prefill leaves in
@@ -107,7 +107,7 @@ _CASTS: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight -> {dtype: its cop
 
 def frozen_weight_casts(module: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """{name: copy in `dtype`} (bf16 or fp16) of the weights autocast casts at every forward of `module`:
-    those of its frozen float32 `nn.Linear` layers, not the output head (kept float32 by `autocast_forward`),
+    those of its frozen `nn.Linear` layers of another type, not the output head (kept float32 by `autocast_forward`),
     not LoRA's own layers (peft runs them in their type). Each copy is made once per weight and shared by
     every module holding it; names are relative to `module`, for `torch.func.functional_call`."""
     if dtype not in (torch.bfloat16, torch.float16):  # autocast lowers float32 only to these
