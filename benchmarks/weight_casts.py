@@ -77,9 +77,8 @@ def main() -> None:
         copies: PolicyWithValueHead(peft_model, None, torch.bfloat16 if copies else None)
         for copies in (False, True)
     }
-    assert frozen_weight_casts(
-        modules[True].body(), torch.bfloat16
-    )  # float32 weights: there is something to cast
+    # float32 weights: there is something to cast
+    assert frozen_weight_casts(modules[True].body(), torch.bfloat16)
     results: dict[str, dict[bool, list[float]]] = {"prefill": {}, "micro-batch": {}}
     for _ in range(2):  # alternate, twice: the machine's noise falls on both
         for copies in (False, True):
