@@ -257,9 +257,11 @@ def test_evaluate_negotiation_rotates_seats_in_shared_batches(
     batches: list[list[str | None]] = []
     real_forward = decoding.next_logits
 
-    def recording_forward(model: Any, ids: Any, mask: Any, positions: Any, cache: Any, adapters: Any) -> Any:
+    def recording_forward(
+        model: Any, ids: Any, mask: Any, positions: Any, cache: Any, adapters: Any, *rest: Any
+    ) -> Any:
         batches.append(list(adapters))
-        return real_forward(model, ids, mask, positions, cache, adapters)
+        return real_forward(model, ids, mask, positions, cache, adapters, *rest)
 
     monkeypatch.setattr(decoding, "next_logits", recording_forward)
     trained, _ = adapters
