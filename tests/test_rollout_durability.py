@@ -58,6 +58,7 @@ def _rollout(model: Path, out: Path, release: Path) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "langgraph_omar.cli", "rollout", "test_rollout_durability:held_graph"]
     command += ["--model", str(model), "--episodes", str(EPISODES), "--max-tokens", "4", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent), RELEASE: str(release), "OMP_NUM_THREADS": "1"}
+    env["PYTHONFAULTHANDLER"] = "1"  # a run that hangs prints its threads' stacks on SIGABRT
     return subprocess.Popen(command, cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -85,7 +86,13 @@ def test_a_killed_rollout_keeps_finished_episodes_and_a_rerun_appends_the_rest(
         time.sleep(0.05)
     assert victim.poll() is None, victim.communicate()[1].decode()[-2000:]
     os.kill(victim.pid, stop)
-    victim.communicate(timeout=60)
+    try:
+        victim.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # a hang: SIGABRT makes faulthandler print every thread's stack
+        victim.send_signal(signal.SIGABRT)
+        pytest.fail(
+            f"no exit 60 s after {stop.name}; its threads:\n{victim.communicate()[1].decode()[-6000:]}"
+        )
     assert victim.returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 130)
     kept = read_episodes(out)
     assert sorted(e.metadata["seed"] for e in kept) == list(range(HELD_FROM))
