@@ -16,7 +16,7 @@ from test_engine import save_adapter
 from langgraph_omar.serving import decoding
 from langgraph_omar.serving.constraints import Constraint
 from langgraph_omar.serving.decoding import DecodeRequest, RunningBatch, decode_batch
-from langgraph_omar.serving.kv_cache import growing_cache, pack_rows
+from langgraph_omar.serving.kv_cache import growing_cache, keep_rows, pack_rows
 from langgraph_omar.serving.prefix_cache import PrefixCache
 from langgraph_omar.serving.sampling import SamplingParams
 from langgraph_omar.serving.stops import IncrementalText, StopWatch
@@ -193,6 +193,21 @@ def test_pack_rows_aligns_rows_of_two_caches_to_the_right():
     assert keys[1, 0, :, 0].tolist() == [0.0, 9.0, 9.0, 9.0]
     new_keys, _ = packed.update(torch.ones(2, 1, 1, 1), torch.ones(2, 1, 1, 1), 0)
     assert new_keys.shape == (2, 1, 5, 1) and new_keys[:, 0, -1, 0].tolist() == [1.0, 1.0]
+
+
+def test_keep_rows_moves_the_kept_rows_to_the_front_of_the_same_buffers():
+    torch.manual_seed(0)
+    keys, values = torch.randn(4, 2, 3, 5), torch.randn(4, 2, 3, 5)
+    cache = growing_cache([(keys, values)])
+    buffer = cache.layers[0].keys.data_ptr()  # type: ignore[union-attr]
+    keep_rows(cache, [1, 3])
+    layer = cache.layers[0]
+    assert layer.keys is not None and layer.values is not None
+    assert torch.equal(layer.keys, keys[[1, 3]]) and torch.equal(layer.values, values[[1, 3]])
+    step = torch.randn(2, 2, 1, 5)
+    grown, _ = cache.update(step, step, 0)
+    assert grown.data_ptr() == buffer  # no copy into new buffers, now or at the next step
+    assert torch.equal(grown, torch.cat([keys[[1, 3]], step], dim=2))
 
 
 def test_incremental_text_is_the_full_decode_and_stops_are_seen_when_they_appear():

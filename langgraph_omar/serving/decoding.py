@@ -31,7 +31,14 @@ from torch.func import functional_call
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from langgraph_omar.serving.constraints import RowGrammar, allowed_tokens
-from langgraph_omar.serving.kv_cache import GrowingLayer, cast_cache, growing_cache, is_growing, pack_rows
+from langgraph_omar.serving.kv_cache import (
+    GrowingLayer,
+    cast_cache,
+    growing_cache,
+    is_growing,
+    keep_rows,
+    pack_rows,
+)
 from langgraph_omar.serving.precision import autocast_forward, weights_dtype
 from langgraph_omar.serving.prefix_cache import CachedSequence, PrefixCache
 from langgraph_omar.serving.sampling import SamplingParams, sample_next, token_logprob
@@ -370,7 +377,9 @@ class RunningBatch:
         return DecodeResult(row.completion, row.logprobs, text, reason, masked, closed_early)
 
     def _retain(self, keep: list[int]) -> None:
-        """Keep only rows `keep`, dropping the columns no kept row uses."""
+        """Keep only rows `keep` (ascending). The columns no kept row uses are dropped when they are a quarter
+        of the width or more (a copy of the kept keys and values); fewer stay until rows join (`add` drops
+        them), so that most rows leave at the cost of moving the rows after them."""
         self.rows = [self.rows[i] for i in keep]
         if not keep:
             self.cache, self.logits = None, None
@@ -379,12 +388,13 @@ class RunningBatch:
         assert self.cache is not None and self.logits is not None
         rows = torch.tensor(keep, device=self.device)
         mask = self.mask[rows]
-        if is_growing(self.cache):
-            start = _first_live_column(mask)
+        if not is_growing(self.cache):
+            self.cache.batch_select_indices(rows)
+        elif 4 * (start := _first_live_column(mask)) >= mask.shape[1]:
             self.cache = pack_rows([(self.cache, rows, start)], mask.shape[1] - start)
             mask = mask[:, start:]
         else:
-            self.cache.batch_select_indices(rows)
+            keep_rows(self.cache, keep)
         self.mask, self.positions, self.logits = mask, self.positions[rows], self.logits[rows]
 
 
