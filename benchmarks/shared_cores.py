@@ -5,9 +5,10 @@
 For each variant: one `omar rollout negotiation --episodes N` alone, then two started together (other
 scenario seeds); printed: the seconds of each and the ratio of the slower of the pair to the one alone. The
 target is a ratio within 3 (a fair share is 2: two processes on the same cores, plus some loss to switching).
-- now: the defaults (OMP_WAIT_POLICY=PASSIVE and the fair-share thread count of
+- now: the defaults (libgomp's own wait policy and the fair-share thread count of
   `langgraph_omar/serving/threads.py`);
-- before: libgomp's own wait policy (spin, then sleep) and one thread per core, fixed, as before.
+- passive: the same with OMP_WAIT_POLICY=PASSIVE (idle threads sleep at once; the default until 2026-12-08);
+- before: libgomp's own wait policy and one thread per core, fixed, as before the fair-share thread count.
 Last line: `slower of two / alone (now): X.XX`.
 """
 
@@ -25,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 VARIANTS = {
-    "now": {},
-    "before": {"OMP_WAIT_POLICY": "", "OMP_NUM_THREADS": str(os.cpu_count() or 1)},  # "": libgomp's default
+    "now": {"OMP_WAIT_POLICY": ""},  # "": libgomp's default
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "before": {"OMP_WAIT_POLICY": "", "OMP_NUM_THREADS": str(os.cpu_count() or 1)},
 }
 
 

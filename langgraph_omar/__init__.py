@@ -7,7 +7,6 @@ engine, so recording a hosted model's calls costs no model runtime.
 from __future__ import annotations
 
 import importlib
-import os as _os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,11 +19,6 @@ if TYPE_CHECKING:
     from langgraph_omar.serving.sampling import SamplingParams
     from langgraph_omar.serving.settings import DEFAULT_MODEL
     from langgraph_omar.tracing import TraceRecorder
-
-# Before torch loads OpenMP: threads waiting for work sleep at once instead of spinning, so that two
-# processes on the same cores (a rollout beside a training run) each keep a fair share instead of burning
-# each other's time slices (docs/threads.md). An explicit OMP_WAIT_POLICY wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # public name -> the module that defines it
 _LAZY = {

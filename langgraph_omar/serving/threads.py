@@ -6,8 +6,10 @@ the other process holds everyone up (measured on 2 shared cores: a 4-episode rol
 1518 s beside an `omar train`; a decode step at batch 16 under a loaded machine took 1.4-2.0 s with 2 threads
 and 0.22 s with 1). So a CPU engine and trainer re-choose their thread count every few seconds (before a
 batch, before an update): the cores that other processes are not using, at least one. The others' use is the
-1-minute load average minus what this process itself kept busy since the last look. `langgraph_omar` also
-sets OMP_WAIT_POLICY=PASSIVE before torch loads, so idle threads sleep instead of spinning.
+1-minute load average minus what this process itself kept busy since the last look. libgomp's own wait
+policy (spin a while, then sleep) is kept: OMP_WAIT_POLICY=PASSIVE, the default until 2026-12-08, made every
+parallel region wake its threads from sleep and a 2-thread bf16 update micro-batch 4.1 s against 2.5 s, slower
+than one thread (3.4 s), without making two processes fairer (`benchmarks/shared_cores.py`: 1.19 against 0.98).
 
 An explicit OMP_NUM_THREADS turns this off: the user's count stays.
 """
